@@ -1,0 +1,169 @@
+#pragma once
+/// \file
+/// `Attention<Kernel, Magnitude, Mask>`: exact kernel-smoother attention
+/// \f$ out_i = \sum_{j\in M(i)} w_{ij} v_j / \sum_{j\in M(i)} w_{ij}\f$ with
+/// \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$, composed at compile time.
+
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernattn/attention/exact_engine.hpp"
+#include "kernattn/attention/key_terms.hpp"
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/errors.hpp"
+#include "kernattn/core/threading.hpp"
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/magnitude/none.hpp"
+#include "kernattn/mask/mask.hpp"
+#include "kernattn/mask/none.hpp"
+
+namespace kernattn {
+
+namespace detail {
+
+/// A read-only view of an Eigen argument with the same storage order: no copy for a matrix, a
+/// Map, a Ref or a block of one; one evaluation (not one per tile) for any other expression.
+template <class Derived>
+using InputView = Eigen::Ref<const Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
+                                                 Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>,
+                             0, Eigen::OuterStride<>>;
+
+template <class Derived>
+concept EigenDense = std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
+
+}  // namespace detail
+
+/// Exact attention with kernel `KernelT`, magnitude `MagnitudeT` and set filter `MaskT`.
+///
+/// Inputs are one token per row: Q is \f$N_q\times d\f$, K is \f$N_k\times d\f$, V is
+/// \f$N_k\times d_v\f$ (or the batch x heads layout of `BatchLayout`), any Eigen matrices,
+/// Maps, Refs or blocks of the kernel's scalar type, read in place. The scalar type is the
+/// kernel's (float or double).
+///
+/// Shapes and empty inputs: \f$N_q = 0\f$ gives an empty output, \f$N_k = 0\f$ gives zeros (no
+/// query sees a key), \f$d_v = 0\f$ gives an \f$N_q \times 0\f$ output; \f$d = 0\f$ and every
+/// inconsistent shape throw `InvalidArgument` naming the argument and the shapes.
+///
+/// Thread safety: a const Attention may be used from many threads at once. Results are
+/// bit-identical for every thread count.
+template <kernels::Kernel KernelT, magnitude::Magnitude MagnitudeT = magnitude::None, mask::Mask MaskT = mask::None>
+class Attention {
+ public:
+  using Scalar = typename KernelT::Scalar;
+  using Kernel = KernelT;
+  using Magnitude = MagnitudeT;
+  using Mask = MaskT;
+
+  Attention() = default;
+  explicit Attention(Kernel kernel, Magnitude magnitude = {}, Mask mask = {}, ExecutionOptions options = {})
+      : kernel_(std::move(kernel)), magnitude_(std::move(magnitude)), mask_(std::move(mask)), options_(options) {
+    options_.validate();
+  }
+
+  [[nodiscard]] const Kernel& kernel() const { return kernel_; }
+  [[nodiscard]] const Magnitude& magnitude() const { return magnitude_; }
+  [[nodiscard]] const Mask& mask() const { return mask_; }
+  [[nodiscard]] const ExecutionOptions& options() const { return options_; }
+
+  /// Sets the number of threads (0 = the OpenMP default); returns *this.
+  Attention& set_threads(int threads) {
+    ExecutionOptions changed = options_;
+    changed.threads = threads;
+    changed.validate();
+    options_ = changed;
+    return *this;
+  }
+
+  /// The attention output, \f$N_q \times d_v\f$ (or \f$(B N_q) \times (H d_v)\f$ for a batch).
+  template <class DQ, class DK, class DV>
+  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                                          const Eigen::MatrixBase<DV>& V, BatchLayout layout = {}) const {
+    Matrix<Scalar> out(Q.rows(), V.cols());
+    compute(Q, K, V, out, layout);
+    return out;
+  }
+
+  /// Writes the attention output into `out` (a matrix, Map, Ref or block of the right shape).
+  template <class DQ, class DK, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
+               Out&& out, BatchLayout layout = {}) const {
+    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> && std::is_same_v<typename DK::Scalar, Scalar> &&
+                      std::is_same_v<typename DV::Scalar, Scalar> &&
+                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+                  "Q, K, V and out must have the kernel's scalar type");
+    validate_shapes(Q, K, V, out, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    run(queries, keys, values, out, layout);
+  }
+
+ private:
+  template <class DQ, class DK, class DV, class Out>
+  static void validate_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                              const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
+    using detail::shape_of;
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
+    require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
+            " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ", shape_of(K));
+    require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(), " (one value per key): K is ",
+            shape_of(K), ", V is ", shape_of(V));
+    require(Q.cols() % H == 0 && V.cols() % H == 0, "Q (", shape_of(Q), ") and V (", shape_of(V),
+            ") must have a multiple of ", H, " columns for ", H, " heads");
+    require(Q.cols() / H >= 1, "Q is ", shape_of(Q), ": the head dimension d must be at least 1");
+    require(Q.rows() % B == 0 && K.rows() % B == 0, "Q (", shape_of(Q), ") and K (", shape_of(K),
+            ") must have a multiple of ", B, " rows for ", B, " sequences");
+    require(out.rows() == Q.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
+            " but the attention output is ", shape_of(Q.rows(), V.cols()), " (Q's rows x V's columns)");
+  }
+
+  template <class Queries, class Keys, class Values, class Out>
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = Q.cols() / H;
+    const Index dv = V.cols() / H;
+    const int threads = resolve_thread_count(options_.threads);
+
+    using BoundMask = decltype(mask_.bind(mask::Shape{}));
+    std::vector<BoundMask> bound_masks;
+    bound_masks.reserve(std::size_t(B));
+    for (Index b = 0; b < B; ++b) bound_masks.push_back(mask_.bind(mask::Shape{nq, nk, b, B}));
+
+    const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
+    const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };
+
+    std::vector<detail::KeyTerms<Scalar>> key_terms(std::size_t(B * H));
+    parallel_for(B * H, threads, [&](Index item) {
+      const Index b = item / H;
+      const Index h = item % H;
+      key_terms[std::size_t(item)] = detail::compute_key_terms(kernel_, magnitude_, keys_of(b, h), values_of(b, h));
+    });
+
+    const Index tiles = (nq + options_.query_tile - 1) / options_.query_tile;
+    parallel_for(B * H * tiles, threads, [&](Index item) {
+      const Index tile = item % tiles;
+      const Index b = item / tiles / H;
+      const Index h = item / tiles % H;
+      const Index first = tile * options_.query_tile;
+      const Index rows = std::min(options_.query_tile, nq - first);
+      detail::attend_query_tile<Kernel, Magnitude>(
+          kernel_, Q.block(b * nq + first, h * d, rows, d), first, keys_of(b, h), values_of(b, h),
+          key_terms[std::size_t(b * H + h)], bound_masks[std::size_t(b)], options_.key_tile,
+          out.block(b * nq + first, h * dv, rows, dv));
+    });
+  }
+
+  Kernel kernel_{};
+  Magnitude magnitude_{};
+  Mask mask_{};
+  ExecutionOptions options_{};
+};
+
+}  // namespace kernattn

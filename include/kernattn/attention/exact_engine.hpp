@@ -1,0 +1,118 @@
+#pragma once
+/// \file
+/// The streaming exact engine: one query tile against all keys, key tile after key tile, with an
+/// online softmax (running maximum and sum). No \f$N_q \times N_k\f$ matrix exists anywhere: the
+/// scratch memory is one query tile x key tile of scores plus the tile's accumulators.
+
+#include <algorithm>
+#include <limits>
+
+#include "kernattn/attention/key_terms.hpp"
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/mask/mask.hpp"
+
+namespace kernattn::detail {
+
+/// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
+/// over all keys and writes the tile's output rows.
+///
+/// For the exponential forms, with \f$x_{ij} = \log\kappa(q_i,k_j) + \log\mu(k_j)\f$ and the
+/// running maximum \f$m_i\f$, every key tile does
+/// \f$m_i' = \max(m_i, \max_j x_{ij})\f$, \f$\ell_i \leftarrow e^{m_i - m_i'}\ell_i + \sum_j e^{x_{ij}-m_i'}\f$,
+/// \f$a_i \leftarrow e^{m_i - m_i'} a_i + \sum_j e^{x_{ij}-m_i'} v_j\f$, and finally
+/// \f$out_i = a_i / \ell_i\f$. For the direct form \f$\ell_i\f$ and \f$a_i\f$ are plain sums of
+/// \f$w_{ij}\f$ and \f$w_{ij} v_j\f$. A row with \f$\ell_i = 0\f$ (it sees no key) outputs zeros.
+///
+/// Non-finite data reaches exactly the rows that see it: masked pairs are overwritten before
+/// any arithmetic, and in a partially masked tile whose values hold a NaN or an infinity the
+/// product with the values skips the hidden pairs instead of multiplying them by zero.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask, class QueryTile,
+          class Keys, class Values, class OutTile>
+void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query, const Keys& keys,
+                       const Values& values, const KeyTerms<typename Kernel::Scalar>& terms,
+                       const BoundMask& visibility, Index key_tile, OutTile&& out) {
+  using T = typename Kernel::Scalar;
+  constexpr bool exponential = !kernels::DirectKernel<Kernel>;
+  constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  constexpr T hidden_weight = exponential ? ScalarTraits<T>::negative_infinity : T(0);
+
+  const Index rows = queries.rows();
+  const Index d = queries.cols();
+  const Index key_count = keys.rows();
+
+  // The queries, scaled once per tile: a q for dot-product and direct kernels, -2 q for the
+  // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels.
+  RowMajorMatrix<T> scaled_queries(rows, d);
+  Vector<T> query_squared_norms;
+  if constexpr (kernels::DistanceKernel<Kernel>) {
+    scaled_queries = T(-2) * queries;
+    query_squared_norms = queries.rowwise().squaredNorm();
+  } else {
+    scaled_queries = kernel.dot_scale(d) * queries;
+  }
+
+  Matrix<T> scores(rows, std::min(key_tile, key_count));
+  Matrix<T> accumulated = Matrix<T>::Zero(rows, values.cols());
+  Eigen::Array<T, Eigen::Dynamic, 1> running_sum = Eigen::Array<T, Eigen::Dynamic, 1>::Zero(rows);
+  Eigen::Array<T, Eigen::Dynamic, 1> running_max =
+      Eigen::Array<T, Eigen::Dynamic, 1>::Constant(rows, ScalarTraits<T>::negative_infinity);
+
+  const mask::Range query_range{first_query, first_query + rows};
+  for (Index first_key = 0; first_key < key_count; first_key += key_tile) {
+    const Index tile_keys = std::min(key_tile, key_count - first_key);
+    const mask::Coverage coverage = visibility.coverage(query_range, {first_key, first_key + tile_keys});
+    if (coverage == mask::Coverage::hidden) continue;
+
+    auto tile = scores.leftCols(tile_keys);
+    tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
+    if constexpr (kernels::DistanceKernel<Kernel>) {
+      tile.colwise() += query_squared_norms;
+      tile.rowwise() += terms.squared_norms.segment(first_key, tile_keys).transpose();
+      kernel.log_from_squared_distance(tile.array(), d);
+    } else if constexpr (kernels::DirectKernel<Kernel>) {
+      kernel.from_scaled_dot(tile.array());
+    }
+    if constexpr (add_key_bias) {
+      const auto bias = terms.key_bias.segment(first_key, tile_keys).transpose().array();
+      if constexpr (exponential) tile.array().rowwise() += bias;
+      else tile.array().rowwise() *= bias;
+    }
+    if (coverage == mask::Coverage::partial) {
+      for (Index j = 0; j < tile_keys; ++j)
+        for (Index i = 0; i < rows; ++i)
+          if (!visibility.visible(first_query + i, first_key + j)) tile(i, j) = hidden_weight;
+    }
+
+    if constexpr (exponential) {
+      const Eigen::Array<T, Eigen::Dynamic, 1> new_max = running_max.max(tile.rowwise().maxCoeff().array());
+      // Rows that have seen no visible key yet keep -inf; 0 serves as their reference instead.
+      const Eigen::Array<T, Eigen::Dynamic, 1> reference =
+          (new_max == ScalarTraits<T>::negative_infinity).select(T(0), new_max);
+      const Eigen::Array<T, Eigen::Dynamic, 1> rescale = (running_max - reference).exp();
+      tile = (tile.array().colwise() - reference).exp().matrix();
+      running_sum = rescale * running_sum + tile.rowwise().sum().array();
+      accumulated.array().colwise() *= rescale;
+      running_max = new_max;
+    } else {
+      running_sum += tile.rowwise().sum().array();
+    }
+
+    if (coverage == mask::Coverage::partial && terms.has_nonfinite_values(first_key, first_key + tile_keys)) {
+      for (Index j = 0; j < tile_keys; ++j)
+        for (Index i = 0; i < rows; ++i)
+          if (visibility.visible(first_query + i, first_key + j))
+            accumulated.row(i) += tile(i, j) * values.row(first_key + j);
+    } else {
+      accumulated.noalias() += tile * values.middleRows(first_key, tile_keys);
+    }
+  }
+
+  for (Index i = 0; i < rows; ++i) {
+    if (running_sum(i) == T(0)) out.row(i).setZero();
+    else out.row(i) = accumulated.row(i) / running_sum(i);
+  }
+}
+
+}  // namespace kernattn::detail

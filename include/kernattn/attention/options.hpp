@@ -1,0 +1,34 @@
+#pragma once
+/// \file
+/// How a call is laid out (batch x heads) and executed (threads, tile sizes).
+
+#include "kernattn/core/errors.hpp"
+
+namespace kernattn {
+
+/// Many independent sequences and heads in one call, in the layout that follows a projection:
+/// sequence b occupies rows [b N, (b+1) N) and head h columns [h d, (h+1) d), so Q is
+/// \f$(B N_q) \times (H d)\f$, K is \f$(B N_k) \times (H d)\f$, V is \f$(B N_k) \times (H d_v)\f$
+/// and the output \f$(B N_q) \times (H d_v)\f$.
+struct BatchLayout {
+  Index sequences = 1;
+  Index heads = 1;
+};
+
+/// Execution settings; none of them changes a single bit of the result.
+struct ExecutionOptions {
+  /// Threads for the parallel loop over sequence x head x query tile; 0 = the OpenMP default.
+  int threads = 0;
+  /// Queries per tile: the unit of parallel work and of the engine's scratch memory.
+  Index query_tile = 64;
+  /// Keys per tile of the streaming loop; a tile of scores is query_tile x key_tile.
+  Index key_tile = 256;
+
+  void validate() const {
+    require(threads >= 0, "ExecutionOptions: threads must be >= 0 (0 = the OpenMP default), got ", threads);
+    require(query_tile >= 1 && key_tile >= 1, "ExecutionOptions: query_tile and key_tile must be >= 1, got ",
+            query_tile, " and ", key_tile);
+  }
+};
+
+}  // namespace kernattn

@@ -1,0 +1,42 @@
+#pragma once
+/// \file
+/// The exponential kernel of softmax (scaled dot-product) attention.
+
+#include <cmath>
+
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/kernels/parameter.hpp"
+
+namespace kernattn::kernels {
+
+/// \f$\kappa(q,k) = \exp(s\, q\cdot k)\f$, default \f$s = 1/\sqrt{d}\f$.
+/// With no magnitude this is softmax attention: \f$\mathrm{softmax}(s\,QK^\top)V\f$.
+template <Real T>
+class Exponential {
+ public:
+  using Scalar = T;
+  using Form = DotProductForm;
+  static constexpr bool has_key_term = false;
+
+  /// \f$s = 1/\sqrt{d}\f$.
+  Exponential() = default;
+  /// A fixed scale \f$s > 0\f$.
+  explicit Exponential(T scale) : scale_(scale, "Exponential", "scale") {}
+
+  [[nodiscard]] T dot_scale(Index d) const { return scale_.resolve(d); }
+
+  template <class Row>
+  [[nodiscard]] double log_key_term(const Row& /*k*/) const {
+    return 0.0;
+  }
+
+  template <class Q, class K>
+  [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
+    return std::exp(dot_scale(q.size()) * q.dot(k));
+  }
+
+ private:
+  DimensionDefault<T, SoftmaxScale> scale_;
+};
+
+}  // namespace kernattn::kernels

@@ -1,0 +1,96 @@
+#pragma once
+/// \file
+/// The `Kernel` concept: the similarity \f$\kappa(q, k)\f$ of the kernel smoother
+/// \f$ out_i = \sum_j w_{ij} v_j / \sum_j w_{ij},\ w_{ij} = \kappa(q_i, k_j)\,\mu(k_j) \f$.
+///
+/// A kernel declares one of three forms; the engine picks its evaluation from the form:
+///  - `DotProductForm`: \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$. Runs as one GEMM plus
+///    a per-key bias \f$g(k)\f$ and an online softmax: the cost of softmax attention. The query
+///    term \f$f(q)\f$ cancels in the ratio and is never computed.
+///  - `DistanceForm`: \f$\log\kappa(q,k) = h(\lVert q-k\rVert^2)\f$. Runs as a GEMM for the
+///    squared distances \f$\lVert q\rVert^2 + \lVert k\rVert^2 - 2\,q\cdot k\f$, an element-wise
+///    map \f$h\f$, then the same online softmax.
+///  - `DirectForm`: \f$\kappa(q,k) = h(a\,(q\cdot k))\f$, a value that may be zero or negative
+///    (polynomial, linear). Normalised directly: \f$\sum_j w_{ij} v_j / \sum_j w_{ij}\f$, and a
+///    row whose weights sum to exactly zero outputs zeros.
+///
+/// The smallest user-defined kernel (a dot-product kernel with a temperature):
+/// \code
+/// struct Tempered {
+///   using Scalar = float;
+///   using Form = kernattn::kernels::DotProductForm;
+///   static constexpr bool has_key_term = false;
+///   float temperature = 2.0f;
+///   float dot_scale(kernattn::Index) const { return 1.0f / temperature; }
+///   template <class Row> double log_key_term(const Row&) const { return 0.0; }
+///   template <class Row> float operator()(const Row& q, const Row& k) const {
+///     return std::exp(q.dot(k) / temperature);
+///   }
+/// };
+/// \endcode
+
+#include <concepts>
+
+#include "kernattn/core/scalar_traits.hpp"
+
+namespace kernattn::kernels {
+
+/// \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$.
+struct DotProductForm {};
+/// \f$\log\kappa(q,k) = h(\lVert q-k\rVert^2)\f$.
+struct DistanceForm {};
+/// \f$\kappa(q,k) = h(a\,(q\cdot k))\f$, possibly zero or negative.
+struct DirectForm {};
+
+namespace detail {
+template <Real T>
+using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+template <Real T>
+using ScoreBlock = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic>;
+}  // namespace detail
+
+/// What every kernel has: a scalar type, a form, and a pairwise value \f$\kappa(q,k)\f$.
+template <class K>
+concept KernelBase = requires(const K kernel, const detail::RowVector<typename K::Scalar> row) {
+  requires Real<typename K::Scalar>;
+  typename K::Form;
+  { kernel(row, row) } -> std::convertible_to<typename K::Scalar>;
+};
+
+/// A kernel with \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$: `dot_scale(d)` is
+/// \f$a\f$, `log_key_term(k)` is \f$g(k)\f$ (in double), and `has_key_term` is false when
+/// \f$g \equiv 0\f$ so the engine skips it.
+template <class K>
+concept DotProductKernel =
+    KernelBase<K> && std::same_as<typename K::Form, DotProductForm> &&
+    requires(const K kernel, Index d, const detail::RowVector<typename K::Scalar> row) {
+      { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
+      { kernel.log_key_term(row) } -> std::convertible_to<double>;
+      { K::has_key_term } -> std::convertible_to<bool>;
+    };
+
+/// A kernel with \f$\log\kappa(q,k) = h(\lVert q-k\rVert^2)\f$:
+/// `log_from_squared_distance(block, d)` replaces every squared distance in the block by
+/// \f$h\f$ of it (the block may hold tiny negative values from rounding: treat them as 0).
+template <class K>
+concept DistanceKernel =
+    KernelBase<K> && std::same_as<typename K::Form, DistanceForm> &&
+    requires(const K kernel, Index d, detail::ScoreBlock<typename K::Scalar>& block) {
+      kernel.log_from_squared_distance(block, d);
+    };
+
+/// A kernel with \f$\kappa(q,k) = h(a\,(q\cdot k))\f$: `dot_scale(d)` is \f$a\f$ and
+/// `from_scaled_dot(block)` replaces every \f$a\,(q\cdot k)\f$ in the block by \f$h\f$ of it.
+template <class K>
+concept DirectKernel =
+    KernelBase<K> && std::same_as<typename K::Form, DirectForm> &&
+    requires(const K kernel, Index d, detail::ScoreBlock<typename K::Scalar>& block) {
+      { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
+      kernel.from_scaled_dot(block);
+    };
+
+/// Any kernel the engines can evaluate.
+template <class K>
+concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K>;
+
+}  // namespace kernattn::kernels

@@ -1,0 +1,78 @@
+#pragma once
+/// \file
+/// The Matérn family at half-integer smoothness, and the Laplacian kernel (Matérn 1/2).
+
+#include <cmath>
+#include <numbers>
+
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/kernels/parameter.hpp"
+
+namespace kernattn::kernels {
+
+/// Matérn kernel with smoothness \f$\nu = \f$ `TwiceNu`/2, \f$r = \lVert q-k\rVert\f$,
+/// lengthscale \f$\ell\f$ (default \f$d^{1/4}\f$):
+///  - \f$\nu = 1/2\f$: \f$\kappa = e^{-r/\ell}\f$;
+///  - \f$\nu = 3/2\f$: \f$\kappa = (1 + \sqrt3\, r/\ell)\, e^{-\sqrt3\, r/\ell}\f$;
+///  - \f$\nu = 5/2\f$: \f$\kappa = (1 + \sqrt5\, r/\ell + 5r^2/(3\ell^2))\, e^{-\sqrt5\, r/\ell}\f$.
+/// Evaluated in the log domain from squared distances (`DistanceForm`).
+template <Real T, int TwiceNu>
+class Matern {
+  static_assert(TwiceNu == 1 || TwiceNu == 3 || TwiceNu == 5,
+                "Matern is implemented for nu = 1/2, 3/2 and 5/2 (TwiceNu = 1, 3 or 5)");
+
+ public:
+  using Scalar = T;
+  using Form = DistanceForm;
+
+  /// \f$\ell = d^{1/4}\f$.
+  Matern() = default;
+  /// A fixed lengthscale \f$\ell > 0\f$.
+  explicit Matern(T lengthscale) : lengthscale_(lengthscale, "Matern", "lengthscale") {}
+
+  [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
+
+  /// Replaces each squared distance \f$r^2\f$ by \f$\log\kappa(r)\f$.
+  template <class Block>
+  void log_from_squared_distance(Block&& block, Index d) const {
+    const T rate = root_of_2nu() / lengthscale(d);
+    block = block.max(T(0)).sqrt() * rate;  // x = sqrt(2 nu) r / l
+    if constexpr (TwiceNu == 1) {
+      block = -block;
+    } else if constexpr (TwiceNu == 3) {
+      block = block.log1p() - block;
+    } else {
+      block = (T(1) + block + block.square() / T(3)).log() - block;
+    }
+  }
+
+  template <class Q, class K>
+  [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
+    const T x = root_of_2nu() * (q - k).norm() / lengthscale(q.size());
+    if constexpr (TwiceNu == 1) return std::exp(-x);
+    if constexpr (TwiceNu == 3) return (T(1) + x) * std::exp(-x);
+    return (T(1) + x + x * x / T(3)) * std::exp(-x);
+  }
+
+ private:
+  static constexpr T root_of_2nu() {
+    if constexpr (TwiceNu == 1) return T(1);
+    if constexpr (TwiceNu == 3) return std::numbers::sqrt3_v<T>;
+    return T(2.236067977499789696409173668731276235L);  // sqrt(5)
+  }
+
+  DimensionDefault<T, SoftmaxLengthscale> lengthscale_;
+};
+
+template <Real T>
+using Matern12 = Matern<T, 1>;
+template <Real T>
+using Matern32 = Matern<T, 3>;
+template <Real T>
+using Matern52 = Matern<T, 5>;
+
+/// The Laplacian kernel \f$\kappa(q,k) = \exp(-\lVert q-k\rVert_2/\ell)\f$: Matérn 1/2.
+template <Real T>
+using Laplacian = Matern<T, 1>;
+
+}  // namespace kernattn::kernels

@@ -1,0 +1,95 @@
+#pragma once
+/// \file
+/// The generalised L^p magnitude of implicit kernel attention (DESIGN 1.3).
+
+#include <cmath>
+#include <optional>
+
+#include "kernattn/core/errors.hpp"
+#include "kernattn/core/log_sum_exp.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+
+namespace kernattn::magnitude {
+
+/// Marks an `Lp` whose p is given at run time.
+inline constexpr int runtime_p = 0;
+
+/// \f$\mu_p(k) = \exp(\gamma\,\lVert k\rVert_p^a)\f$, default \f$\gamma = s/2 = 1/(2\sqrt d)\f$,
+/// \f$a = 2\f$ (the squared p-norm of the official IKA code). At p = 2 with the defaults it is the
+/// magnitude that turns the RBF kernel into softmax attention.
+///
+/// `P` fixes p at compile time (`Lp<T, 1>`, `Lp<T, 2>`, or any positive integer);
+/// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed in
+/// double with \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$, so no intermediate power
+/// overflows, whatever p and the size of k.
+template <Real T, int P = runtime_p>
+class Lp {
+  static_assert(P >= 0, "Lp: a compile-time p must be a positive integer (0 = runtime p)");
+
+ public:
+  static constexpr bool is_unit = false;
+
+  /// Runtime p (default 2), \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default 2).
+  explicit Lp(T p = T(2), std::optional<T> gamma = std::nullopt, T exponent = T(2))
+    requires(P == runtime_p)
+      : p_(p), gamma_(gamma), exponent_(exponent) {
+    require_positive_finite(p, "Lp", "p");
+    validate();
+  }
+
+  /// Compile-time p = P, \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default 2).
+  explicit Lp(std::optional<T> gamma = std::nullopt, T exponent = T(2))
+    requires(P != runtime_p)
+      : p_(T(P)), gamma_(gamma), exponent_(exponent) {
+    validate();
+  }
+
+  [[nodiscard]] T p() const { return p_; }
+  [[nodiscard]] T exponent() const { return exponent_; }
+  /// \f$\gamma\f$ for head dimension d.
+  [[nodiscard]] double gamma(Index d) const { return gamma_ ? double(*gamma_) : 0.5 / std::sqrt(double(d)); }
+
+  /// \f$\log\mu(k) = \gamma\,\lVert k\rVert_p^a\f$.
+  template <class Row>
+  [[nodiscard]] double log_magnitude(const Row& k) const {
+    return gamma(k.size()) * norm_power(k.template cast<double>());
+  }
+
+ private:
+  void validate() const {
+    if (gamma_) require_finite(*gamma_, "Lp", "gamma");
+    require_positive_finite(exponent_, "Lp", "exponent a");
+  }
+
+  /// \f$\lVert k\rVert_p^a\f$; exact sums for p = 2 (and a = 2) and p = 1, the log-domain form
+  /// otherwise.
+  template <class Row>
+  [[nodiscard]] double norm_power(const Row& k) const {
+    const double a = double(exponent_);
+    if (is_p(2)) {
+      const double squared = k.squaredNorm();
+      return a == 2.0 ? squared : std::pow(squared, a / 2.0);
+    }
+    if (is_p(1)) return std::pow(k.template lpNorm<1>(), a);
+    const double p = double(p_);
+    return std::exp(a / p * log_sum_exp((p * k.array().abs().log()).eval()));
+  }
+
+  [[nodiscard]] bool is_p(int value) const {
+    if constexpr (P != runtime_p) return P == value;
+    return p_ == T(value);
+  }
+
+  T p_;
+  std::optional<T> gamma_;
+  T exponent_;
+};
+
+/// \f$\mu(k) = \exp(\gamma\lVert k\rVert_1^a)\f$ with p fixed at compile time.
+template <Real T>
+using L1 = Lp<T, 1>;
+/// \f$\mu(k) = \exp(\gamma\lVert k\rVert_2^a)\f$ with p fixed at compile time.
+template <Real T>
+using L2 = Lp<T, 2>;
+
+}  // namespace kernattn::magnitude

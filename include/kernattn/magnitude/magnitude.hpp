@@ -1,0 +1,30 @@
+#pragma once
+/// \file
+/// The `Magnitude` concept: the per-key factor \f$\mu(k) > 0\f$ of the kernel smoother
+/// \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$. A magnitude gives \f$\log\mu(k)\f$ (in double), so a
+/// magnitude far beyond the largest float is still exact: the engine only ever uses differences
+/// of log-weights. It is evaluated once per key, never once per query-key pair.
+///
+/// The smallest user-defined magnitude:
+/// \code
+/// struct FirstFeature {
+///   static constexpr bool is_unit = false;
+///   template <class Row> double log_magnitude(const Row& k) const { return double(k(0)); }
+/// };
+/// \endcode
+
+#include <concepts>
+
+#include "kernattn/core/scalar_traits.hpp"
+
+namespace kernattn::magnitude {
+
+/// `log_magnitude(k)` is \f$\log\mu(k)\f$ for one key row; `is_unit` is true when
+/// \f$\mu \equiv 1\f$, so the engine skips it.
+template <class M>
+concept Magnitude = requires(const M magnitude, const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
+  { M::is_unit } -> std::convertible_to<bool>;
+  { magnitude.log_magnitude(row) } -> std::convertible_to<double>;
+};
+
+}  // namespace kernattn::magnitude

@@ -1,0 +1,45 @@
+#pragma once
+/// \file
+/// Two set filters at once, e.g. causal attention over padded keys: `Causal{} && padding`.
+
+#include <utility>
+
+#include "kernattn/mask/mask.hpp"
+
+namespace kernattn::mask {
+
+/// \f$M(i) = M_A(i) \cap M_B(i)\f$.
+template <Mask A, Mask B>
+struct Intersection {
+  A first;
+  B second;
+
+  template <class BoundA, class BoundB>
+  struct Bound {
+    BoundA first;
+    BoundB second;
+
+    [[nodiscard]] Coverage coverage(Range rows, Range cols) const {
+      const Coverage a = first.coverage(rows, cols);
+      if (a == Coverage::hidden) return a;
+      const Coverage b = second.coverage(rows, cols);
+      if (b == Coverage::hidden) return b;
+      return a == Coverage::full && b == Coverage::full ? Coverage::full : Coverage::partial;
+    }
+    [[nodiscard]] bool visible(Index i, Index j) const { return first.visible(i, j) && second.visible(i, j); }
+  };
+
+  [[nodiscard]] auto bind(const Shape& shape) const {
+    using BoundA = decltype(first.bind(shape));
+    using BoundB = decltype(second.bind(shape));
+    return Bound<BoundA, BoundB>{first.bind(shape), second.bind(shape)};
+  }
+};
+
+/// `a && b`: the keys both masks let through.
+template <Mask A, Mask B>
+[[nodiscard]] Intersection<A, B> operator&&(A a, B b) {
+  return {std::move(a), std::move(b)};
+}
+
+}  // namespace kernattn::mask

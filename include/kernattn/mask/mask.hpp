@@ -1,0 +1,73 @@
+#pragma once
+/// \file
+/// The `Mask` concept: the set filter \f$M(i)\f$, which keys query i may see.
+///
+/// A mask is a parameter value. For each call the engine binds it to the problem's shape
+/// (`bind(shape)` validates and returns a bound mask), then asks the bound mask about
+/// rectangular tiles of the query x key grid: `coverage(rows, cols)` says whether a tile is
+/// fully visible, fully hidden (skipped: no arithmetic at all) or partial, and `visible(i, j)`
+/// decides single pairs inside partial tiles. Indices are within one sequence.
+///
+/// A query that sees no key outputs zeros (never NaN).
+///
+/// The smallest user-defined mask (every query sees only even keys):
+/// \code
+/// struct EvenKeys {
+///   struct Bound {
+///     kernattn::mask::Coverage coverage(kernattn::mask::Range, kernattn::mask::Range) const {
+///       return kernattn::mask::Coverage::partial;
+///     }
+///     bool visible(kernattn::Index, kernattn::Index j) const { return j % 2 == 0; }
+///   };
+///   Bound bind(const kernattn::mask::Shape&) const { return {}; }
+/// };
+/// \endcode
+
+#include <concepts>
+
+#include "kernattn/core/scalar_traits.hpp"
+
+namespace kernattn::mask {
+
+/// How much of a tile of the query x key grid a mask lets through.
+enum class Coverage { hidden, partial, full };
+
+/// A half-open index range [begin, end).
+struct Range {
+  Index begin;
+  Index end;
+};
+
+/// The problem a mask is bound to: `queries` x `keys` in sequence `sequence` of `sequences`.
+struct Shape {
+  Index queries;
+  Index keys;
+  Index sequence = 0;
+  Index sequences = 1;
+};
+
+template <class B>
+concept BoundMask = requires(const B bound, Range range, Index i) {
+  { bound.coverage(range, range) } -> std::same_as<Coverage>;
+  { bound.visible(i, i) } -> std::convertible_to<bool>;
+};
+
+template <class M>
+concept Mask = requires(const M mask, const Shape shape) {
+  { mask.bind(shape) } -> BoundMask;
+};
+
+/// The coverage of a tile when query i sees exactly the keys in
+/// [first_visible(i), last_visible(i)], both bounds non-decreasing in i (causal, windows).
+template <class First, class Last>
+[[nodiscard]] Coverage banded_coverage(Range rows, Range cols, First first_visible, Last last_visible) {
+  const Index top = rows.begin;
+  const Index bottom = rows.end - 1;
+  const Index left = cols.begin;
+  const Index right = cols.end - 1;
+  if (last_visible(bottom) < left || first_visible(top) > right) return Coverage::hidden;
+  if (first_visible(bottom) <= left && last_visible(top) >= right) return Coverage::full;
+  return Coverage::partial;
+}
+
+}  // namespace kernattn::mask
