@@ -34,6 +34,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
                        const Values& values, const KeyTerms<typename Kernel::Scalar>& terms,
                        const BoundMask& visibility, Index key_tile, OutTile&& out) {
   using T = typename Kernel::Scalar;
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr bool exponential = !kernels::DirectKernel<Kernel>;
   constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
   constexpr T hidden_weight = exponential ? ScalarTraits<T>::negative_infinity : T(0);
@@ -55,9 +56,8 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 
   Matrix<T> scores(rows, std::min(key_tile, key_count));
   Matrix<T> accumulated = Matrix<T>::Zero(rows, values.cols());
-  Eigen::Array<T, Eigen::Dynamic, 1> running_sum = Eigen::Array<T, Eigen::Dynamic, 1>::Zero(rows);
-  Eigen::Array<T, Eigen::Dynamic, 1> running_max =
-      Eigen::Array<T, Eigen::Dynamic, 1>::Constant(rows, ScalarTraits<T>::negative_infinity);
+  Array running_sum = Array::Zero(rows);
+  Array running_max = Array::Constant(rows, ScalarTraits<T>::negative_infinity);
 
   const mask::Range query_range{first_query, first_query + rows};
   for (Index first_key = 0; first_key < key_count; first_key += key_tile) {
@@ -67,17 +67,20 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 
     auto tile = scores.leftCols(tile_keys);
     tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
+    // Broadcasts run column by column: Eigen does not vectorise a broadcast across a
+    // column-major block, and each column here is a contiguous vector of query rows.
     if constexpr (kernels::DistanceKernel<Kernel>) {
-      tile.colwise() += query_squared_norms;
-      tile.rowwise() += terms.squared_norms.segment(first_key, tile_keys).transpose();
+      for (Index j = 0; j < tile_keys; ++j)
+        tile.col(j).array() += query_squared_norms.array() + terms.squared_norms(first_key + j);
       kernel.log_from_squared_distance(tile.array(), d);
     } else if constexpr (kernels::DirectKernel<Kernel>) {
       kernel.from_scaled_dot(tile.array());
     }
     if constexpr (add_key_bias) {
-      const auto bias = terms.key_bias.segment(first_key, tile_keys).transpose().array();
-      if constexpr (exponential) tile.array().rowwise() += bias;
-      else tile.array().rowwise() *= bias;
+      for (Index j = 0; j < tile_keys; ++j) {
+        if constexpr (exponential) tile.col(j).array() += terms.key_bias(first_key + j);
+        else tile.col(j).array() *= terms.key_bias(first_key + j);
+      }
     }
     if (coverage == mask::Coverage::partial) {
       for (Index j = 0; j < tile_keys; ++j)
@@ -86,17 +89,21 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
     }
 
     if constexpr (exponential) {
-      const Eigen::Array<T, Eigen::Dynamic, 1> new_max = running_max.max(tile.rowwise().maxCoeff().array());
+      Array new_max = running_max;
+      for (Index j = 0; j < tile_keys; ++j) new_max = new_max.max(tile.col(j).array());
       // Rows that have seen no visible key yet keep -inf; 0 serves as their reference instead.
-      const Eigen::Array<T, Eigen::Dynamic, 1> reference =
-          (new_max == ScalarTraits<T>::negative_infinity).select(T(0), new_max);
-      const Eigen::Array<T, Eigen::Dynamic, 1> rescale = (running_max - reference).exp();
-      tile = (tile.array().colwise() - reference).exp().matrix();
-      running_sum = rescale * running_sum + tile.rowwise().sum().array();
+      const Array reference = (new_max == ScalarTraits<T>::negative_infinity).select(T(0), new_max);
+      const Array rescale = (running_max - reference).exp();
+      running_sum *= rescale;
+      for (Index j = 0; j < tile_keys; ++j) {
+        auto weights = tile.col(j).array();
+        weights = (weights - reference).exp();
+        running_sum += weights;
+      }
       accumulated.array().colwise() *= rescale;
       running_max = new_max;
     } else {
-      running_sum += tile.rowwise().sum().array();
+      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
     }
 
     if (coverage == mask::Coverage::partial && terms.has_nonfinite_values(first_key, first_key + tile_keys)) {

@@ -20,7 +20,7 @@ struct ExecutionOptions {
   /// Threads for the parallel loop over sequence x head x query tile; 0 = the OpenMP default.
   int threads = 0;
   /// Queries per tile: the unit of parallel work and of the engine's scratch memory.
-  Index query_tile = 64;
+  Index query_tile = 256;
   /// Keys per tile of the streaming loop; a tile of scores is query_tile x key_tile.
   Index key_tile = 256;
 
