@@ -5,6 +5,7 @@
 
 #include "kernattn/attention/attention.hpp"
 #include "kernattn/attention/options.hpp"
+#include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/log_sum_exp.hpp"
 #include "kernattn/core/scalar_traits.hpp"

@@ -11,6 +11,7 @@
 #include "kernattn/attention/exact_engine.hpp"
 #include "kernattn/attention/key_terms.hpp"
 #include "kernattn/attention/options.hpp"
+#include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -86,6 +87,8 @@ class Attention {
   }
 
   /// Writes the attention output into `out` (a matrix, Map, Ref or block of the right shape).
+  /// `out` may overlap Q, K or V (e.g. `compute(Q, K, V, V)`): the result then goes through a
+  /// temporary first.
   template <class DQ, class DK, class DV, detail::EigenDense Out>
   void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
                Out&& out, BatchLayout layout = {}) const {
@@ -97,7 +100,14 @@ class Attention {
     const detail::InputView<DQ> queries(Q);
     const detail::InputView<DK> keys(K);
     const detail::InputView<DV> values(V);
-    run(queries, keys, values, out, layout);
+    if (detail::may_share_memory(out, queries) || detail::may_share_memory(out, keys) ||
+        detail::may_share_memory(out, values)) {
+      Matrix<Scalar> separate(out.rows(), out.cols());
+      run(queries, keys, values, separate, layout);
+      out = separate;
+    } else {
+      run(queries, keys, values, out, layout);
+    }
   }
 
  private:
