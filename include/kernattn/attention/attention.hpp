@@ -27,12 +27,14 @@ namespace detail {
 /// A read-only view of an Eigen argument with the same storage order: no copy for a matrix, a
 /// Map, a Ref or a block of one; one evaluation (not one per tile) for any other expression.
 template <class Derived>
-using InputView = Eigen::Ref<const Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
-                                                 Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>,
-                             0, Eigen::OuterStride<>>;
+using InputView =
+    Eigen::Ref<const Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
+                                   Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>,
+               0, Eigen::OuterStride<>>;
 
 template <class Derived>
-concept EigenDense = std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
+concept EigenDense =
+    std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
 
 }  // namespace detail
 
@@ -49,7 +51,8 @@ concept EigenDense = std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Deri
 ///
 /// Thread safety: a const Attention may be used from many threads at once. Results are
 /// bit-identical for every thread count.
-template <kernels::Kernel KernelT, magnitude::Magnitude MagnitudeT = magnitude::None, mask::Mask MaskT = mask::None>
+template <kernels::Kernel KernelT, magnitude::Magnitude MagnitudeT = magnitude::None,
+          mask::Mask MaskT = mask::None>
 class Attention {
  public:
   using Scalar = typename KernelT::Scalar;
@@ -58,8 +61,12 @@ class Attention {
   using Mask = MaskT;
 
   Attention() = default;
-  explicit Attention(Kernel kernel, Magnitude magnitude = {}, Mask mask = {}, ExecutionOptions options = {})
-      : kernel_(std::move(kernel)), magnitude_(std::move(magnitude)), mask_(std::move(mask)), options_(options) {
+  explicit Attention(Kernel kernel, Magnitude magnitude = {}, Mask mask = {},
+                     ExecutionOptions options = {})
+      : kernel_(std::move(kernel)),
+        magnitude_(std::move(magnitude)),
+        mask_(std::move(mask)),
+        options_(options) {
     options_.validate();
   }
 
@@ -79,8 +86,10 @@ class Attention {
 
   /// The attention output, \f$N_q \times d_v\f$ (or \f$(B N_q) \times (H d_v)\f$ for a batch).
   template <class DQ, class DK, class DV>
-  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-                                          const Eigen::MatrixBase<DV>& V, BatchLayout layout = {}) const {
+  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q,
+                                          const Eigen::MatrixBase<DK>& K,
+                                          const Eigen::MatrixBase<DV>& V,
+                                          BatchLayout layout = {}) const {
     Matrix<Scalar> out(Q.rows(), V.cols());
     compute(Q, K, V, out, layout);
     return out;
@@ -90,9 +99,10 @@ class Attention {
   /// `out` may overlap Q, K or V (e.g. `compute(Q, K, V, V)`): the result then goes through a
   /// temporary first.
   template <class DQ, class DK, class DV, detail::EigenDense Out>
-  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
-               Out&& out, BatchLayout layout = {}) const {
-    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> && std::is_same_v<typename DK::Scalar, Scalar> &&
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
+    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
+                      std::is_same_v<typename DK::Scalar, Scalar> &&
                       std::is_same_v<typename DV::Scalar, Scalar> &&
                       std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
                   "Q, K, V and out must have the kernel's scalar type");
@@ -119,16 +129,18 @@ class Attention {
     const Index H = layout.heads;
     require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
     require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
-            " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ", shape_of(K));
-    require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(), " (one value per key): K is ",
-            shape_of(K), ", V is ", shape_of(V));
+            " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ",
+            shape_of(K));
+    require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(),
+            " (one value per key): K is ", shape_of(K), ", V is ", shape_of(V));
     require(Q.cols() % H == 0 && V.cols() % H == 0, "Q (", shape_of(Q), ") and V (", shape_of(V),
             ") must have a multiple of ", H, " columns for ", H, " heads");
     require(Q.cols() / H >= 1, "Q is ", shape_of(Q), ": the head dimension d must be at least 1");
     require(Q.rows() % B == 0 && K.rows() % B == 0, "Q (", shape_of(Q), ") and K (", shape_of(K),
             ") must have a multiple of ", B, " rows for ", B, " sequences");
     require(out.rows() == Q.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
-            " but the attention output is ", shape_of(Q.rows(), V.cols()), " (Q's rows x V's columns)");
+            " but the attention output is ", shape_of(Q.rows(), V.cols()),
+            " (Q's rows x V's columns)");
   }
 
   template <class Queries, class Keys, class Values, class Out>
@@ -153,10 +165,11 @@ class Attention {
     parallel_for(B * H, threads, [&](Index item) {
       const Index b = item / H;
       const Index h = item % H;
-      key_terms[std::size_t(item)] = detail::compute_key_terms(kernel_, magnitude_, keys_of(b, h), values_of(b, h));
+      key_terms[std::size_t(item)] =
+          detail::compute_key_terms(kernel_, magnitude_, keys_of(b, h), values_of(b, h));
     });
 
-    const Index tiles = (nq + options_.query_tile - 1) / options_.query_tile;
+    const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / options_.query_tile;
     parallel_for(B * H * tiles, threads, [&](Index item) {
       const Index tile = item % tiles;
       const Index b = item / tiles / H;

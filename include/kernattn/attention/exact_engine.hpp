@@ -18,26 +18,33 @@ namespace kernattn::detail {
 /// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
 /// over all keys and writes the tile's output rows.
 ///
-/// For the exponential forms, with \f$x_{ij} = \log\kappa(q_i,k_j) + \log\mu(k_j)\f$ and the
-/// running maximum \f$m_i\f$, every key tile does
-/// \f$m_i' = \max(m_i, \max_j x_{ij})\f$, \f$\ell_i \leftarrow e^{m_i - m_i'}\ell_i + \sum_j e^{x_{ij}-m_i'}\f$,
-/// \f$a_i \leftarrow e^{m_i - m_i'} a_i + \sum_j e^{x_{ij}-m_i'} v_j\f$, and finally
-/// \f$out_i = a_i / \ell_i\f$. For the direct form \f$\ell_i\f$ and \f$a_i\f$ are plain sums of
-/// \f$w_{ij}\f$ and \f$w_{ij} v_j\f$. A row with \f$\ell_i = 0\f$ (it sees no key) outputs zeros.
+/// Every weight is kept relative to a running per-row maximum \f$m_i\f$ of its log-scale:
+///  - exponential forms: \f$w_{ij} = e^{x_{ij}}\f$ with \f$x_{ij} = \log\kappa(q_i,k_j) + g(k_j) +
+///    \log\mu(k_j)\f$, stored as \f$e^{x_{ij} - m_i}\f$ with \f$m_i = \max_j x_{ij}\f$;
+///  - direct form: \f$w_{ij} = \kappa(q_i,k_j)\,e^{\log\mu(k_j)}\f$, stored as
+///    \f$\kappa(q_i,k_j)\,e^{\log\mu(k_j) - m_i}\f$ with \f$m_i = \max_j \log\mu(k_j)\f$ (no
+///    maximum without a magnitude).
+/// The maxima run over the keys query i sees, so a hidden key can never underflow a visible
+/// one. Per key tile: \f$m_i' = \max(m_i, \text{tile maximum})\f$, then
+/// \f$\ell_i \leftarrow e^{m_i - m_i'}\ell_i + \sum_j \tilde w_{ij}\f$ and
+/// \f$a_i \leftarrow e^{m_i - m_i'} a_i + \sum_j \tilde w_{ij} v_j\f$; finally
+/// \f$out_i = a_i / \ell_i\f$, and a row with \f$\ell_i = 0\f$ (it sees no key) outputs zeros.
 ///
-/// Non-finite data reaches exactly the rows that see it: masked pairs are overwritten before
-/// any arithmetic, and in a partially masked tile whose values hold a NaN or an infinity the
+/// Non-finite data reaches exactly the rows that see it: hidden pairs are overwritten before
+/// any arithmetic, and in a partially hidden tile whose values hold a NaN or an infinity the
 /// product with the values skips the hidden pairs instead of multiplying them by zero.
-template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask, class QueryTile,
-          class Keys, class Values, class OutTile>
-void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query, const Keys& keys,
-                       const Values& values, const KeyTerms<typename Kernel::Scalar>& terms,
-                       const BoundMask& visibility, Index key_tile, OutTile&& out) {
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
+          class QueryTile, class Keys, class Values, class OutTile>
+void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query,
+                       const Keys& keys, const Values& values,
+                       const KeyTerms<typename Kernel::Scalar>& terms, const BoundMask& visibility,
+                       Index key_tile, OutTile&& out) {
   using T = typename Kernel::Scalar;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
   constexpr bool exponential = !kernels::DirectKernel<Kernel>;
   constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
-  constexpr T hidden_weight = exponential ? ScalarTraits<T>::negative_infinity : T(0);
+  constexpr bool track_maximum = exponential || add_key_bias;
 
   const Index rows = queries.rows();
   const Index d = queries.cols();
@@ -57,18 +64,45 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   Matrix<T> scores(rows, std::min(key_tile, key_count));
   Matrix<T> accumulated = Matrix<T>::Zero(rows, values.cols());
   Array running_sum = Array::Zero(rows);
-  Array running_max = Array::Constant(rows, ScalarTraits<T>::negative_infinity);
+  Array running_max = Array::Constant(rows, minus_infinity);
+
+  // Moves the running maximum to include `tile_max`, rescales the sums to it, and returns the
+  // reference each row's weights are taken relative to (0 for a row that has seen no key).
+  // Eigen's vectorised exp clamps its argument, so exp(-inf) is a tiny positive number: the
+  // factor of a row without a visible key so far is set to 0 explicitly.
+  const auto advance_running_max = [&](const Array& tile_max) {
+    const Array new_max = running_max.max(tile_max);
+    const Array reference = (new_max == minus_infinity).select(T(0), new_max);
+    const Array rescale =
+        (running_max == minus_infinity).select(T(0), (running_max - reference).exp());
+    running_sum *= rescale;
+    accumulated.array().colwise() *= rescale;
+    running_max = new_max;
+    return reference;
+  };
 
   const mask::Range query_range{first_query, first_query + rows};
   for (Index first_key = 0; first_key < key_count; first_key += key_tile) {
     const Index tile_keys = std::min(key_tile, key_count - first_key);
-    const mask::Coverage coverage = visibility.coverage(query_range, {first_key, first_key + tile_keys});
+    const mask::Coverage coverage =
+        visibility.coverage(query_range, {first_key, first_key + tile_keys});
     if (coverage == mask::Coverage::hidden) continue;
+    const bool partial = coverage == mask::Coverage::partial;
+    const auto visible = [&](Index i, Index j) {
+      return visibility.visible(first_query + i, first_key + j);
+    };
+    const auto bias = [&](Index j) { return terms.key_bias(first_key + j); };
 
     auto tile = scores.leftCols(tile_keys);
-    tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
+    const auto hide_invisible = [&](T value) {
+      for (Index j = 0; j < tile_keys; ++j)
+        for (Index i = 0; i < rows; ++i)
+          if (!visible(i, j)) tile(i, j) = value;
+    };
+
     // Broadcasts run column by column: Eigen does not vectorise a broadcast across a
     // column-major block, and each column here is a contiguous vector of query rows.
+    tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
     if constexpr (kernels::DistanceKernel<Kernel>) {
       for (Index j = 0; j < tile_keys; ++j)
         tile.col(j).array() += query_squared_norms.array() + terms.squared_norms(first_key + j);
@@ -76,49 +110,43 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
     } else if constexpr (kernels::DirectKernel<Kernel>) {
       kernel.from_scaled_dot(tile.array());
     }
-    if constexpr (add_key_bias) {
-      for (Index j = 0; j < tile_keys; ++j) {
-        if constexpr (exponential) tile.col(j).array() += terms.key_bias(first_key + j);
-        else tile.col(j).array() *= terms.key_bias(first_key + j);
-      }
-    }
-    if (coverage == mask::Coverage::partial) {
-      for (Index j = 0; j < tile_keys; ++j)
-        for (Index i = 0; i < rows; ++i)
-          if (!visibility.visible(first_query + i, first_key + j)) tile(i, j) = hidden_weight;
-    }
 
     if constexpr (exponential) {
-      Array new_max = running_max;
-      for (Index j = 0; j < tile_keys; ++j) new_max = new_max.max(tile.col(j).array());
-      // Rows that have seen no visible key yet keep -inf; 0 serves as their reference instead.
-      const Array reference = (new_max == ScalarTraits<T>::negative_infinity).select(T(0), new_max);
-      const Array rescale = (running_max - reference).exp();
-      running_sum *= rescale;
-      for (Index j = 0; j < tile_keys; ++j) {
-        auto weights = tile.col(j).array();
-        weights = (weights - reference).exp();
-        running_sum += weights;
-      }
-      accumulated.array().colwise() *= rescale;
-      running_max = new_max;
-    } else {
-      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
+      if constexpr (add_key_bias)
+        for (Index j = 0; j < tile_keys; ++j) tile.col(j).array() += bias(j);
+      if (partial) hide_invisible(minus_infinity);
+      Array tile_max = Array::Constant(rows, minus_infinity);
+      for (Index j = 0; j < tile_keys; ++j) tile_max = tile_max.max(tile.col(j).array());
+      const Array reference = advance_running_max(tile_max);
+      for (Index j = 0; j < tile_keys; ++j)
+        tile.col(j).array() = (tile.col(j).array() - reference).exp();
+    } else if constexpr (track_maximum) {
+      Array tile_max = Array::Constant(
+          rows, partial ? minus_infinity : terms.key_bias.segment(first_key, tile_keys).maxCoeff());
+      if (partial)
+        for (Index j = 0; j < tile_keys; ++j)
+          for (Index i = 0; i < rows; ++i)
+            if (visible(i, j)) tile_max(i) = std::max(tile_max(i), bias(j));
+      const Array reference = advance_running_max(tile_max);
+      for (Index j = 0; j < tile_keys; ++j) tile.col(j).array() *= (bias(j) - reference).exp();
     }
+    if (partial) hide_invisible(T(0));
+    for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
 
-    if (coverage == mask::Coverage::partial && terms.has_nonfinite_values(first_key, first_key + tile_keys)) {
+    if (partial && terms.has_nonfinite_values(first_key, first_key + tile_keys)) {
       for (Index j = 0; j < tile_keys; ++j)
         for (Index i = 0; i < rows; ++i)
-          if (visibility.visible(first_query + i, first_key + j))
-            accumulated.row(i) += tile(i, j) * values.row(first_key + j);
+          if (visible(i, j)) accumulated.row(i) += tile(i, j) * values.row(first_key + j);
     } else {
       accumulated.noalias() += tile * values.middleRows(first_key, tile_keys);
     }
   }
 
   for (Index i = 0; i < rows; ++i) {
-    if (running_sum(i) == T(0)) out.row(i).setZero();
-    else out.row(i) = accumulated.row(i) / running_sum(i);
+    if (running_sum(i) == T(0))
+      out.row(i).setZero();
+    else
+      out.row(i) = accumulated.row(i) / running_sum(i);
   }
 }
 

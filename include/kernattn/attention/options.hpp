@@ -25,9 +25,11 @@ struct ExecutionOptions {
   Index key_tile = 256;
 
   void validate() const {
-    require(threads >= 0, "ExecutionOptions: threads must be >= 0 (0 = the OpenMP default), got ", threads);
-    require(query_tile >= 1 && key_tile >= 1, "ExecutionOptions: query_tile and key_tile must be >= 1, got ",
-            query_tile, " and ", key_tile);
+    require(threads >= 0, "ExecutionOptions: threads must be >= 0 (0 = the OpenMP default), got ",
+            threads);
+    require(query_tile >= 1 && key_tile >= 1,
+            "ExecutionOptions: query_tile and key_tile must be >= 1, got ", query_tile, " and ",
+            key_tile);
   }
 };
 

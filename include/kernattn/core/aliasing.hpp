@@ -23,7 +23,8 @@ template <class A, class B>
     if (a.size() == 0 || b.size() == 0) return false;
     const auto span = [](const auto& m) {
       const auto first = reinterpret_cast<std::uintptr_t>(m.data());
-      const auto last_offset = (m.outerSize() - 1) * m.outerStride() + (m.innerSize() - 1) * m.innerStride();
+      const auto last_offset =
+          (m.outerSize() - 1) * m.outerStride() + (m.innerSize() - 1) * m.innerStride();
       return std::pair{first, first + std::uintptr_t(last_offset + 1) * sizeof(*m.data())};
     };
     const auto [a_begin, a_end] = span(a.derived());

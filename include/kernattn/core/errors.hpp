@@ -31,7 +31,9 @@ template <class... Parts>
 }
 
 /// "5x64": the shape of a matrix as messages print it (rows x columns).
-[[nodiscard]] inline std::string shape_of(Index rows, Index cols) { return concat(rows, 'x', cols); }
+[[nodiscard]] inline std::string shape_of(Index rows, Index cols) {
+  return concat(rows, 'x', cols);
+}
 
 template <class Derived>
 [[nodiscard]] std::string shape_of(const Eigen::EigenBase<Derived>& m) {

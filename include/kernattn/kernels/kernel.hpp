@@ -61,33 +61,30 @@ concept KernelBase = requires(const K kernel, const detail::RowVector<typename K
 /// \f$a\f$, `log_key_term(k)` is \f$g(k)\f$ (in double), and `has_key_term` is false when
 /// \f$g \equiv 0\f$ so the engine skips it.
 template <class K>
-concept DotProductKernel =
-    KernelBase<K> && std::same_as<typename K::Form, DotProductForm> &&
+concept DotProductKernel = KernelBase<K> && std::same_as<typename K::Form, DotProductForm> &&
     requires(const K kernel, Index d, const detail::RowVector<typename K::Scalar> row) {
-      { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
-      { kernel.log_key_term(row) } -> std::convertible_to<double>;
-      { K::has_key_term } -> std::convertible_to<bool>;
-    };
+  { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
+  { kernel.log_key_term(row) } -> std::convertible_to<double>;
+  { K::has_key_term } -> std::convertible_to<bool>;
+};
 
 /// A kernel with \f$\log\kappa(q,k) = h(\lVert q-k\rVert^2)\f$:
 /// `log_from_squared_distance(block, d)` replaces every squared distance in the block by
 /// \f$h\f$ of it (the block may hold tiny negative values from rounding: treat them as 0).
 template <class K>
-concept DistanceKernel =
-    KernelBase<K> && std::same_as<typename K::Form, DistanceForm> &&
+concept DistanceKernel = KernelBase<K> && std::same_as<typename K::Form, DistanceForm> &&
     requires(const K kernel, Index d, detail::ScoreBlock<typename K::Scalar>& block) {
-      kernel.log_from_squared_distance(block, d);
-    };
+  kernel.log_from_squared_distance(block, d);
+};
 
 /// A kernel with \f$\kappa(q,k) = h(a\,(q\cdot k))\f$: `dot_scale(d)` is \f$a\f$ and
 /// `from_scaled_dot(block)` replaces every \f$a\,(q\cdot k)\f$ in the block by \f$h\f$ of it.
 template <class K>
-concept DirectKernel =
-    KernelBase<K> && std::same_as<typename K::Form, DirectForm> &&
+concept DirectKernel = KernelBase<K> && std::same_as<typename K::Form, DirectForm> &&
     requires(const K kernel, Index d, detail::ScoreBlock<typename K::Scalar>& block) {
-      { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
-      kernel.from_scaled_dot(block);
-    };
+  { kernel.dot_scale(d) } -> std::convertible_to<typename K::Scalar>;
+  kernel.from_scaled_dot(block);
+};
 
 /// Any kernel the engines can evaluate.
 template <class K>

@@ -14,7 +14,8 @@ namespace kernattn::kernels {
 /// lengthscale \f$\ell\f$ (default \f$d^{1/4}\f$):
 ///  - \f$\nu = 1/2\f$: \f$\kappa = e^{-r/\ell}\f$;
 ///  - \f$\nu = 3/2\f$: \f$\kappa = (1 + \sqrt3\, r/\ell)\, e^{-\sqrt3\, r/\ell}\f$;
-///  - \f$\nu = 5/2\f$: \f$\kappa = (1 + \sqrt5\, r/\ell + 5r^2/(3\ell^2))\, e^{-\sqrt5\, r/\ell}\f$.
+///  - \f$\nu = 5/2\f$: \f$\kappa = (1 + \sqrt5\, r/\ell + 5r^2/(3\ell^2))\, e^{-\sqrt5\,
+///  r/\ell}\f$.
 /// Evaluated in the log domain from squared distances (`DistanceForm`).
 template <Real T, int TwiceNu>
 class Matern {

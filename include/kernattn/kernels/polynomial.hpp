@@ -20,7 +20,8 @@ class Polynomial {
 
   Polynomial() = default;
   /// Degree \f$n \ge 1\f$ and offset \f$c \ge 0\f$, default scale.
-  explicit Polynomial(int degree, T offset = T(1)) : degree_(checked_degree(degree)), offset_(offset) {
+  explicit Polynomial(int degree, T offset = T(1))
+      : degree_(checked_degree(degree)), offset_(offset) {
     require_non_negative_finite(offset, "Polynomial", "offset");
   }
   /// Degree, offset and a fixed scale \f$a > 0\f$.

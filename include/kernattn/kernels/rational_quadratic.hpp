@@ -23,7 +23,8 @@ class RationalQuadratic {
   explicit RationalQuadratic(T alpha) : alpha_(checked_alpha(alpha)) {}
   /// Shape \f$\alpha > 0\f$ and lengthscale \f$\ell > 0\f$.
   RationalQuadratic(T alpha, T lengthscale)
-      : alpha_(checked_alpha(alpha)), lengthscale_(lengthscale, "RationalQuadratic", "lengthscale") {}
+      : alpha_(checked_alpha(alpha)),
+        lengthscale_(lengthscale, "RationalQuadratic", "lengthscale") {}
 
   [[nodiscard]] T alpha() const { return alpha_; }
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }

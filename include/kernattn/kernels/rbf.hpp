@@ -35,7 +35,8 @@ class Rbf {
   /// \f$g(k) = -\lVert k\rVert^2 / (2\sigma^2)\f$, in double.
   template <class Row>
   [[nodiscard]] double log_key_term(const Row& k) const {
-    return -k.template cast<double>().squaredNorm() * (0.5 / variance_.template resolve<double>(k.size()));
+    return -k.template cast<double>().squaredNorm() *
+           (0.5 / variance_.template resolve<double>(k.size()));
   }
 
   template <class Q, class K>

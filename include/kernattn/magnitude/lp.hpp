@@ -19,9 +19,9 @@ inline constexpr int runtime_p = 0;
 /// magnitude that turns the RBF kernel into softmax attention.
 ///
 /// `P` fixes p at compile time (`Lp<T, 1>`, `Lp<T, 2>`, or any positive integer);
-/// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed in
-/// double with \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$, so no intermediate power
-/// overflows, whatever p and the size of k.
+/// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed
+/// in double with \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$, so no intermediate
+/// power overflows, whatever p and the size of k.
 template <Real T, int P = runtime_p>
 class Lp {
   static_assert(P >= 0, "Lp: a compile-time p must be a positive integer (0 = runtime p)");
@@ -29,17 +29,17 @@ class Lp {
  public:
   static constexpr bool is_unit = false;
 
-  /// Runtime p (default 2), \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default 2).
-  explicit Lp(T p = T(2), std::optional<T> gamma = std::nullopt, T exponent = T(2))
-    requires(P == runtime_p)
+  /// Runtime p (default 2), \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default
+  /// 2).
+  explicit Lp(T p = T(2), std::optional<T> gamma = std::nullopt,
+              T exponent = T(2)) requires(P == runtime_p)
       : p_(p), gamma_(gamma), exponent_(exponent) {
     require_positive_finite(p, "Lp", "p");
     validate();
   }
 
   /// Compile-time p = P, \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default 2).
-  explicit Lp(std::optional<T> gamma = std::nullopt, T exponent = T(2))
-    requires(P != runtime_p)
+  explicit Lp(std::optional<T> gamma = std::nullopt, T exponent = T(2)) requires(P != runtime_p)
       : p_(T(P)), gamma_(gamma), exponent_(exponent) {
     validate();
   }
@@ -47,12 +47,21 @@ class Lp {
   [[nodiscard]] T p() const { return p_; }
   [[nodiscard]] T exponent() const { return exponent_; }
   /// \f$\gamma\f$ for head dimension d.
-  [[nodiscard]] double gamma(Index d) const { return gamma_ ? double(*gamma_) : 0.5 / std::sqrt(double(d)); }
+  [[nodiscard]] double gamma(Index d) const {
+    return gamma_ ? double(*gamma_) : 0.5 / std::sqrt(double(d));
+  }
 
-  /// \f$\log\mu(k) = \gamma\,\lVert k\rVert_p^a\f$.
+  /// \f$\log\mu(k) = \gamma\,\lVert k\rVert_p^a\f$. When a plain sum overflows although the
+  /// result need not (\f$\lVert k\rVert_2^2\f$ beyond the largest double with a < 2, say), it is
+  /// recomputed as \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
-    return gamma(k.size()) * norm_power(k.template cast<double>());
+    const Eigen::Matrix<double, 1, Eigen::Dynamic> key = k.template cast<double>();
+    const double g = gamma(key.size());
+    const double direct = g * norm_power(key);
+    if (std::isfinite(direct) || !key.allFinite()) return direct;
+    if (g == 0.0) return 0.0;
+    return std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm(key)), g);
   }
 
  private:
@@ -61,18 +70,21 @@ class Lp {
     require_positive_finite(exponent_, "Lp", "exponent a");
   }
 
-  /// \f$\lVert k\rVert_p^a\f$; exact sums for p = 2 (and a = 2) and p = 1, the log-domain form
-  /// otherwise.
-  template <class Row>
-  [[nodiscard]] double norm_power(const Row& k) const {
+  /// \f$\lVert k\rVert_p^a\f$: exact sums for p = 2 and p = 1, the log-domain form otherwise.
+  [[nodiscard]] double norm_power(const Eigen::Matrix<double, 1, Eigen::Dynamic>& k) const {
     const double a = double(exponent_);
     if (is_p(2)) {
       const double squared = k.squaredNorm();
       return a == 2.0 ? squared : std::pow(squared, a / 2.0);
     }
-    if (is_p(1)) return std::pow(k.template lpNorm<1>(), a);
+    if (is_p(1)) return std::pow(k.lpNorm<1>(), a);
+    return std::exp(a * log_norm(k));
+  }
+
+  /// \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$: no power of an entry is formed.
+  [[nodiscard]] double log_norm(const Eigen::Matrix<double, 1, Eigen::Dynamic>& k) const {
     const double p = double(p_);
-    return std::exp(a / p * log_sum_exp((p * k.array().abs().log()).eval()));
+    return log_sum_exp((p * k.array().abs().log()).eval()) / p;
   }
 
   [[nodiscard]] bool is_p(int value) const {

@@ -22,7 +22,8 @@ namespace kernattn::magnitude {
 /// `log_magnitude(k)` is \f$\log\mu(k)\f$ for one key row; `is_unit` is true when
 /// \f$\mu \equiv 1\f$, so the engine skips it.
 template <class M>
-concept Magnitude = requires(const M magnitude, const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
+concept Magnitude = requires(const M magnitude,
+                             const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
   { M::is_unit } -> std::convertible_to<bool>;
   { magnitude.log_magnitude(row) } -> std::convertible_to<double>;
 };

@@ -28,10 +28,11 @@ class Boolean {
 
   [[nodiscard]] Bound bind(const Shape& shape) const {
     const bool shared = allowed_.rows() == shape.queries;
-    require(allowed_.cols() == shape.keys && (shared || allowed_.rows() == shape.queries * shape.sequences),
-            "Boolean mask is ", detail::shape_of(allowed_), " but the attention is ", shape.queries, "x",
-            shape.keys, " (queries x keys) for each of ", shape.sequences, " sequence(s): give ",
-            detail::shape_of(shape.queries, shape.keys), " or ",
+    require(allowed_.cols() == shape.keys &&
+                (shared || allowed_.rows() == shape.queries * shape.sequences),
+            "Boolean mask is ", detail::shape_of(allowed_), " but the attention is ", shape.queries,
+            "x", shape.keys, " (queries x keys) for each of ", shape.sequences,
+            " sequence(s): give ", detail::shape_of(shape.queries, shape.keys), " or ",
             detail::shape_of(shape.queries * shape.sequences, shape.keys));
     return {&allowed_, shared ? 0 : shape.sequence * shape.queries};
   }

@@ -26,7 +26,9 @@ struct Intersection {
       if (b == Coverage::hidden) return b;
       return a == Coverage::full && b == Coverage::full ? Coverage::full : Coverage::partial;
     }
-    [[nodiscard]] bool visible(Index i, Index j) const { return first.visible(i, j) && second.visible(i, j); }
+    [[nodiscard]] bool visible(Index i, Index j) const {
+      return first.visible(i, j) && second.visible(i, j);
+    }
   };
 
   [[nodiscard]] auto bind(const Shape& shape) const {

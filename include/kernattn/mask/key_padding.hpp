@@ -40,20 +40,25 @@ class KeyPadding {
   /// Keys [0, valid_length) are valid; with flags, `valid_before` counts valid keys before j.
   class Bound {
    public:
-    Bound(const bool* flags, Index keys, Index valid_length) : flags_(flags), valid_length_(valid_length) {
+    Bound(const bool* flags, Index keys, Index valid_length)
+        : flags_(flags), valid_length_(valid_length) {
       if (flags_ == nullptr) return;
       valid_before_.resize(static_cast<std::size_t>(keys) + 1, 0);
-      for (Index j = 0; j < keys; ++j) valid_before_[std::size_t(j) + 1] = valid_before_[std::size_t(j)] + flags_[j];
+      for (Index j = 0; j < keys; ++j)
+        valid_before_[std::size_t(j) + 1] = valid_before_[std::size_t(j)] + flags_[j];
     }
 
     [[nodiscard]] Coverage coverage(Range, Range cols) const {
-      const Index valid = flags_ == nullptr
-                              ? std::clamp(valid_length_, cols.begin, cols.end) - cols.begin
-                              : valid_before_[std::size_t(cols.end)] - valid_before_[std::size_t(cols.begin)];
+      const Index valid =
+          flags_ == nullptr
+              ? std::clamp(valid_length_, cols.begin, cols.end) - cols.begin
+              : valid_before_[std::size_t(cols.end)] - valid_before_[std::size_t(cols.begin)];
       if (valid == 0) return Coverage::hidden;
       return valid == cols.end - cols.begin ? Coverage::full : Coverage::partial;
     }
-    [[nodiscard]] bool visible(Index, Index j) const { return flags_ == nullptr ? j < valid_length_ : flags_[j]; }
+    [[nodiscard]] bool visible(Index, Index j) const {
+      return flags_ == nullptr ? j < valid_length_ : flags_[j];
+    }
 
    private:
     const bool* flags_;
@@ -68,14 +73,14 @@ class KeyPadding {
               " valid lengths given for a batch of ", shape.sequences, " sequences (give 1 or ",
               shape.sequences, ")");
       const Index length = lengths_[std::size_t(count == 1 ? 0 : shape.sequence)];
-      require(length <= shape.keys, "KeyPadding: valid length ", length, " exceeds the ", shape.keys,
-              " keys of sequence ", shape.sequence);
+      require(length <= shape.keys, "KeyPadding: valid length ", length, " exceeds the ",
+              shape.keys, " keys of sequence ", shape.sequence);
       return Bound(nullptr, shape.keys, length);
     }
     const Index count = flags_.size();
     require(count == shape.keys || count == shape.keys * shape.sequences, "KeyPadding: ", count,
-            " valid flags given for ", shape.sequences, " sequence(s) of ", shape.keys, " keys (give ",
-            shape.keys, " or ", shape.keys * shape.sequences, ")");
+            " valid flags given for ", shape.sequences, " sequence(s) of ", shape.keys,
+            " keys (give ", shape.keys, " or ", shape.keys * shape.sequences, ")");
     const Index first = count == shape.keys ? 0 : shape.sequence * shape.keys;
     return Bound(flags_.data() + first, shape.keys, shape.keys);
   }

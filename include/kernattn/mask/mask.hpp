@@ -60,7 +60,8 @@ concept Mask = requires(const M mask, const Shape shape) {
 /// The coverage of a tile when query i sees exactly the keys in
 /// [first_visible(i), last_visible(i)], both bounds non-decreasing in i (causal, windows).
 template <class First, class Last>
-[[nodiscard]] Coverage banded_coverage(Range rows, Range cols, First first_visible, Last last_visible) {
+[[nodiscard]] Coverage banded_coverage(Range rows, Range cols, First first_visible,
+                                       Last last_visible) {
   const Index top = rows.begin;
   const Index bottom = rows.end - 1;
   const Index left = cols.begin;

@@ -16,8 +16,8 @@ namespace kernattn::mask {
 class Window {
  public:
   Window(Index before, Index after) : before_(before), after_(after) {
-    require(before >= 0 && after >= 0, "Window: before and after must be >= 0, got before = ", before,
-            ", after = ", after);
+    require(before >= 0 && after >= 0,
+            "Window: before and after must be >= 0, got before = ", before, ", after = ", after);
   }
 
   struct Bound {
