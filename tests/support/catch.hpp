@@ -1,0 +1,13 @@
+// The one Catch2 header every kernattn test includes: it works with Catch2 v2 and v3.
+#pragma once
+
+#if defined(KERNATTN_CATCH2_V3)
+#include <catch2/catch_approx.hpp>
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_exception.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+using Catch::Approx;
+#else
+#include <catch2/catch.hpp>
+#endif
