@@ -11,3 +11,15 @@ using Catch::Approx;
 #else
 #include <catch2/catch.hpp>
 #endif
+
+#include <string>
+
+/// A matcher for an exception message containing `fragment` (v3 renamed the string matcher
+/// Contains to ContainsSubstring).
+inline auto message_contains(const std::string& fragment) {
+#if defined(KERNATTN_CATCH2_V3)
+  return Catch::Matchers::ContainsSubstring(fragment);
+#else
+  return Catch::Matchers::Contains(fragment);
+#endif
+}

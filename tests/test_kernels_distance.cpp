@@ -1,0 +1,103 @@
+// The distance kernels (Matern 1/2 = Laplacian, 3/2, 5/2 and RationalQuadratic), with every
+// magnitude, against the naive double-precision kernel smoother of tests/support/reference.hpp.
+// The library forms squared distances as |q|^2 + |k|^2 - 2 q.k; the reference's error model
+// (ref::detail::squared_distance_error) accounts for that cancellation.
+#include <cmath>
+#include <type_traits>
+
+#include "catch.hpp"
+#include "reference.hpp"
+
+namespace {
+
+/// d^(1/4), the default lengthscale of every distance kernel.
+double default_lengthscale(Index d) { return std::pow(double(d), 0.25); }
+
+/// Matern with nu = TwiceNu / 2: default lengthscale at d = 8, lengthscale 1.3 at d = 16.
+template <class T, int TwiceNu>
+void check_matern(std::uint32_t seed) {
+  using Kernel = kernels::Matern<T, TwiceNu>;
+  SECTION("default lengthscale d^(1/4)") {
+    check::kernel_with_magnitudes<T>(Kernel(), ref::matern(TwiceNu, default_lengthscale(8)), 8,
+                                     seed);
+  }
+  SECTION("lengthscale 1.3, d = 16") {
+    check::kernel_with_magnitudes<T>(Kernel(T(1.3)), ref::matern(TwiceNu, double(T(1.3))), 16,
+                                     seed + 1);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Matern 1/2 (Laplacian) attention matches the reference for every magnitude",
+                   "[kernels][matern]", float, double) {
+  using T = TestType;
+  CHECK(std::is_same_v<kernels::Laplacian<T>, kernels::Matern12<T>>);
+  CHECK(std::is_same_v<kernels::Matern12<T>, kernels::Matern<T, 1>>);
+  check_matern<T, 1>(61);
+}
+
+TEMPLATE_TEST_CASE("Matern 3/2 attention matches the reference for every magnitude",
+                   "[kernels][matern]", float, double) {
+  using T = TestType;
+  CHECK(std::is_same_v<kernels::Matern32<T>, kernels::Matern<T, 3>>);
+  check_matern<T, 3>(71);
+}
+
+TEMPLATE_TEST_CASE("Matern 5/2 attention matches the reference for every magnitude",
+                   "[kernels][matern]", float, double) {
+  using T = TestType;
+  CHECK(std::is_same_v<kernels::Matern52<T>, kernels::Matern<T, 5>>);
+  check_matern<T, 5>(81);
+  SECTION("compile-time p") {
+    check::kernel_with_compile_time_p<T>(kernels::Matern52<T>(),
+                                         ref::matern(5, default_lengthscale(8)), 8, 83);
+  }
+}
+
+TEMPLATE_TEST_CASE("RationalQuadratic attention matches the reference for every magnitude",
+                   "[kernels][rq]", float, double) {
+  using T = TestType;
+  using Kernel = kernels::RationalQuadratic<T>;
+  SECTION("defaults: alpha 1, lengthscale d^(1/4)") {
+    check::kernel_with_magnitudes<T>(Kernel(), ref::rational_quadratic(1, default_lengthscale(8)),
+                                     8, 91);
+  }
+  SECTION("alpha 0.5, default lengthscale") {
+    check::kernel_with_magnitudes<T>(Kernel(T(0.5)),
+                                     ref::rational_quadratic(0.5, default_lengthscale(8)), 8, 92);
+  }
+  SECTION("alpha 3.7, lengthscale 0.9, d = 16") {
+    check::kernel_with_magnitudes<T>(
+        Kernel(T(3.7), T(0.9)), ref::rational_quadratic(double(T(3.7)), double(T(0.9))), 16, 93);
+  }
+}
+
+TEMPLATE_TEST_CASE("Distance kernels stay accurate where a query coincides with a key",
+                   "[kernels][distance]", float, double) {
+  // r = 0 is where |q|^2 + |k|^2 - 2 q.k cancels completely (and may round below 0, which must
+  // be clamped, not turned into NaN by the square root).
+  using T = TestType;
+  ref::Problem p = ref::random_problem<T>(12, 30, 8, 4, 95);
+  p.Q.topRows(6) = p.K.middleRows(3, 6);
+  const ref::Visibility all = ref::all_visible(12, 30);
+  constexpr double u = ref::unit_roundoff<T>;
+  const double l = default_lengthscale(8);
+  const auto none = ref::unit_magnitude();
+  SECTION("Matern 3/2, 5/2 and RationalQuadratic are flat at r = 0: the usual accuracy") {
+    check::require_matches<T>(check::run<T>(p, kernels::Matern32<T>()),
+                              ref::attention(p, ref::matern(3, l), none, all, u));
+    check::require_matches<T>(check::run<T>(p, kernels::Matern52<T>()),
+                              ref::attention(p, ref::matern(5, l), none, all, u));
+    check::require_matches<T>(check::run<T>(p, kernels::RationalQuadratic<T>()),
+                              ref::attention(p, ref::rational_quadratic(1, l), none, all, u));
+  }
+  SECTION("Matern 1/2 has slope 1 in r at r = 0: r, and so log kappa, is only sqrt(u)-accurate") {
+    // An error dr2 ~ (d + 3) u (2|k|)^2 in r^2 = 0 gives r ~ sqrt(dr2): with |k|^2 ~ d = 8 that
+    // is ~ 19 sqrt(u) in r, so outputs of size ~1 may err by ~ 2 * 19 sqrt(u) / l. Only this
+    // section, whose data are ill-conditioned on purpose, allows a bound up to 100 sqrt(u).
+    check::require_matches<T>(check::run<T>(p, kernels::Matern12<T>()),
+                              ref::attention(p, ref::matern(1, l), none, all, u),
+                              100 * std::sqrt(u));
+  }
+}
