@@ -1,0 +1,238 @@
+// kernattn_bench: single-head attention throughput, d = dv = 64, float.
+//
+// Every family runs over N = Nq = Nk in {256, 1024, 4096} on ONE thread (except BM_Softmax_2T)
+// and reports GFLOPS = 4 N^2 d / time (Q K^T plus the product with V) and items_per_second =
+// queries per second. All families use wall-clock time, so the two-thread family compares fairly.
+//
+//   BM_Gemm          plain Eigen S = Q K^T, O = S V (the same flops): the reference rate
+//   BM_NaiveSoftmax  materialised softmax(Q K^T / sqrt(d)) V in Eigen (an N x N matrix)
+//   BM_Softmax       kernattn, Exponential kernel (streaming, no N x N matrix)
+//   BM_RbfL2         kernattn, RBF x Lp magnitude with a *runtime* p = 2: equals softmax
+//   BM_RbfLp3        kernattn, RBF x Lp magnitude, p = 3
+//   BM_Laplacian     kernattn, distance kernels (one more element-wise map per score)
+//   BM_Matern32
+//   BM_Softmax_2T    kernattn, Exponential kernel on two threads
+//   BM_SoftmaxLong   kernattn, Exponential kernel at N = 32768, one call per repetition, with a
+//                    counter peak_rss_MB (the peak resident set of the process)
+//
+// Reading the numbers: at N = 4096 the score matrix of BM_Gemm and BM_NaiveSoftmax is 64 MB,
+// more than a small machine's last-level cache, so they become memory-bound; BM_Gemm at N = 1024
+// is the better compute ceiling.
+//
+// How to run:
+//   cmake --workflow --preset bench       (Release, -O3 -march=native; runs 5 repetitions)
+// or by hand:
+//   g++ -std=c++20 -O3 -march=native -DNDEBUG -fopenmp -Iinclude -isystem /usr/include/eigen3
+//       bench/kernattn_bench.cpp -lbenchmark -lpthread -o kernattn_bench
+//   ./kernattn_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+//       --benchmark_counters_tabular=true --benchmark_min_time=0.2
+// Peak memory:
+//   ./kernattn_bench --peak-memory
+// runs the N = 32768 softmax once, outside Google Benchmark, in a process that has allocated
+// nothing else, and prints the peak RSS (one materialised N x N float matrix would be 4 GiB).
+//
+// ru_maxrss is a high-water mark of the whole process: BM_SoftmaxLong's peak_rss_MB only means
+// something when nothing bigger ran before it in the same process. It is registered first, so it
+// runs first in the default order (or run it alone: --benchmark_filter=BM_SoftmaxLong); with
+// --benchmark_enable_random_interleaving it is meaningless. --peak-memory is the reference.
+//
+// Use an otherwise idle machine: check `uptime` (and top) before trusting the numbers.
+
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <kernattn/kernattn.hpp>
+#include <random>
+#include <string_view>
+
+namespace {
+
+using kernattn::Index;
+using Mat = kernattn::Matrix<float>;
+
+constexpr Index kHeadDim = 64;
+constexpr Index kLongSequence = 32768;
+
+/// One single-head problem with Nq = Nk = n and d = dv = kHeadDim, plus its output.
+struct Problem {
+  Mat Q, K, V, out;
+};
+
+/// Fixed-seed inputs, entries uniform on [-sqrt 3, sqrt 3) (unit variance). std::mt19937's output
+/// is fixed by the standard, so the inputs are the same with every standard library.
+Problem make_problem(Index n) {
+  std::mt19937 generator(20240521u);
+  const auto fill = [&](Index rows) {
+    Mat m(rows, kHeadDim);
+    for (Index j = 0; j < m.cols(); ++j)
+      for (Index i = 0; i < m.rows(); ++i)
+        m(i, j) = float((double(generator()) / 4294967296.0 * 2.0 - 1.0) * 1.7320508075688772);
+    return m;
+  };
+  Problem problem;
+  problem.Q = fill(n);
+  problem.K = fill(n);
+  problem.V = fill(n);
+  problem.out = Mat::Zero(n, kHeadDim);
+  return problem;
+}
+
+/// 4 N^2 d: 2 N^2 d for the scores Q K^T and 2 N^2 dv (dv = d) for the product with V.
+double flops(Index n) { return 4.0 * double(n) * double(n) * double(kHeadDim); }
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+kernattn::ExecutionOptions with_threads(int threads) {
+  kernattn::ExecutionOptions options;
+  options.threads = threads;
+  return options;
+}
+
+/// The timed loop shared by every family: `evaluate()` computes one attention (or GEMM pair) into
+/// `result`; everything it needs was allocated before the loop.
+template <class Evaluate>
+void timed_loop(benchmark::State& state, Index n, const Mat& result, Evaluate&& evaluate) {
+  for (auto _ : state) {
+    evaluate();
+    benchmark::DoNotOptimize(result.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(state.iterations() * n);
+}
+
+void BM_Gemm(benchmark::State& state) {
+  const Index n = state.range(0);
+  Problem p = make_problem(n);
+  Mat scores(n, n);
+  timed_loop(state, n, p.out, [&] {
+    scores.noalias() = p.Q * p.K.transpose();
+    p.out.noalias() = scores * p.V;
+  });
+}
+
+/// What a framework does without a fused kernel: the whole N x N score matrix, passes over it for
+/// the row maxima, the exponentials, the row sums and the division, then a GEMM with V.
+void BM_NaiveSoftmax(benchmark::State& state) {
+  const Index n = state.range(0);
+  Problem p = make_problem(n);
+  const float scale = 1.0f / std::sqrt(float(kHeadDim));
+  Mat scores(n, n);
+  Eigen::VectorXf row_max(n);
+  Eigen::VectorXf row_sum(n);
+  timed_loop(state, n, p.out, [&] {
+    scores.noalias() = scale * p.Q * p.K.transpose();
+    row_max.noalias() = scores.rowwise().maxCoeff();
+    scores = (scores.array().colwise() - row_max.array()).exp().matrix();
+    row_sum.noalias() = scores.rowwise().sum();
+    scores.array().colwise() /= row_sum.array();
+    p.out.noalias() = scores * p.V;
+  });
+}
+
+/// Any kernattn configuration: `compute` writes into the preallocated output.
+template <class AttentionT>
+void library_benchmark(benchmark::State& state, const AttentionT& attention) {
+  const Index n = state.range(0);
+  Problem p = make_problem(n);
+  timed_loop(state, n, p.out, [&] { attention.compute(p.Q, p.K, p.V, p.out); });
+}
+
+/// The long exact softmax; peak_rss_MB is read after the run (see the top of the file).
+void BM_SoftmaxLong(benchmark::State& state) {
+  const kernattn::Attention<kernattn::kernels::Exponential<float>> softmax({}, {}, {},
+                                                                           with_threads(1));
+  library_benchmark(state, softmax);
+  state.counters["peak_rss_MB"] = peak_rss_mb();
+}
+
+/// N in {256, 1024, 4096}, wall-clock time, milliseconds.
+void standard_sizes(benchmark::internal::Benchmark* family) {
+  family->Arg(256)->Arg(1024)->Arg(4096)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+template <class AttentionT>
+void register_library(const char* name, const AttentionT& attention) {
+  benchmark::RegisterBenchmark(name, [attention](benchmark::State& state) {
+    library_benchmark(state, attention);
+  })->Apply(standard_sizes);
+}
+
+void register_benchmarks() {
+  namespace kernels = kernattn::kernels;
+  namespace magnitude = kernattn::magnitude;
+  using kernattn::Attention;
+  const auto one = with_threads(1);
+
+  // First, so that its peak RSS is not inflated by the N x N matrices of the others.
+  benchmark::RegisterBenchmark("BM_SoftmaxLong", BM_SoftmaxLong)
+      ->Arg(kLongSequence)
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+
+  benchmark::RegisterBenchmark("BM_Gemm", BM_Gemm)->Apply(standard_sizes);
+  benchmark::RegisterBenchmark("BM_NaiveSoftmax", BM_NaiveSoftmax)->Apply(standard_sizes);
+
+  register_library("BM_Softmax", Attention<kernels::Exponential<float>>({}, {}, {}, one));
+  register_library("BM_RbfL2", Attention<kernels::Rbf<float>, magnitude::Lp<float>>(
+                                   {}, magnitude::Lp<float>(2.0f), {}, one));
+  register_library("BM_RbfLp3", Attention<kernels::Rbf<float>, magnitude::Lp<float>>(
+                                    {}, magnitude::Lp<float>(3.0f), {}, one));
+  register_library("BM_Laplacian", Attention<kernels::Laplacian<float>>({}, {}, {}, one));
+  register_library("BM_Matern32", Attention<kernels::Matern32<float>>({}, {}, {}, one));
+  register_library("BM_Softmax_2T",
+                   Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)));
+}
+
+/// `--peak-memory`: the N = 32768 softmax once, in a process that allocates nothing else.
+int peak_memory_main() {
+  const double before_inputs = peak_rss_mb();
+  Problem p = make_problem(kLongSequence);
+  const double with_inputs = peak_rss_mb();
+  const kernattn::Attention<kernattn::kernels::Exponential<float>> softmax({}, {}, {},
+                                                                           with_threads(1));
+
+  const auto start = std::chrono::steady_clock::now();
+  softmax.compute(p.Q, p.K, p.V, p.out);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  benchmark::DoNotOptimize(p.out.data());
+
+  const double inputs_mb = 4.0 * double(p.Q.size()) * sizeof(float) / (1024.0 * 1024.0);
+  const double materialised_mb =
+      double(kLongSequence) * double(kLongSequence) * sizeof(float) / (1024.0 * 1024.0);
+  std::printf(
+      "exact softmax attention, N = %ld, d = dv = %ld, float, 1 thread: %.2f s, %.1f GFLOP/s\n",
+      long(kLongSequence), long(kHeadDim), seconds, flops(kLongSequence) * 1e-9 / seconds);
+  std::printf("peak RSS before the inputs:        %8.1f MB\n", before_inputs);
+  std::printf("peak RSS with Q, K, V, out (%.0f MB): %8.1f MB\n", inputs_mb, with_inputs);
+  std::printf("peak_rss_MB after the call:        %8.1f MB\n", peak_rss_mb());
+  std::printf("(one materialised N x N float score matrix would be %.0f MB)\n", materialised_mb);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The reference GEMMs run on one thread like the library; the library sets its own threads.
+  Eigen::setNbThreads(1);
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--peak-memory") return peak_memory_main();
+
+  register_benchmarks();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
