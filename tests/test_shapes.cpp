@@ -256,3 +256,16 @@ TEMPLATE_TEST_CASE("compute() may write over one of its inputs", "[shapes][layou
     matches(big.block(2, 1, 19, 5));
   }
 }
+
+TEST_CASE("The automatic query tile depends on the number of queries only", "[options]") {
+  const kernattn::ExecutionOptions automatic;
+  CHECK(automatic.query_tile == 0);
+  CHECK(automatic.query_tile_for(1) == 64);
+  CHECK(automatic.query_tile_for(256) == 64);  // four tiles: two threads both get work
+  CHECK(automatic.query_tile_for(300) == 80);  // a quarter (75), rounded up to 16
+  CHECK(automatic.query_tile_for(1024) == 256);
+  CHECK(automatic.query_tile_for(1 << 20) == 256);
+  kernattn::ExecutionOptions fixed;
+  fixed.query_tile = 7;
+  CHECK(fixed.query_tile_for(1024) == 7);
+}

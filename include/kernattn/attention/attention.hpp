@@ -169,13 +169,14 @@ class Attention {
           detail::compute_key_terms(kernel_, magnitude_, keys_of(b, h), values_of(b, h));
     });
 
-    const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / options_.query_tile;
+    const Index query_tile = options_.query_tile_for(nq);
+    const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / query_tile;
     parallel_for(B * H * tiles, threads, [&](Index item) {
       const Index tile = item % tiles;
       const Index b = item / tiles / H;
       const Index h = item / tiles % H;
-      const Index first = tile * options_.query_tile;
-      const Index rows = std::min(options_.query_tile, nq - first);
+      const Index first = tile * query_tile;
+      const Index rows = std::min(query_tile, nq - first);
       detail::attend_query_tile<Kernel, Magnitude>(
           kernel_, Q.block(b * nq + first, h * d, rows, d), first, keys_of(b, h), values_of(b, h),
           key_terms[std::size_t(b * H + h)], bound_masks[std::size_t(b)], options_.key_tile,

@@ -15,6 +15,30 @@
 
 namespace kernattn::detail {
 
+/// The tile buffers of one thread, kept from call to call and only ever grown, so that a thread
+/// allocates them once rather than once per query tile (for tiles of 256 x 256 floats and up,
+/// every fresh allocation costs page faults). Used only inside `attend_query_tile`, which calls
+/// nothing that re-enters the engine.
+template <Real T>
+struct TileScratch {
+  RowMajorMatrix<T> scaled_queries;
+  Matrix<T> scores;
+  Matrix<T> accumulated;
+
+  [[nodiscard]] static TileScratch& of_this_thread() {
+    thread_local TileScratch scratch;
+    return scratch;
+  }
+
+  /// Grows `buffer` to hold at least rows x cols and returns its top-left rows x cols block.
+  template <class Buffer>
+  [[nodiscard]] static auto block_of(Buffer& buffer, Index rows, Index cols) {
+    if (buffer.rows() < rows || buffer.cols() < cols)
+      buffer.resize(std::max(buffer.rows(), rows), std::max(buffer.cols(), cols));
+    return buffer.topLeftCorner(rows, cols);
+  }
+};
+
 /// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
 /// over all keys and writes the tile's output rows.
 ///
@@ -50,9 +74,14 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   const Index d = queries.cols();
   const Index key_count = keys.rows();
 
+  TileScratch<T>& scratch = TileScratch<T>::of_this_thread();
+  auto scores = TileScratch<T>::block_of(scratch.scores, rows, std::min(key_tile, key_count));
+  auto accumulated = TileScratch<T>::block_of(scratch.accumulated, rows, values.cols());
+  accumulated.setZero();
+
   // The queries, scaled once per tile: a q for dot-product and direct kernels, -2 q for the
   // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels.
-  RowMajorMatrix<T> scaled_queries(rows, d);
+  auto scaled_queries = TileScratch<T>::block_of(scratch.scaled_queries, rows, d);
   Vector<T> query_squared_norms;
   if constexpr (kernels::DistanceKernel<Kernel>) {
     scaled_queries = T(-2) * queries;
@@ -61,8 +90,6 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
     scaled_queries = kernel.dot_scale(d) * queries;
   }
 
-  Matrix<T> scores(rows, std::min(key_tile, key_count));
-  Matrix<T> accumulated = Matrix<T>::Zero(rows, values.cols());
   Array running_sum = Array::Zero(rows);
   Array running_max = Array::Constant(rows, minus_infinity);
 
@@ -111,15 +138,24 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
       kernel.from_scaled_dot(tile.array());
     }
 
+    // Weights relative to the running maximum; in a fully visible tile the row sums are taken
+    // in the same pass, in a partial one after the hidden weights are zeroed.
     if constexpr (exponential) {
-      if constexpr (add_key_bias)
-        for (Index j = 0; j < tile_keys; ++j) tile.col(j).array() += bias(j);
-      if (partial) hide_invisible(minus_infinity);
       Array tile_max = Array::Constant(rows, minus_infinity);
-      for (Index j = 0; j < tile_keys; ++j) tile_max = tile_max.max(tile.col(j).array());
+      for (Index j = 0; j < tile_keys; ++j) {
+        if constexpr (add_key_bias) tile.col(j).array() += bias(j);
+        if (!partial) tile_max = tile_max.max(tile.col(j).array());
+      }
+      if (partial) {
+        hide_invisible(minus_infinity);
+        for (Index j = 0; j < tile_keys; ++j) tile_max = tile_max.max(tile.col(j).array());
+      }
       const Array reference = advance_running_max(tile_max);
-      for (Index j = 0; j < tile_keys; ++j)
-        tile.col(j).array() = (tile.col(j).array() - reference).exp();
+      for (Index j = 0; j < tile_keys; ++j) {
+        auto weights = tile.col(j).array();
+        weights = (weights - reference).exp();
+        if (!partial) running_sum += weights;
+      }
     } else if constexpr (track_maximum) {
       Array tile_max = Array::Constant(
           rows, partial ? minus_infinity : terms.key_bias.segment(first_key, tile_keys).maxCoeff());
@@ -128,10 +164,18 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
           for (Index i = 0; i < rows; ++i)
             if (visible(i, j)) tile_max(i) = std::max(tile_max(i), bias(j));
       const Array reference = advance_running_max(tile_max);
-      for (Index j = 0; j < tile_keys; ++j) tile.col(j).array() *= (bias(j) - reference).exp();
+      for (Index j = 0; j < tile_keys; ++j) {
+        auto weights = tile.col(j).array();
+        weights *= (bias(j) - reference).exp();
+        if (!partial) running_sum += weights;
+      }
+    } else if (!partial) {
+      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
     }
-    if (partial) hide_invisible(T(0));
-    for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
+    if (partial) {
+      hide_invisible(T(0));
+      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
+    }
 
     if (partial && terms.has_nonfinite_values(first_key, first_key + tile_keys)) {
       for (Index j = 0; j < tile_keys; ++j)

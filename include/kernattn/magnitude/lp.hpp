@@ -56,7 +56,7 @@ class Lp {
   /// recomputed as \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
-    const Eigen::Matrix<double, 1, Eigen::Dynamic> key = k.template cast<double>();
+    const auto key = k.template cast<double>();
     const double g = gamma(key.size());
     const double direct = g * norm_power(key);
     if (std::isfinite(direct) || !key.allFinite()) return direct;
@@ -71,18 +71,20 @@ class Lp {
   }
 
   /// \f$\lVert k\rVert_p^a\f$: exact sums for p = 2 and p = 1, the log-domain form otherwise.
-  [[nodiscard]] double norm_power(const Eigen::Matrix<double, 1, Eigen::Dynamic>& k) const {
+  template <class Key>
+  [[nodiscard]] double norm_power(const Eigen::MatrixBase<Key>& k) const {
     const double a = double(exponent_);
     if (is_p(2)) {
       const double squared = k.squaredNorm();
       return a == 2.0 ? squared : std::pow(squared, a / 2.0);
     }
-    if (is_p(1)) return std::pow(k.lpNorm<1>(), a);
+    if (is_p(1)) return std::pow(k.template lpNorm<1>(), a);
     return std::exp(a * log_norm(k));
   }
 
   /// \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$: no power of an entry is formed.
-  [[nodiscard]] double log_norm(const Eigen::Matrix<double, 1, Eigen::Dynamic>& k) const {
+  template <class Key>
+  [[nodiscard]] double log_norm(const Eigen::MatrixBase<Key>& k) const {
     const double p = double(p_);
     return log_sum_exp((p * k.array().abs().log()).eval()) / p;
   }
