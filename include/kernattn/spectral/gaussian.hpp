@@ -1,0 +1,57 @@
+#pragma once
+/// \file
+/// The Gaussian spectral sampler: the spectral density of the RBF kernel.
+
+#include <cmath>
+
+#include "kernattn/kernels/parameter.hpp"
+#include "kernattn/random/distributions.hpp"
+#include "kernattn/spectral/sampler.hpp"
+
+namespace kernattn::spectral {
+
+/// \f$\omega \sim N(0, \ell^{-2} I_d)\f$, the spectral density of the RBF kernel
+/// \f$\kappa(r) = \exp(-\lVert r\rVert^2/(2\ell^2))\f$; lengthscale \f$\ell\f$, default
+/// \f$d^{1/4}\f$ (the RBF kernel inside softmax attention, DESIGN 1.2).
+///
+/// Uniforms: \f$d\f$ per frequency, \f$\omega_i = \Phi^{-1}(u_i)/\ell\f$. Isotropic, with radius
+/// \f$\lVert\omega\rVert = \chi_d^{-1}(u)/\ell\f$.
+template <Real T>
+class Gaussian {
+ public:
+  using Scalar = T;
+
+  Gaussian() = default;
+  /// A fixed lengthscale \f$\ell > 0\f$.
+  explicit Gaussian(T lengthscale) : lengthscale_(lengthscale, "Gaussian", "lengthscale") {}
+
+  [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
+
+  [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d; }
+
+  [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
+    require_frequency_shape(uniforms.rows(), d, "Gaussian");
+    require_uniforms(uniforms, d, "Gaussian");
+    const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
+    return uniforms
+        .unaryExpr([&](double u) { return T(random::normal_quantile(u) * inverse_lengthscale); })
+        .eval();
+  }
+
+  /// \f$\exp(-\lVert r\rVert^2/(2\ell^2))\f$.
+  [[nodiscard]] double kernel_at(const Vector<double>& r) const {
+    const double l = lengthscale_.template resolve<double>(r.size());
+    return std::exp(-r.squaredNorm() / (2.0 * l * l));
+  }
+
+  [[nodiscard]] Index radial_uniforms(Index) const { return 1; }
+  /// \f$\chi_d^{-1}(u)/\ell\f$.
+  [[nodiscard]] double radius_from_uniforms(const double* uniforms, Index d) const {
+    return random::chi_quantile(double(d), uniforms[0]) / lengthscale_.template resolve<double>(d);
+  }
+
+ private:
+  kernels::DimensionDefault<T, kernels::SoftmaxLengthscale> lengthscale_;
+};
+
+}  // namespace kernattn::spectral
