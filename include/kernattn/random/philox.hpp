@@ -52,14 +52,15 @@ class Philox4x32 {
 /// The uniform with index \f$i\f$ is a function of \f$(seed, stream, i)\f$ alone: Philox block
 /// \f$\lfloor i/2 \rfloor\f$ with counter \f$(\lfloor i/2\rfloor_{lo}, \lfloor i/2\rfloor_{hi},
 /// stream_{lo}, stream_{hi})\f$ and key \f$(seed_{lo}, seed_{hi})\f$; its words 0-1 (even
-/// \f$i\f$) or 2-3 (odd \f$i\f$) form a 64-bit integer whose top 53 bits \f$b\f$ give
-/// \f$u = (b + 1/2)\,2^{-53}\f$, strictly inside (0, 1). Different streams of one seed are
+/// \f$i\f$) or 2-3 (odd \f$i\f$) form a 64-bit integer whose top 52 bits \f$b\f$ give
+/// \f$u = (b + 1/2)\,2^{-52}\f$: exactly representable (53 significant bits at most), never
+/// 0 or 1, symmetric about 1/2. Different streams of one seed are
 /// independent sequences (e.g. one per head or per layer).
 struct RandomStream {
   std::uint64_t seed = 0;
   std::uint64_t stream = 0;
 
-  /// The uniform in (0, 1) with index `index`; every value is exactly representable.
+  /// The uniform in (0, 1) with index `index`.
   [[nodiscard]] constexpr double uniform(std::uint64_t index) const {
     const std::uint64_t pair = index >> 1;
     const Philox4x32::Counter words =
@@ -68,7 +69,7 @@ struct RandomStream {
                           {std::uint32_t(seed), std::uint32_t(seed >> 32)});
     const std::size_t first = (index & 1u) * 2;
     const std::uint64_t bits = (std::uint64_t(words[first + 1]) << 32) | words[first];
-    return (double(bits >> 11) + 0.5) * 0x1p-53;
+    return (double(bits >> 12) + 0.5) * 0x1p-52;
   }
 
   /// The same seed with another stream.
