@@ -98,8 +98,8 @@ inline void require_uniforms(const Matrix<double>& uniforms, Index expected_cols
 
 /// \f$M\f$ frequencies of dimension \f$d\f$ from `sampler`, a function of (seed, stream) alone:
 /// `frequencies_from_uniforms(draw_uniforms(stream, M, n_u), d)`. Row \f$m\f$ depends only on
-/// uniforms \f$m n_u, \dots, (m+1) n_u - 1\f$, so a larger M extends a smaller one (samplers that
-/// work on blocks of rows, like `Orthogonal`, excepted in their last block).
+/// uniforms \f$m n_u, \dots, (m+1) n_u - 1\f$ (for `Orthogonal`, on the rows before it in its
+/// block too), so a larger M extends a smaller one.
 template <SpectralSampler S>
 [[nodiscard]] Matrix<typename S::Scalar> draw_frequencies(const S& sampler, Index frequencies,
                                                           Index d, random::RandomStream stream) {

@@ -1,0 +1,58 @@
+#pragma once
+/// \file
+/// The product-Laplace spectral sampler: the spectral density of the product Cauchy kernel.
+
+#include <cmath>
+
+#include "kernattn/kernels/parameter.hpp"
+#include "kernattn/random/distributions.hpp"
+#include "kernattn/spectral/sampler.hpp"
+
+namespace kernattn::spectral {
+
+/// Independent Laplace\f$(0, 1/\ell)\f$ coordinates, density
+/// \f$\prod_i (\ell/2)\,e^{-\ell|\omega_i|}\f$: the spectral density of the product Cauchy kernel
+/// \f$\kappa(r) = \prod_i 1/(1 + r_i^2/\ell^2)\f$ (the characteristic function of
+/// Laplace\f$(0,b)\f$ is \f$1/(1 + b^2t^2)\f$); lengthscale \f$\ell\f$, default \f$d^{1/4}\f$.
+///
+/// Uniforms: \f$d\f$ per frequency, \f$\omega_i = F^{-1}(u_i)/\ell\f$ with the standard Laplace
+/// quantile \f$F^{-1}(u) = \log(2u)\f$ for \f$u < 1/2\f$, \f$-\log(2(1-u))\f$ above. Not
+/// isotropic.
+template <Real T>
+class Laplace {
+ public:
+  using Scalar = T;
+
+  Laplace() = default;
+  /// A fixed lengthscale \f$\ell > 0\f$.
+  explicit Laplace(T lengthscale) : lengthscale_(lengthscale, "Laplace", "lengthscale") {}
+
+  [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
+
+  [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d; }
+
+  [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
+    require_frequency_shape(uniforms.rows(), d, "Laplace");
+    require_uniforms(uniforms, d, "Laplace");
+    const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
+    return uniforms
+        .unaryExpr([&](double u) { return T(random::laplace_quantile(u) * inverse_lengthscale); })
+        .eval();
+  }
+
+  /// \f$\prod_i 1/(1 + r_i^2/\ell^2)\f$.
+  [[nodiscard]] double kernel_at(const Vector<double>& r) const {
+    const double l = lengthscale_.template resolve<double>(r.size());
+    double kernel = 1.0;
+    for (Index i = 0; i < r.size(); ++i) {
+      const double x = r(i) / l;
+      kernel /= std::fma(x, x, 1.0);
+    }
+    return kernel;
+  }
+
+ private:
+  kernels::DimensionDefault<T, kernels::SoftmaxLengthscale> lengthscale_;
+};
+
+}  // namespace kernattn::spectral
