@@ -8,11 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/exact_engine.hpp"
 #include "kernattn/attention/key_terms.hpp"
 #include "kernattn/attention/options.hpp"
-#include "kernattn/core/aliasing.hpp"
-#include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -21,22 +20,6 @@
 #include "kernattn/mask/none.hpp"
 
 namespace kernattn {
-
-namespace detail {
-
-/// A read-only view of an Eigen argument with the same storage order: no copy for a matrix, a
-/// Map, a Ref or a block of one; one evaluation (not one per tile) for any other expression.
-template <class Derived>
-using InputView =
-    Eigen::Ref<const Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
-                                   Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>,
-               0, Eigen::OuterStride<>>;
-
-template <class Derived>
-concept EigenDense =
-    std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
-
-}  // namespace detail
 
 /// Exact attention with kernel `KernelT`, magnitude `MagnitudeT` and set filter `MaskT`.
 ///
@@ -106,43 +89,15 @@ class Attention {
                       std::is_same_v<typename DV::Scalar, Scalar> &&
                       std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
                   "Q, K, V and out must have the kernel's scalar type");
-    validate_shapes(Q, K, V, out, layout);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    if (detail::may_share_memory(out, queries) || detail::may_share_memory(out, keys) ||
-        detail::may_share_memory(out, values)) {
-      Matrix<Scalar> separate(out.rows(), out.cols());
-      run(queries, keys, values, separate, layout);
-      out = separate;
-    } else {
-      run(queries, keys, values, out, layout);
-    }
+    detail::validate_attention_shapes(Q, K, V, out, layout);
+    detail::with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          run(queries, keys, values, destination, layout);
+        });
   }
 
  private:
-  template <class DQ, class DK, class DV, class Out>
-  static void validate_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-                              const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
-    using detail::shape_of;
-    const Index B = layout.sequences;
-    const Index H = layout.heads;
-    require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
-    require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
-            " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ",
-            shape_of(K));
-    require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(),
-            " (one value per key): K is ", shape_of(K), ", V is ", shape_of(V));
-    require(Q.cols() % H == 0 && V.cols() % H == 0, "Q (", shape_of(Q), ") and V (", shape_of(V),
-            ") must have a multiple of ", H, " columns for ", H, " heads");
-    require(Q.cols() / H >= 1, "Q is ", shape_of(Q), ": the head dimension d must be at least 1");
-    require(Q.rows() % B == 0 && K.rows() % B == 0, "Q (", shape_of(Q), ") and K (", shape_of(K),
-            ") must have a multiple of ", B, " rows for ", B, " sequences");
-    require(out.rows() == Q.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
-            " but the attention output is ", shape_of(Q.rows(), V.cols()),
-            " (Q's rows x V's columns)");
-  }
-
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
     const Index B = layout.sequences;

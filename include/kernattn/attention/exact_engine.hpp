@@ -22,6 +22,8 @@ namespace kernattn::detail {
 template <Real T>
 struct TileScratch {
   RowMajorMatrix<T> scaled_queries;
+  Matrix<T> query_features;
+  Eigen::VectorXd query_log_scales;
   Matrix<T> scores;
   Matrix<T> accumulated;
 
@@ -66,7 +68,10 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   using T = typename Kernel::Scalar;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
-  constexpr bool exponential = !kernels::DirectKernel<Kernel>;
+  constexpr bool exponential = [] {
+    if constexpr (kernels::FeatureKernel<Kernel>) return bool(Kernel::log_domain);
+    return !kernels::DirectKernel<Kernel>;
+  }();
   constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
   constexpr bool track_maximum = exponential || add_key_bias;
 
@@ -80,12 +85,16 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   accumulated.setZero();
 
   // The queries, scaled once per tile: a q for dot-product and direct kernels, -2 q for the
-  // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels.
+  // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels; the query features of feature
+  // kernels (their log-scales cancel and are dropped).
   auto scaled_queries = TileScratch<T>::block_of(scratch.scaled_queries, rows, d);
   Vector<T> query_squared_norms;
   if constexpr (kernels::DistanceKernel<Kernel>) {
     scaled_queries = T(-2) * queries;
     query_squared_norms = queries.rowwise().squaredNorm();
+  } else if constexpr (kernels::FeatureKernel<Kernel>) {
+    scratch.query_log_scales.resize(rows);
+    kernel.features(queries, scratch.query_features, scratch.query_log_scales);
   } else {
     scaled_queries = kernel.dot_scale(d) * queries;
   }
@@ -129,7 +138,13 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 
     // Broadcasts run column by column: Eigen does not vectorise a broadcast across a
     // column-major block, and each column here is a contiguous vector of query rows.
-    tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
+    if constexpr (kernels::FeatureKernel<Kernel>) {
+      tile.noalias() =
+          scratch.query_features * terms.features.middleRows(first_key, tile_keys).transpose();
+      kernel.from_feature_dot(tile.array());
+    } else {
+      tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
+    }
     if constexpr (kernels::DistanceKernel<Kernel>) {
       for (Index j = 0; j < tile_keys; ++j)
         tile.col(j).array() += query_squared_norms.array() + terms.squared_norms(first_key + j);

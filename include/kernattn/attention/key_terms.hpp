@@ -17,6 +17,9 @@ struct KeyTerms {
   Vector<T> key_bias;
   /// Distance form: \f$\lVert k_j\rVert^2\f$.
   Vector<T> squared_norms;
+  /// Feature form: the scaled key features \f$\tilde\varphi(k_j)\f$, one row per key (their
+  /// log-scales \f$s_j\f$ are in `key_bias`).
+  Matrix<T> features;
   /// How many value rows before j hold a non-finite entry (size N_k + 1); empty when none does.
   std::vector<Index> nonfinite_values_before;
 
@@ -32,6 +35,7 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude>
 constexpr bool has_key_bias() {
   if constexpr (kernels::DotProductKernel<Kernel>)
     return Kernel::has_key_term || !Magnitude::is_unit;
+  if constexpr (kernels::FeatureKernel<Kernel>) return Kernel::has_log_scale || !Magnitude::is_unit;
   return !Magnitude::is_unit;
 }
 
@@ -44,12 +48,13 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class KeysBloc
   using T = typename Kernel::Scalar;
   const Index count = keys.rows();
   KeyTerms<T> terms;
+  Eigen::VectorXd log_terms = Eigen::VectorXd::Zero(count);
+  if constexpr (kernels::FeatureKernel<Kernel>) kernel.features(keys, terms.features, log_terms);
   if constexpr (has_key_bias<Kernel, Magnitude>()) {
-    Eigen::VectorXd log_terms(count);
     for (Index j = 0; j < count; ++j) {
-      double term = magnitude.log_magnitude(keys.row(j));
-      if constexpr (kernels::DotProductKernel<Kernel>) term += kernel.log_key_term(keys.row(j));
-      log_terms(j) = term;
+      if constexpr (!Magnitude::is_unit) log_terms(j) += magnitude.log_magnitude(keys.row(j));
+      if constexpr (kernels::DotProductKernel<Kernel>)
+        log_terms(j) += kernel.log_key_term(keys.row(j));
     }
     terms.key_bias = log_terms.cast<T>();
   }

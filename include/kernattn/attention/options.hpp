@@ -3,6 +3,7 @@
 /// How a call is laid out (batch x heads) and executed (threads, tile sizes).
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernattn/core/errors.hpp"
 
@@ -45,6 +46,35 @@ struct ExecutionOptions {
     require(query_tile >= 0, "ExecutionOptions: query_tile must be >= 0 (0 = automatic), got ",
             query_tile);
     require(key_tile >= 1, "ExecutionOptions: key_tile must be >= 1, got ", key_tile);
+  }
+};
+
+/// Settings of the linear-time engine (`LinearAttention`).
+struct LinearOptions {
+  /// Threads for the parallel loops over sequence x head (x query tile when not causal); 0 = the
+  /// OpenMP default. No setting changes a bit of the result.
+  int threads = 0;
+  /// Tokens per tile when the keys are summed into the state and when queries read it: the
+  /// engine's scratch is tile x (feature dimension + d_v) per thread.
+  Index tile = 256;
+  /// Causal masks: queries per chunk. Within a chunk the engine evaluates the
+  /// chunk x chunk block of weights directly; across chunks it carries the prefix state. Longer
+  /// chunks mean fewer, larger products.
+  Index chunk = 64;
+  /// The denominator guard \f$\tau\f$ for feature maps that can be negative (Fourier, Yaglom):
+  /// a denominator below \f$\tau\,Z_i\f$ is raised to it, where \f$Z_i = \sum_{j\in M(i)}
+  /// \mu(k_j)\f$ bounds \f$|\sum_{j\in M(i)} \hat\kappa(q_i,k_j)\mu(k_j)|\f$ (every
+  /// trigonometric estimate lies in [-1, 1]). It changes only rows whose estimated weights
+  /// nearly cancel, and bounds their output by \f$\max_j |v_j| / \tau\f$.
+  double denominator_floor = 1e-3;
+
+  void validate() const {
+    require(threads >= 0, "LinearOptions: threads must be >= 0 (0 = the OpenMP default), got ",
+            threads);
+    require(tile >= 1, "LinearOptions: tile must be >= 1, got ", tile);
+    require(chunk >= 1, "LinearOptions: chunk must be >= 1, got ", chunk);
+    require(std::isfinite(denominator_floor) && denominator_floor > 0.0 && denominator_floor <= 1.0,
+            "LinearOptions: denominator_floor must lie in (0, 1], got ", denominator_floor);
   }
 };
 

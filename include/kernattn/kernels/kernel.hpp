@@ -13,6 +13,10 @@
 ///  - `DirectForm`: \f$\kappa(q,k) = h(a\,(q\cdot k))\f$, a value that may be zero or negative
 ///    (polynomial, linear). Normalised directly: \f$\sum_j w_{ij} v_j / \sum_j w_{ij}\f$, and a
 ///    row whose weights sum to exactly zero outputs zeros.
+///  - `FeatureForm`: \f$\kappa(q,k) = h(\varphi(q)\cdot\psi(k))\f$ through a feature map
+///    (random features). Runs as a GEMM of query features against key features computed once per
+///    key, then either the online softmax (\f$h\f$ gives \f$\log\kappa\f$) or direct
+///    normalisation (\f$h\f$ gives \f$\kappa\f$).
 ///
 /// The smallest user-defined kernel (a dot-product kernel with a temperature):
 /// \code
@@ -41,6 +45,8 @@ struct DotProductForm {};
 struct DistanceForm {};
 /// \f$\kappa(q,k) = h(a\,(q\cdot k))\f$, possibly zero or negative.
 struct DirectForm {};
+/// \f$\kappa(q,k) = h(\varphi(q)\cdot\psi(k))\f$ for a feature map.
+struct FeatureForm {};
 
 namespace detail {
 template <Real T>
@@ -86,8 +92,26 @@ concept DirectKernel = KernelBase<K> && std::same_as<typename K::Form, DirectFor
   kernel.from_scaled_dot(block);
 };
 
+/// A kernel through a feature map: `features(X, out, log_scales)` writes the scaled features
+/// \f$\tilde\varphi(x_j)\f$ of the rows of X, with \f$\varphi(x_j) =
+/// \tilde\varphi(x_j)\,e^{s_j}\f$, adding \f$s_j\f$ to `log_scales(j)` when `has_log_scale` (see
+/// `features::FeatureMap`); `from_feature_dot(block)` replaces each
+/// \f$\tilde\varphi(q)\cdot\tilde\varphi(k)\f$ by \f$h\f$ of it: \f$\log\kappa\f$ when
+/// `log_domain`, else \f$\kappa\f$. The engine adds \f$s_j\f$ of key j to its log-weight (a key
+/// bias) and drops the queries' \f$s_i\f$, which cancel; a log-domain kernel must therefore have no
+/// log-scales.
+template <class K>
+concept FeatureKernel = KernelBase<K> && std::same_as<typename K::Form, FeatureForm> &&
+    requires(const K kernel, const Matrix<typename K::Scalar>& x, Matrix<typename K::Scalar>& out,
+             Eigen::VectorXd& log_scales, detail::ScoreBlock<typename K::Scalar>& block) {
+  { K::log_domain } -> std::convertible_to<bool>;
+  { K::has_log_scale } -> std::convertible_to<bool>;
+  kernel.features(x, out, log_scales);
+  kernel.from_feature_dot(block);
+};
+
 /// Any kernel the engines can evaluate.
 template <class K>
-concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K>;
+concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> || FeatureKernel<K>;
 
 }  // namespace kernattn::kernels

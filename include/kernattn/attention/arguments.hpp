@@ -1,0 +1,70 @@
+#pragma once
+/// \file
+/// The arguments of every attention engine: views of Q, K and V without copies, the shape
+/// checks with their messages, and the detour through a temporary when the output overlaps an
+/// input.
+
+#include <type_traits>
+
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/aliasing.hpp"
+#include "kernattn/core/errors.hpp"
+
+namespace kernattn::detail {
+
+/// A read-only view of an Eigen argument with the same storage order: no copy for a matrix, a
+/// Map, a Ref or a block of one; one evaluation (not one per tile) for any other expression.
+template <class Derived>
+using InputView =
+    Eigen::Ref<const Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
+                                   Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>,
+               0, Eigen::OuterStride<>>;
+
+template <class Derived>
+concept EigenDense =
+    std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
+
+/// Checks Q, K, V and out for one call in the batch x heads `layout`; the messages name the
+/// argument and both shapes.
+template <class DQ, class DK, class DV, class Out>
+void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                               const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
+  using detail::shape_of;
+  const Index B = layout.sequences;
+  const Index H = layout.heads;
+  require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
+  require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
+          " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ",
+          shape_of(K));
+  require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(),
+          " (one value per key): K is ", shape_of(K), ", V is ", shape_of(V));
+  require(Q.cols() % H == 0 && V.cols() % H == 0, "Q (", shape_of(Q), ") and V (", shape_of(V),
+          ") must have a multiple of ", H, " columns for ", H, " heads");
+  require(Q.cols() / H >= 1, "Q is ", shape_of(Q), ": the head dimension d must be at least 1");
+  require(Q.rows() % B == 0 && K.rows() % B == 0, "Q (", shape_of(Q), ") and K (", shape_of(K),
+          ") must have a multiple of ", B, " rows for ", B, " sequences");
+  require(out.rows() == Q.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
+          " but the attention output is ", shape_of(Q.rows(), V.cols()),
+          " (Q's rows x V's columns)");
+}
+
+/// Calls `body(queries, keys, values, destination)` with read-only views of Q, K and V. When
+/// `out` may overlap one of them, `destination` is a temporary that is copied into `out`
+/// afterwards; otherwise it is `out` itself.
+template <class DQ, class DK, class DV, class Out, class Body>
+void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                      const Eigen::MatrixBase<DV>& V, Out&& out, Body&& body) {
+  const InputView<DQ> queries(Q);
+  const InputView<DK> keys(K);
+  const InputView<DV> values(V);
+  if (may_share_memory(out, queries) || may_share_memory(out, keys) ||
+      may_share_memory(out, values)) {
+    Matrix<typename DQ::Scalar> separate(out.rows(), out.cols());
+    body(queries, keys, values, separate);
+    out = separate;
+  } else {
+    body(queries, keys, values, out);
+  }
+}
+
+}  // namespace kernattn::detail

@@ -1,0 +1,48 @@
+#pragma once
+/// \file
+/// Implicit kernel attention exactly as the official PyTorch code computes it (DESIGN 1.5), for
+/// a model trained with that code.
+
+#include <cmath>
+#include <utility>
+
+#include "kernattn/attention/attention.hpp"
+#include "kernattn/features/yaglom.hpp"
+#include "kernattn/kernels/random_feature.hpp"
+#include "kernattn/magnitude/lp.hpp"
+#include "kernattn/mask/none.hpp"
+
+namespace kernattn {
+
+/// The official magnitude: \f$(\lVert q\rVert_p^2 + \lVert k\rVert_p^2)/(2\sqrt c)\f$ with
+/// \f$c = \sqrt{d}\f$ is, after the query term cancels, \f$\mu(k) = \exp(\gamma\lVert
+/// k\rVert_p^2)\f$ with \f$\gamma = 1/(2 d^{1/4})\f$.
+template <Real T>
+[[nodiscard]] magnitude::Lp<T> ika_reference_magnitude(T p, Index d) {
+  require(d >= 1, "ika_reference_magnitude: the head dimension d must be >= 1, got ", d);
+  return magnitude::Lp<T>(p, T(0.5 / std::sqrt(std::sqrt(double(d)))));
+}
+
+/// The attention type of `make_ika_reference`.
+template <Real T, mask::Mask MaskT = mask::None>
+using IkaReferenceAttention =
+    Attention<kernels::IkaEnergy<features::Yaglom<T>>, magnitude::Lp<T>, MaskT>;
+
+/// The official implicit kernel attention of one head from its trained frequency sets
+/// \f$W_1, W_2 \in \mathbb{R}^{d\times M}\f$ (the layout of the official parameters, one
+/// frequency per column) and the norm order \f$p\f$: softmax over keys of the energy
+/// \f$\log\big((\varphi(q)\cdot\varphi(k)/(4M))^2 + 10^{-5}\big) + (\lVert q\rVert_p^2 +
+/// \lVert k\rVert_p^2)/(2\sqrt{\sqrt d})\f$ with the official Yaglom features of frequency scale
+/// \f$2\pi\f$. Gives the official attention weights (in inference: the official code applies
+/// dropout to the norm term when training).
+template <Real T, mask::Mask MaskT = mask::None>
+[[nodiscard]] IkaReferenceAttention<T, MaskT> make_ika_reference(const Matrix<T>& w1,
+                                                                 const Matrix<T>& w2, T p,
+                                                                 MaskT mask = {},
+                                                                 ExecutionOptions options = {}) {
+  return IkaReferenceAttention<T, MaskT>(
+      kernels::IkaEnergy<features::Yaglom<T>>(features::Yaglom<T>::from_official(w1, w2)),
+      ika_reference_magnitude(p, w1.rows()), std::move(mask), options);
+}
+
+}  // namespace kernattn

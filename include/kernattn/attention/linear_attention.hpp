@@ -1,0 +1,225 @@
+#pragma once
+/// \file
+/// `LinearAttention<FeatureMap, Magnitude, Mask>`: kernel-smoother attention in time linear in
+/// the sequence length, through a feature map (DESIGN 1.9).
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "kernattn/attention/arguments.hpp"
+#include "kernattn/attention/linear_engine.hpp"
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/threading.hpp"
+#include "kernattn/features/feature_map.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/magnitude/none.hpp"
+#include "kernattn/mask/causal.hpp"
+#include "kernattn/mask/intersection.hpp"
+#include "kernattn/mask/key_padding.hpp"
+#include "kernattn/mask/none.hpp"
+
+namespace kernattn {
+
+namespace detail {
+
+/// Which set filters the linear engine evaluates, and whether they are causal. A filter that
+/// depends on the query in any other way (a window, a boolean mask) has no prefix-sum form.
+template <class M>
+struct LinearMaskTraits {
+  static constexpr bool supported = false;
+  static constexpr bool causal = false;
+};
+template <>
+struct LinearMaskTraits<mask::None> {
+  static constexpr bool supported = true;
+  static constexpr bool causal = false;
+};
+template <>
+struct LinearMaskTraits<mask::KeyPadding> {
+  static constexpr bool supported = true;
+  static constexpr bool causal = false;
+};
+template <>
+struct LinearMaskTraits<mask::Causal> {
+  static constexpr bool supported = true;
+  static constexpr bool causal = true;
+};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>> {
+  static constexpr bool supported = true;
+  static constexpr bool causal = true;
+};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>> {
+  static constexpr bool supported = true;
+  static constexpr bool causal = true;
+};
+
+}  // namespace detail
+
+namespace mask {
+/// The set filters `LinearAttention` accepts: `None`, `Causal`, `KeyPadding` and
+/// `Causal && KeyPadding` (either order).
+template <class M>
+concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
+}  // namespace mask
+
+/// Linear-time attention with feature map `MapT`, magnitude `MagnitudeT` and set filter `MaskT`:
+/// \f$out_i = \varphi(q_i)^T S_i / \varphi(q_i)^T z_i\f$ with \f$S_i = \sum_{j\in M(i)}
+/// \psi(k_j) v_j^T\f$, \f$z_i = \sum_{j\in M(i)} \psi(k_j)\f$, \f$\psi(k) = \varphi(k)\mu(k)\f$:
+/// the same weights \f$w_{ij} = \varphi(q_i)\cdot\varphi(k_j)\,\mu(k_j)\f$ as
+/// `Attention<kernels::RandomFeature<MapT>, MagnitudeT, MaskT>`, in \f$O(N M d)\f$ time and
+/// \f$O(M d_v)\f$ state instead of \f$O(N^2 M)\f$.
+///
+/// - Padding removes keys from the numerator and the denominator; a non-finite value of a
+///   padded key changes nothing.
+/// - Causal (`mask::Causal`, aligned bottom-right): prefix state carried across chunks of
+///   `LinearOptions::chunk` queries, the diagonal blocks evaluated directly.
+/// - The magnitude is folded into the key features in the log domain (see linear_engine.hpp), so
+///   \f$\mu\f$ far beyond the float range is exact.
+/// - Denominators: non-negative maps (`Positive`) need no guard, and a query whose every weight
+///   is zero outputs zeros. Signed maps (`Fourier`, `Yaglom`) raise a denominator below
+///   \f$\tau Z_i\f$ to it (`LinearOptions::denominator_floor`), where \f$Z_i\f$ is the denominator
+///   with every kernel estimate replaced by 1; a query that sees no key outputs zeros.
+///
+/// Shapes and layouts are those of `Attention` (`BatchLayout` for batches and heads; every head
+/// uses the same feature map). Parallel over sequence x head (and query tiles when not causal);
+/// results are bit-identical for every thread count.
+template <features::FeatureMap MapT, magnitude::Magnitude MagnitudeT = magnitude::None,
+          mask::LinearMask MaskT = mask::None>
+class LinearAttention {
+ public:
+  using Scalar = typename MapT::Scalar;
+  using FeatureMap = MapT;
+  using Magnitude = MagnitudeT;
+  using Mask = MaskT;
+
+  explicit LinearAttention(FeatureMap map, Magnitude magnitude = {}, Mask mask = {},
+                           LinearOptions options = {})
+      : map_(std::move(map)),
+        magnitude_(std::move(magnitude)),
+        mask_(std::move(mask)),
+        options_(options) {
+    options_.validate();
+  }
+
+  [[nodiscard]] const FeatureMap& feature_map() const { return map_; }
+  [[nodiscard]] const Magnitude& magnitude() const { return magnitude_; }
+  [[nodiscard]] const Mask& mask() const { return mask_; }
+  [[nodiscard]] const LinearOptions& options() const { return options_; }
+
+  /// Sets the number of threads (0 = the OpenMP default); returns *this.
+  LinearAttention& set_threads(int threads) {
+    LinearOptions changed = options_;
+    changed.threads = threads;
+    changed.validate();
+    options_ = changed;
+    return *this;
+  }
+
+  template <class DQ, class DK, class DV>
+  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q,
+                                          const Eigen::MatrixBase<DK>& K,
+                                          const Eigen::MatrixBase<DV>& V,
+                                          BatchLayout layout = {}) const {
+    Matrix<Scalar> out(Q.rows(), V.cols());
+    compute(Q, K, V, out, layout);
+    return out;
+  }
+
+  /// Writes the output into `out`, which may overlap Q, K or V.
+  template <class DQ, class DK, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
+    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
+                      std::is_same_v<typename DK::Scalar, Scalar> &&
+                      std::is_same_v<typename DV::Scalar, Scalar> &&
+                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+                  "Q, K, V and out must have the feature map's scalar type");
+    detail::validate_attention_shapes(Q, K, V, out, layout);
+    require(Q.cols() / layout.heads == map_.input_dimension(),
+            "LinearAttention: the head dimension is ", Q.cols() / layout.heads, " (Q is ",
+            detail::shape_of(Q), " for ", layout.heads,
+            " head(s)) but the feature map takes d = ", map_.input_dimension());
+    detail::with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          run(queries, keys, values, destination, layout);
+        });
+  }
+
+ private:
+  template <class Queries, class Keys, class Values, class Out>
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = Q.cols() / H;
+    const Index dv = V.cols() / H;
+    const int threads = resolve_thread_count(options_.threads);
+
+    using BoundMask = decltype(mask_.bind(mask::Shape{}));
+    std::vector<BoundMask> bound_masks;
+    bound_masks.reserve(std::size_t(B));
+    for (Index b = 0; b < B; ++b) bound_masks.push_back(mask_.bind(mask::Shape{nq, nk, b, B}));
+    // Padding does not depend on the query, and the last query sees every key that is not
+    // padding under each supported filter (causal masks align it with the last key).
+    const auto key_valid_of = [&](Index b) {
+      return [&bound = bound_masks[std::size_t(b)], nq](Index j) {
+        return nq == 0 || bound.visible(nq - 1, j);
+      };
+    };
+
+    const auto queries_of = [&](Index b, Index h) { return Q.block(b * nq, h * d, nq, d); };
+    const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
+    const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };
+    const auto out_of = [&](Index b, Index h) { return out.block(b * nq, h * dv, nq, dv); };
+
+    if constexpr (detail::LinearMaskTraits<Mask>::causal) {
+      parallel_for(B * H, threads, [&](Index item) {
+        const Index b = item / H;
+        const Index h = item % H;
+        detail::attend_causal(map_, magnitude_, queries_of(b, h), keys_of(b, h), values_of(b, h),
+                              key_valid_of(b), options_, out_of(b, h));
+      });
+    } else {
+      const Index tile = options_.tile;
+      std::vector<detail::LinearState<Scalar>> states(
+          std::size_t(B * H), detail::LinearState<Scalar>(map_.feature_dimension(), dv));
+      parallel_for(B * H, threads, [&](Index item) {
+        const Index b = item / H;
+        const Index h = item % H;
+        auto& scratch = detail::LinearScratch<Scalar>::of_this_thread();
+        const auto key_valid = key_valid_of(b);
+        for (Index first = 0; first < nk; first += tile) {
+          const Index count = std::min(tile, nk - first);
+          detail::key_tile_features(map_, magnitude_, keys_of(b, h).middleRows(first, count), first,
+                                    key_valid, scratch);
+          detail::add_keys_to_state(scratch, values_of(b, h).middleRows(first, count),
+                                    states[std::size_t(item)]);
+        }
+      });
+      const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / tile;
+      parallel_for(B * H * tiles, threads, [&](Index item) {
+        const Index t = item % tiles;
+        const Index b = item / tiles / H;
+        const Index h = item / tiles % H;
+        const Index first = t * tile;
+        const Index rows = std::min(tile, nq - first);
+        detail::read_state(map_, queries_of(b, h).middleRows(first, rows),
+                           states[std::size_t(b * H + h)], options_.denominator_floor,
+                           detail::LinearScratch<Scalar>::of_this_thread(),
+                           out_of(b, h).middleRows(first, rows));
+      });
+    }
+  }
+
+  FeatureMap map_;
+  Magnitude magnitude_{};
+  Mask mask_{};
+  LinearOptions options_{};
+};
+
+}  // namespace kernattn

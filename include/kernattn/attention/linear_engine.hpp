@@ -1,0 +1,242 @@
+#pragma once
+/// \file
+/// The linear-time engine (DESIGN 1.9): with features, \f$w_{ij} = \varphi(q_i)\cdot\psi(k_j)\f$,
+/// \f$\psi(k) = \varphi(k)\,\mu(k)\f$, and
+/// \f$out_i = \varphi(q_i)^T S / \varphi(q_i)^T z\f$ with \f$S = \sum_j \psi(k_j) v_j^T\f$,
+/// \f$z = \sum_j \psi(k_j)\f$: time \f$O(N M d)\f$, state \f$O(M d_v)\f$.
+///
+/// Keys are kept in the log domain: a key's feature is \f$\tilde\varphi(k_j)\,e^{\ell_j}\f$ with
+/// \f$\ell_j = s_j + \log\mu(k_j)\f$ (feature log-scale plus log-magnitude, in double). The state
+/// is held relative to the running maximum \f$m\f$ of \f$\ell\f$ over the keys summed so far,
+/// exactly as the exact engine's online softmax: \f$S = \sum_j e^{\ell_j - m}\tilde\varphi(k_j)
+/// v_j^T\f$, and likewise \f$z\f$ and \f$Z = \sum_j e^{\ell_j - m}\f$ (the denominator if every
+/// kernel value were 1, which scales the guard of `LinearOptions::denominator_floor`).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/features/feature_map.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+
+namespace kernattn::detail {
+
+/// \f$e^{a - b}\f$, exactly 0 when \f$a = -\infty\f$.
+[[nodiscard]] inline double exp_difference(double a, double b) {
+  return a == -std::numeric_limits<double>::infinity() ? 0.0 : std::exp(a - b);
+}
+
+/// The sums over the keys seen so far, relative to their largest log-scale.
+template <Real T>
+struct LinearState {
+  Matrix<T> weighted_values;                                        ///< \f$S\f$, D x d_v.
+  Vector<T> feature_sum;                                            ///< \f$z\f$, D.
+  double scale_sum = 0.0;                                           ///< \f$Z\f$.
+  double log_reference = -std::numeric_limits<double>::infinity();  ///< \f$m\f$.
+
+  LinearState(Index features, Index value_dimension)
+      : weighted_values(Matrix<T>::Zero(features, value_dimension)),
+        feature_sum(Vector<T>::Zero(features)) {}
+
+  /// Moves the reference to \f$\max(m, m')\f$, rescaling the sums.
+  void raise_reference(double candidate) {
+    if (!(candidate > log_reference)) return;
+    const double rescale = exp_difference(log_reference, candidate);
+    weighted_values *= T(rescale);
+    feature_sum *= T(rescale);
+    scale_sum *= rescale;
+    log_reference = candidate;
+  }
+};
+
+/// The scratch of one thread: features of a tile and their log-scales, kept from call to call
+/// (a fresh tile of 256 x 512 floats would cost page faults every time).
+template <Real T>
+struct LinearScratch {
+  Matrix<T> features;
+  Eigen::VectorXd log_scales;
+  Matrix<T> masked_values;
+  Matrix<T> products;
+
+  [[nodiscard]] static LinearScratch& of_this_thread() {
+    thread_local LinearScratch scratch;
+    return scratch;
+  }
+};
+
+/// Scaled key features \f$\tilde\varphi(k_j)\f$ of a tile into `scratch.features` and
+/// \f$\ell_j\f$ into `scratch.log_scales`; a key that `key_valid` rejects gets
+/// \f$\ell_j = -\infty\f$ and a zero feature row.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Keys, class KeyValid>
+void key_tile_features(const Map& map, const Magnitude& magnitude, const Keys& keys,
+                       Index first_key, const KeyValid& key_valid,
+                       LinearScratch<typename Map::Scalar>& scratch) {
+  const Index count = keys.rows();
+  scratch.log_scales.setZero(count);
+  map.features(keys, scratch.features, scratch.log_scales);
+  for (Index j = 0; j < count; ++j) {
+    if (!key_valid(first_key + j)) {
+      scratch.log_scales(j) = -std::numeric_limits<double>::infinity();
+      scratch.features.row(j).setZero();
+    } else if constexpr (!Magnitude::is_unit) {
+      scratch.log_scales(j) += magnitude.log_magnitude(keys.row(j));
+    }
+  }
+}
+
+/// Adds the keys of a tile (features and log-scales in `scratch`) with their values to the
+/// state: \f$S \mathrel{+}= \sum_j e^{\ell_j - m}\tilde\varphi(k_j) v_j^T\f$, and \f$z\f$, \f$Z\f$.
+/// A rejected key contributes exactly nothing, even when its value is not finite.
+template <Real T, class Values>
+void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearState<T>& state) {
+  const Index count = values.rows();
+  if (count == 0) return;
+  state.raise_reference(scratch.log_scales.maxCoeff());
+  if (state.log_reference == -std::numeric_limits<double>::infinity()) return;
+  bool any_rejected = false;
+  Vector<T> weights(count);
+  for (Index j = 0; j < count; ++j) {
+    const double weight = exp_difference(scratch.log_scales(j), state.log_reference);
+    any_rejected |= scratch.log_scales(j) == -std::numeric_limits<double>::infinity();
+    state.scale_sum += weight;
+    weights(j) = T(weight);
+  }
+  for (Index c = 0; c < scratch.features.cols(); ++c)
+    scratch.features.col(c).array() *= weights.array();
+  state.feature_sum.noalias() += scratch.features.colwise().sum().transpose();
+  if (any_rejected) {
+    scratch.masked_values = values;
+    for (Index j = 0; j < count; ++j)
+      if (scratch.log_scales(j) == -std::numeric_limits<double>::infinity())
+        scratch.masked_values.row(j).setZero();
+    state.weighted_values.noalias() += scratch.features.transpose() * scratch.masked_values;
+  } else {
+    state.weighted_values.noalias() += scratch.features.transpose() * values;
+  }
+}
+
+/// Writes \f$out_i = n_i / \mathrm{guard}(den_i)\f$ for one row. Non-negative maps: a zero
+/// denominator (no visible key, or every weight underflowed) gives zeros. Signed maps: the
+/// denominator is raised to \f$\tau Z_i\f$, and \f$Z_i = 0\f$ (no visible key) gives zeros.
+template <bool NonNegative, class Numerator, class OutRow>
+void write_guarded_row(const Numerator& numerator, double denominator, double scale_sum,
+                       double floor, OutRow&& out) {
+  if (scale_sum == 0.0 || (NonNegative && denominator == 0.0)) {
+    out.setZero();
+    return;
+  }
+  if constexpr (!NonNegative) denominator = std::max(denominator, floor * scale_sum);
+  out = numerator / typename std::remove_cvref_t<OutRow>::Scalar(denominator);
+}
+
+/// Non-causal queries of one tile against a finished state.
+template <features::FeatureMap Map, class Queries, class OutTile>
+void read_state(const Map& map, const Queries& queries,
+                const LinearState<typename Map::Scalar>& state, double floor,
+                LinearScratch<typename Map::Scalar>& scratch, OutTile&& out) {
+  using T = typename Map::Scalar;
+  if (state.scale_sum == 0.0) {
+    out.setZero();
+    return;
+  }
+  scratch.log_scales.setZero(queries.rows());
+  map.features(queries, scratch.features, scratch.log_scales);
+  scratch.products.noalias() = scratch.features * state.weighted_values;
+  const Vector<T> denominators = scratch.features * state.feature_sum;
+  for (Index i = 0; i < queries.rows(); ++i)
+    write_guarded_row<Map::non_negative>(scratch.products.row(i), double(denominators(i)),
+                                         state.scale_sum, floor, out.row(i));
+}
+
+/// Causal attention of one sequence and head, chunk after chunk (DESIGN 1.9, "chunked"):
+/// query \f$i\f$ sees keys \f$j \le i + N_k - N_q\f$ (the alignment of `mask::Causal`).
+///
+/// Before chunk \f$[i_0, i_1)\f$ the state holds every key all its queries see,
+/// \f$j < i_0 + o\f$ (\f$o = N_k - N_q\f$). The chunk's own keys \f$[i_0 + o, i_1 + o)\f$ are
+/// weighted directly: query \f$i\f$ takes the first \f$i - i_0 + 1\f$ of them, relative to its own
+/// reference \f$r_i = \max(m, \max_{\text{visible chunk keys}} \ell_j)\f$, so a later key, however
+/// large, never underflows an earlier one. Then the chunk's keys join the state. Each token's
+/// features are computed once.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
+          class Values, class KeyValid, class Out>
+void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
+                   const Keys& keys, const Values& values, const KeyValid& key_valid,
+                   const LinearOptions& options, Out&& out) {
+  using T = typename Map::Scalar;
+  const Index nq = queries.rows();
+  const Index nk = keys.rows();
+  const Index offset = nk - nq;
+  const Index dv = values.cols();
+  LinearState<T> state(map.feature_dimension(), dv);
+  LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
+
+  const auto consume = [&](Index begin, Index end) {
+    for (Index first = begin; first < end; first += options.tile) {
+      const Index count = std::min(options.tile, end - first);
+      key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
+      add_keys_to_state(scratch, values.middleRows(first, count), state);
+    }
+  };
+  consume(0, std::clamp<Index>(offset, 0, nk));
+
+  Matrix<T> query_features;
+  Eigen::VectorXd query_log_scales;
+  Matrix<T> weights;
+  for (Index first_query = 0; first_query < nq; first_query += options.chunk) {
+    const Index rows = std::min(options.chunk, nq - first_query);
+    const Index key_begin = std::clamp<Index>(first_query + offset, 0, nk);
+    const Index key_end = std::clamp<Index>(first_query + rows + offset, 0, nk);
+    const Index chunk_keys = key_end - key_begin;
+
+    query_log_scales.setZero(rows);
+    map.features(queries.middleRows(first_query, rows), query_features, query_log_scales);
+    key_tile_features(map, magnitude, keys.middleRows(key_begin, chunk_keys), key_begin, key_valid,
+                      scratch);
+
+    weights.noalias() = query_features * scratch.features.transpose();
+    Matrix<T> from_state = query_features * state.weighted_values;
+    const Vector<T> denominator_from_state = query_features * state.feature_sum;
+    Vector<T> denominators(rows);
+    Eigen::VectorXd scale_sums(rows);
+    std::vector<Index> visible_keys(std::size_t(rows), 0);
+    double prefix_max = -std::numeric_limits<double>::infinity();
+    Index seen = 0;
+    for (Index r = 0; r < rows; ++r) {
+      const Index visible =
+          std::clamp<Index>(first_query + r + offset + 1 - key_begin, 0, chunk_keys);
+      visible_keys[std::size_t(r)] = visible;
+      for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
+      const double reference = std::max(state.log_reference, prefix_max);
+      double scale_sum = state.scale_sum * exp_difference(state.log_reference, reference);
+      for (Index c = 0; c < chunk_keys; ++c) {
+        const double factor = c < visible ? exp_difference(scratch.log_scales(c), reference) : 0.0;
+        weights(r, c) = factor == 0.0 ? T(0) : weights(r, c) * T(factor);
+        scale_sum += factor;
+      }
+      const T state_factor = T(exp_difference(state.log_reference, reference));
+      from_state.row(r) *= state_factor;
+      denominators(r) = denominator_from_state(r) * state_factor + weights.row(r).sum();
+      scale_sums(r) = scale_sum;
+    }
+    if (chunk_keys > 0) {
+      auto chunk_values = values.middleRows(key_begin, chunk_keys);
+      if (chunk_values.allFinite()) {
+        from_state.noalias() += weights * chunk_values;
+      } else {
+        for (Index r = 0; r < rows; ++r)
+          for (Index c = 0; c < visible_keys[std::size_t(r)]; ++c)
+            if (key_valid(key_begin + c)) from_state.row(r) += weights(r, c) * chunk_values.row(c);
+      }
+    }
+    for (Index r = 0; r < rows; ++r)
+      write_guarded_row<Map::non_negative>(from_state.row(r), double(denominators(r)),
+                                           scale_sums(r), options.denominator_floor,
+                                           out.row(first_query + r));
+    add_keys_to_state(scratch, values.middleRows(key_begin, chunk_keys), state);
+  }
+}
+
+}  // namespace kernattn::detail

@@ -1,0 +1,95 @@
+#pragma once
+/// \file
+/// The two-frequency (Yaglom) random features of the official implicit kernel attention code.
+
+#include <cmath>
+#include <numbers>
+#include <utility>
+
+#include "kernattn/features/feature_map.hpp"
+#include "kernattn/spectral/sampler.hpp"
+
+namespace kernattn::features {
+
+/// \f$\varphi(x) = \frac{1}{2\sqrt M}\,[\cos(c\,\Omega_1 x) + \cos(c\,\Omega_2 x);
+/// \sin(c\,\Omega_1 x) + \sin(c\,\Omega_2 x)] \in \mathbb{R}^{2M}\f$ (DESIGN 1.5), with two
+/// \f$M \times d\f$ frequency sets and a frequency scale \f$c\f$.
+///
+/// Then \f$\varphi(q)\cdot\varphi(k) = \frac{1}{4M}\sum_m \sum_{a,b\in\{1,2\}}
+/// \cos(c\,(\omega_{a,m}\cdot q - \omega_{b,m}\cdot k))\f$: a non-stationary (Yaglom-type)
+/// kernel estimate in \f$[-1, 1]\f$; with \f$\Omega_1 = \Omega_2\f$ it is `Fourier` of
+/// \f$c\,\Omega\f$. The official code computes the same sum unnormalised and divides the inner
+/// product by \f$4M\f$; here the \f$1/(2\sqrt M)\f$ is in the features.
+template <Real T>
+class Yaglom {
+ public:
+  using Scalar = T;
+  static constexpr bool non_negative = false;
+  static constexpr bool has_log_scale = false;
+
+  /// From two \f$M \times d\f$ frequency sets (one frequency per row) and the scale \f$c\f$.
+  Yaglom(Matrix<T> first, Matrix<T> second, T frequency_scale = T(1)) {
+    detail::require_frequencies(first, "Yaglom", "the first frequency set");
+    detail::require_frequencies(second, "Yaglom", "the second frequency set");
+    require(first.rows() == second.rows() && first.cols() == second.cols(),
+            "Yaglom: the two frequency sets must have the same shape, got ",
+            kernattn::detail::shape_of(first), " and ", kernattn::detail::shape_of(second));
+    require_positive_finite(frequency_scale, "Yaglom", "frequency_scale");
+    const Index M = first.rows();
+    scaled_t_.resize(first.cols(), 2 * M);
+    scaled_t_.leftCols(M) = frequency_scale * first.transpose();
+    scaled_t_.rightCols(M) = frequency_scale * second.transpose();
+  }
+
+  /// The official layout: \f$W_1, W_2 \in \mathbb{R}^{d \times M}\f$ (one frequency per column)
+  /// with the official frequency scale \f$c = 2\pi\f$.
+  [[nodiscard]] static Yaglom from_official(const Matrix<T>& w1, const Matrix<T>& w2) {
+    return Yaglom(w1.transpose(), w2.transpose(), std::numbers::pi_v<T> * T(2));
+  }
+
+  /// Both sets drawn from `sampler` with `stream`: \f$2M\f$ frequencies, the first \f$M\f$ rows
+  /// are \f$\Omega_1\f$, the last \f$M\f$ rows \f$\Omega_2\f$.
+  template <spectral::SpectralSampler Sampler>
+  [[nodiscard]] static Yaglom draw(const Sampler& sampler, Index frequencies, Index d,
+                                   random::RandomStream stream, T frequency_scale = T(1)) {
+    spectral::require_frequency_shape(frequencies, d, "Yaglom::draw");
+    const Matrix<T> both =
+        spectral::draw_frequencies(sampler, 2 * frequencies, d, stream).template cast<T>();
+    return Yaglom(both.topRows(frequencies), both.bottomRows(frequencies), frequency_scale);
+  }
+
+  [[nodiscard]] Index input_dimension() const { return scaled_t_.rows(); }
+  [[nodiscard]] Index feature_dimension() const { return scaled_t_.cols(); }
+
+  template <class X>
+  void features(const Eigen::MatrixBase<X>& x, Matrix<T>& out, Eigen::VectorXd&) const {
+    compute(x, out);
+  }
+  template <class X>
+  [[nodiscard]] Matrix<T> operator()(const Eigen::MatrixBase<X>& x) const {
+    Matrix<T> out;
+    compute(x, out);
+    return out;
+  }
+
+ private:
+  template <class X>
+  void compute(const Eigen::MatrixBase<X>& x, Matrix<T>& out) const {
+    detail::require_input_columns(x, input_dimension(), "Yaglom");
+    const Index M = scaled_t_.cols() / 2;
+    const T factor = T(1) / (T(2) * std::sqrt(T(M)));
+    out.noalias() = x * scaled_t_;  // the phases [c Omega_1 x, c Omega_2 x]
+    Eigen::Array<T, Eigen::Dynamic, 1> cosines(x.rows());
+    for (Index m = 0; m < M; ++m) {
+      auto a = out.col(m).array();
+      auto b = out.col(M + m).array();
+      cosines.head(x.rows()) = factor * (a.cos() + b.cos());
+      b = factor * (a.sin() + b.sin());
+      a = cosines;
+    }
+  }
+
+  Matrix<T> scaled_t_;  ///< \f$[c\,\Omega_1^T,\ c\,\Omega_2^T]\f$, d x 2M.
+};
+
+}  // namespace kernattn::features
