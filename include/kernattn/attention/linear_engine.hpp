@@ -118,18 +118,29 @@ void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearSt
   }
 }
 
-/// Writes \f$out_i = n_i / \mathrm{guard}(den_i)\f$ for one row. Non-negative maps: a zero
+/// Writes \f$out_i = n_i / \mathrm{guard}(den_i)\f$ for a block of rows: the numerators are
+/// scaled column by column and the block is stored at once (row-by-row stores into a
+/// column-major output of power-of-two height thrash the cache). Non-negative maps: a zero
 /// denominator (no visible key, or every weight underflowed) gives zeros. Signed maps: the
 /// denominator is raised to \f$\tau Z_i\f$, and \f$Z_i = 0\f$ (no visible key) gives zeros.
-template <bool NonNegative, class Numerator, class OutRow>
-void write_guarded_row(const Numerator& numerator, double denominator, double scale_sum,
-                       double floor, OutRow&& out) {
-  if (scale_sum == 0.0 || (NonNegative && denominator == 0.0)) {
-    out.setZero();
-    return;
+template <bool NonNegative, Real T, class ScaleSums, class OutBlock>
+void write_guarded_rows(Matrix<T>& numerators, const Vector<T>& denominators,
+                        const ScaleSums& scale_sums, double floor, OutBlock&& out) {
+  const Index rows = numerators.rows();
+  Vector<T> inverse(rows);
+  bool any_empty = false;
+  for (Index i = 0; i < rows; ++i) {
+    double denominator = double(denominators(i));
+    const bool empty = scale_sums(i) == 0.0 || (NonNegative && denominator == 0.0);
+    if constexpr (!NonNegative) denominator = std::max(denominator, floor * scale_sums(i));
+    inverse(i) = empty ? T(0) : T(1.0 / denominator);
+    any_empty |= empty;
   }
-  if constexpr (!NonNegative) denominator = std::max(denominator, floor * scale_sum);
-  out = numerator / typename std::remove_cvref_t<OutRow>::Scalar(denominator);
+  for (Index c = 0; c < numerators.cols(); ++c) numerators.col(c).array() *= inverse.array();
+  if (any_empty)
+    for (Index i = 0; i < rows; ++i)
+      if (inverse(i) == T(0)) numerators.row(i).setZero();
+  out = numerators;
 }
 
 /// Non-causal queries of one tile against a finished state.
@@ -146,9 +157,9 @@ void read_state(const Map& map, const Queries& queries,
   map.features(queries, scratch.features, scratch.log_scales);
   scratch.products.noalias() = scratch.features * state.weighted_values;
   const Vector<T> denominators = scratch.features * state.feature_sum;
-  for (Index i = 0; i < queries.rows(); ++i)
-    write_guarded_row<Map::non_negative>(scratch.products.row(i), double(denominators(i)),
-                                         state.scale_sum, floor, out.row(i));
+  write_guarded_rows<Map::non_negative>(scratch.products, denominators,
+                                        Eigen::VectorXd::Constant(queries.rows(), state.scale_sum),
+                                        floor, out);
 }
 
 /// Causal attention of one sequence and head, chunk after chunk (DESIGN 1.9, "chunked"):
@@ -231,10 +242,9 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
             if (key_valid(key_begin + c)) from_state.row(r) += weights(r, c) * chunk_values.row(c);
       }
     }
-    for (Index r = 0; r < rows; ++r)
-      write_guarded_row<Map::non_negative>(from_state.row(r), double(denominators(r)),
-                                           scale_sums(r), options.denominator_floor,
-                                           out.row(first_query + r));
+    write_guarded_rows<Map::non_negative>(from_state, denominators, scale_sums,
+                                          options.denominator_floor,
+                                          out.middleRows(first_query, rows));
     add_keys_to_state(scratch, values.middleRows(key_begin, chunk_keys), state);
   }
 }

@@ -66,10 +66,10 @@ class Positive {
   void features(const Eigen::MatrixBase<X>& x, Matrix<T>& out, Eigen::VectorXd& log_scales) const {
     Vector<T> row_max;
     exponentials(x, out, row_max);
-    const double scale = double(input_scale_);
+    const double half_square_scale = 0.5 * double(input_scale_) * double(input_scale_);
+    const Vector<T> squared_norms = x.rowwise().squaredNorm();  // column-wise: no strided rows
     for (Index j = 0; j < x.rows(); ++j)
-      log_scales(j) +=
-          double(row_max(j)) - 0.5 * scale * scale * x.row(j).template cast<double>().squaredNorm();
+      log_scales(j) += double(row_max(j)) - half_square_scale * double(squared_norms(j));
   }
 
  private:
