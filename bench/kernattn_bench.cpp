@@ -1,8 +1,9 @@
 // kernattn_bench: single-head attention throughput, d = dv = 64, float.
 //
-// Every family runs over N = Nq = Nk in {256, 1024, 4096} on ONE thread (except BM_Softmax_2T)
-// and reports GFLOPS = 4 N^2 d / time (Q K^T plus the product with V) and items_per_second =
-// queries per second. All families use wall-clock time, so the two-thread family compares fairly.
+// The exact families run over N = Nq = Nk in {256, 1024, 4096} on ONE thread (except
+// BM_Softmax_2T) and report GFLOPS = 4 N^2 d / time (Q K^T plus the product with V) and
+// items_per_second = queries per second. All families use wall-clock time, so the two-thread family
+// compares fairly.
 //
 //   BM_Gemm          plain Eigen S = Q K^T, O = S V (the same flops): the reference rate
 //   BM_NaiveSoftmax  materialised softmax(Q K^T / sqrt(d)) V in Eigen (an N x N matrix)
@@ -14,6 +15,26 @@
 //   BM_Softmax_2T    kernattn, Exponential kernel on two threads
 //   BM_SoftmaxLong   kernattn, Exponential kernel at N = 32768, one call per repetition, with a
 //                    counter peak_rss_MB (the peak resident set of the process)
+//
+// Random features, M = 256 frequencies, N in {1024, 4096, 16384}, one thread, with their own
+// flop models (D = the feature dimension; GFLOPS = model / time, items_per_second = tokens):
+//
+//   BM_LinearFourier        LinearAttention<Fourier>, Gaussian sampler (RBF), D = 2M, not causal
+//   BM_LinearPositive       LinearAttention<Positive> (FAVOR+, orthogonal), D = M, not causal
+//   BM_LinearPositiveCausal the same with mask::Causal
+//       linear model: 2*2*N*d*M (the frequency products of Q and K) + 2*N*D*dv (the state
+//       S = phi(K)^T V) + 2*N*D*dv (the read phi(Q) S); the denominators (2*N*D each) and the
+//       exponentials or sines and cosines (N*D per input) are not counted. The causal family is
+//       credited with the same model: its chunk x chunk diagonal blocks (chunk = 64) add
+//       2*N*64*(D + dv) flops, about 30% more for Positive.
+//   BM_IkaQuadratic         make_ika_reference (official implicit kernel attention, Yaglom
+//                           features, D = 2M) on the exact quadratic engine
+//       quadratic model: 2*N^2*D (feature dot products) + 2*N^2*dv (the product with V) +
+//       2*2*N*d*D (the features of Q and K); the logarithms and exponentials are not counted.
+//       At N = 16384 one call takes seconds: above the 0.5 s minimum time, so each repetition
+//       runs it once.
+//
+// Compare BM_LinearPositive/4096 with BM_Softmax/4096 (the exact softmax it estimates).
 //
 // Reading the numbers: at N = 4096 the score matrix of BM_Gemm and BM_NaiveSoftmax is 64 MB,
 // more than a small machine's last-level cache, so they become memory-bound; BM_Gemm at N = 1024
@@ -48,6 +69,7 @@
 #include <kernattn/kernattn.hpp>
 #include <random>
 #include <string_view>
+#include <utility>
 
 namespace {
 
@@ -56,6 +78,7 @@ using Mat = kernattn::Matrix<float>;
 
 constexpr Index kHeadDim = 64;
 constexpr Index kLongSequence = 32768;
+constexpr Index kFrequencies = 256;  // M, the random frequencies of the feature families
 
 /// One single-head problem with Nq = Nk = n and d = dv = kHeadDim, plus its output.
 struct Problem {
@@ -84,6 +107,23 @@ Problem make_problem(Index n) {
 /// 4 N^2 d: 2 N^2 d for the scores Q K^T and 2 N^2 dv (dv = d) for the product with V.
 double flops(Index n) { return 4.0 * double(n) * double(n) * double(kHeadDim); }
 
+/// Linear attention with M frequencies and D features (dv = d): 2*2*N*d*M for the frequency
+/// products of Q and K, 2*N*D*dv for the state phi(K)^T V, 2*N*D*dv for the read phi(Q) S.
+double linear_flops(Index n, Index frequencies, Index features) {
+  const double N = double(n);
+  const double d = double(kHeadDim);
+  return 2.0 * 2.0 * N * d * double(frequencies) + 4.0 * N * double(features) * d;
+}
+
+/// Quadratic attention through D features (dv = d): 2*N^2*D for the feature dot products,
+/// 2*N^2*dv for the product with V, 2*2*N*d*D for the features of Q and K.
+double quadratic_feature_flops(Index n, Index features) {
+  const double N = double(n);
+  const double d = double(kHeadDim);
+  const double D = double(features);
+  return 2.0 * N * N * D + 2.0 * N * N * d + 2.0 * 2.0 * N * d * D;
+}
+
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -97,17 +137,25 @@ kernattn::ExecutionOptions with_threads(int threads) {
 }
 
 /// The timed loop shared by every family: `evaluate()` computes one attention (or GEMM pair) into
-/// `result`; everything it needs was allocated before the loop.
+/// `result`; everything it needs was allocated before the loop. `flop_count` is the flops
+/// credited to one call.
 template <class Evaluate>
-void timed_loop(benchmark::State& state, Index n, const Mat& result, Evaluate&& evaluate) {
+void timed_loop(benchmark::State& state, Index n, double flop_count, const Mat& result,
+                Evaluate&& evaluate) {
   for (auto _ : state) {
     evaluate();
     benchmark::DoNotOptimize(result.data());
     benchmark::ClobberMemory();
   }
   state.counters["GFLOPS"] =
-      benchmark::Counter(flops(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+      benchmark::Counter(flop_count * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetItemsProcessed(state.iterations() * n);
+}
+
+/// The same, credited with the 4 N^2 d flops of exact attention.
+template <class Evaluate>
+void timed_loop(benchmark::State& state, Index n, const Mat& result, Evaluate&& evaluate) {
+  timed_loop(state, n, flops(n), result, std::forward<Evaluate>(evaluate));
 }
 
 void BM_Gemm(benchmark::State& state) {
@@ -139,12 +187,20 @@ void BM_NaiveSoftmax(benchmark::State& state) {
   });
 }
 
-/// Any kernattn configuration: `compute` writes into the preallocated output.
-template <class AttentionT>
-void library_benchmark(benchmark::State& state, const AttentionT& attention) {
+/// Any kernattn configuration: `compute` writes into the preallocated output; `flop_model(n)`
+/// gives the flops credited to one call.
+template <class AttentionT, class FlopModel>
+void library_benchmark(benchmark::State& state, const AttentionT& attention,
+                       const FlopModel& flop_model) {
   const Index n = state.range(0);
   Problem p = make_problem(n);
-  timed_loop(state, n, p.out, [&] { attention.compute(p.Q, p.K, p.V, p.out); });
+  timed_loop(state, n, flop_model(n), p.out, [&] { attention.compute(p.Q, p.K, p.V, p.out); });
+}
+
+/// The same, credited with the 4 N^2 d flops of exact attention.
+template <class AttentionT>
+void library_benchmark(benchmark::State& state, const AttentionT& attention) {
+  library_benchmark(state, attention, flops);
 }
 
 /// The long exact softmax; peak_rss_MB is read after the run (see the top of the file).
@@ -165,6 +221,56 @@ void register_library(const char* name, const AttentionT& attention) {
   benchmark::RegisterBenchmark(name, [attention](benchmark::State& state) {
     library_benchmark(state, attention);
   })->Apply(standard_sizes);
+}
+
+/// N in {1024, 4096, 16384}, wall-clock time, milliseconds: the random-feature families.
+void feature_sizes(benchmark::internal::Benchmark* family) {
+  family->Arg(1024)->Arg(4096)->Arg(16384)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+template <class AttentionT, class FlopModel>
+void register_feature_family(const char* name, const AttentionT& attention, FlopModel flop_model) {
+  benchmark::RegisterBenchmark(name, [attention, flop_model](benchmark::State& state) {
+    library_benchmark(state, attention, flop_model);
+  })->Apply(feature_sizes);
+}
+
+/// The random-feature families (see the top of the file): M = kFrequencies, fixed streams.
+void register_feature_benchmarks() {
+  namespace features = kernattn::features;
+  namespace spectral = kernattn::spectral;
+  using Fourier = features::Fourier<float>;
+  using Positive = features::Positive<float>;
+  const kernattn::random::RandomStream stream{20240521u, 0};
+  kernattn::LinearOptions one;
+  one.threads = 1;
+
+  const Fourier fourier =
+      Fourier::draw(spectral::Gaussian<float>{}, kFrequencies, kHeadDim, stream.with_stream(1));
+  const Positive positive = Positive::draw(kFrequencies, kHeadDim, stream.with_stream(2));
+  register_feature_family("BM_LinearFourier",
+                          kernattn::LinearAttention<Fourier>(fourier, {}, {}, one),
+                          [](Index n) { return linear_flops(n, kFrequencies, 2 * kFrequencies); });
+  register_feature_family("BM_LinearPositive",
+                          kernattn::LinearAttention<Positive>(positive, {}, {}, one),
+                          [](Index n) { return linear_flops(n, kFrequencies, kFrequencies); });
+  register_feature_family(
+      "BM_LinearPositiveCausal",
+      kernattn::LinearAttention<Positive, kernattn::magnitude::None, kernattn::mask::Causal>(
+          positive, {}, {}, one),
+      [](Index n) { return linear_flops(n, kFrequencies, kFrequencies); });
+
+  // The official layout: W1, W2 are d x M (one frequency per column), used at scale 2 pi.
+  const Mat w1 = spectral::draw_frequencies(spectral::Gaussian<float>{}, kFrequencies, kHeadDim,
+                                            stream.with_stream(3))
+                     .transpose();
+  const Mat w2 = spectral::draw_frequencies(spectral::Gaussian<float>{}, kFrequencies, kHeadDim,
+                                            stream.with_stream(4))
+                     .transpose();
+  register_feature_family(
+      "BM_IkaQuadratic",
+      kernattn::make_ika_reference(w1, w2, 2.0f, kernattn::mask::None{}, with_threads(1)),
+      [](Index n) { return quadratic_feature_flops(n, 2 * kFrequencies); });
 }
 
 void register_benchmarks() {
@@ -192,6 +298,7 @@ void register_benchmarks() {
   register_library("BM_Matern32", Attention<kernels::Matern32<float>>({}, {}, {}, one));
   register_library("BM_Softmax_2T",
                    Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)));
+  register_feature_benchmarks();
 }
 
 /// `--peak-memory`: the N = 32768 softmax once, in a process that allocates nothing else.
