@@ -21,23 +21,26 @@ namespace kernattn::detail {
 /// nothing that re-enters the engine.
 template <Real T>
 struct TileScratch {
-  RowMajorMatrix<T> scaled_queries;
+  Vector<T> scaled_queries;
   Matrix<T> query_features;
   Eigen::VectorXd query_log_scales;
-  Matrix<T> scores;
-  Matrix<T> accumulated;
+  Vector<T> scores;
+  Vector<T> accumulated;
 
   [[nodiscard]] static TileScratch& of_this_thread() {
     thread_local TileScratch scratch;
     return scratch;
   }
 
-  /// Grows `buffer` to hold at least rows x cols and returns its top-left rows x cols block.
-  template <class Buffer>
-  [[nodiscard]] static auto block_of(Buffer& buffer, Index rows, Index cols) {
-    if (buffer.rows() < rows || buffer.cols() < cols)
-      buffer.resize(std::max(buffer.rows(), rows), std::max(buffer.cols(), cols));
-    return buffer.topLeftCorner(rows, cols);
+  /// A rows x cols matrix over `storage`, grown to hold it if needed. The matrix is contiguous
+  /// and aligned like a fresh one whatever the storage held before, so results never depend on
+  /// the thread's earlier calls (a block of a larger buffer would have another stride, and
+  /// Eigen's products may sum in another order for it).
+  template <class Layout = Matrix<T>>
+  [[nodiscard]] static Eigen::Map<Layout, Eigen::AlignedMax> matrix_over(Vector<T>& storage,
+                                                                         Index rows, Index cols) {
+    if (storage.size() < rows * cols) storage.resize(rows * cols);
+    return Eigen::Map<Layout, Eigen::AlignedMax>(storage.data(), rows, cols);
   }
 };
 
@@ -80,14 +83,15 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   const Index key_count = keys.rows();
 
   TileScratch<T>& scratch = TileScratch<T>::of_this_thread();
-  auto scores = TileScratch<T>::block_of(scratch.scores, rows, std::min(key_tile, key_count));
-  auto accumulated = TileScratch<T>::block_of(scratch.accumulated, rows, values.cols());
+  auto scores = TileScratch<T>::matrix_over(scratch.scores, rows, std::min(key_tile, key_count));
+  auto accumulated = TileScratch<T>::matrix_over(scratch.accumulated, rows, values.cols());
   accumulated.setZero();
 
   // The queries, scaled once per tile: a q for dot-product and direct kernels, -2 q for the
   // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels; the query features of feature
   // kernels (their log-scales cancel and are dropped).
-  auto scaled_queries = TileScratch<T>::block_of(scratch.scaled_queries, rows, d);
+  auto scaled_queries =
+      TileScratch<T>::template matrix_over<RowMajorMatrix<T>>(scratch.scaled_queries, rows, d);
   Vector<T> query_squared_norms;
   if constexpr (kernels::DistanceKernel<Kernel>) {
     scaled_queries = T(-2) * queries;
