@@ -78,10 +78,13 @@ concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 ///   `LinearOptions::chunk` queries, the diagonal blocks evaluated directly.
 /// - The magnitude is folded into the key features in the log domain (see linear_engine.hpp), so
 ///   \f$\mu\f$ far beyond the float range is exact.
-/// - Denominators: non-negative maps (`Positive`) need no guard, and a query whose every weight
-///   is zero outputs zeros. Signed maps (`Fourier`, `Yaglom`) raise a denominator below
-///   \f$\tau Z_i\f$ to it (`LinearOptions::denominator_floor`), where \f$Z_i\f$ is the denominator
-///   with every kernel estimate replaced by 1; a query that sees no key outputs zeros.
+/// - Denominators: non-negative maps (`Positive`) need no guard; a query whose weights are all
+///   zero (it sees no key, or they underflowed) outputs zeros. Weights that fall into the
+///   subnormal range (a query whose features barely meet every key's) keep little relative
+///   precision: the output then stays finite but is no longer accurate. Signed maps (`Fourier`,
+///   `Yaglom`) raise a denominator below \f$\tau Z_i\f$ to it (`LinearOptions::denominator_floor`),
+///   where \f$Z_i\f$ is the denominator with every kernel estimate replaced by 1; a query that sees
+///   no key outputs zeros.
 ///
 /// Shapes and layouts are those of `Attention` (`BatchLayout` for batches and heads; every head
 /// uses the same feature map). Parallel over sequence x head (and query tiles when not causal);

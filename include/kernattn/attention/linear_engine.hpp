@@ -121,25 +121,34 @@ void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearSt
 /// Writes \f$out_i = n_i / \mathrm{guard}(den_i)\f$ for a block of rows: the numerators are
 /// scaled column by column and the block is stored at once (row-by-row stores into a
 /// column-major output of power-of-two height thrash the cache). Non-negative maps: a zero
-/// denominator (no visible key, or every weight underflowed) gives zeros. Signed maps: the
+/// denominator (no visible key, or every weight underflowed) gives zeros. A denominator so small
+/// that its reciprocal overflows T is divided by in double instead. Signed maps: the
 /// denominator is raised to \f$\tau Z_i\f$, and \f$Z_i = 0\f$ (no visible key) gives zeros.
 template <bool NonNegative, Real T, class ScaleSums, class OutBlock>
 void write_guarded_rows(Matrix<T>& numerators, const Vector<T>& denominators,
                         const ScaleSums& scale_sums, double floor, OutBlock&& out) {
   const Index rows = numerators.rows();
   Vector<T> inverse(rows);
-  bool any_empty = false;
+  Eigen::VectorXd divide_by = Eigen::VectorXd::Zero(rows);  // rows whose 1/den leaves T's range
+  bool any_special = false;
   for (Index i = 0; i < rows; ++i) {
     double denominator = double(denominators(i));
     const bool empty = scale_sums(i) == 0.0 || (NonNegative && denominator == 0.0);
     if constexpr (!NonNegative) denominator = std::max(denominator, floor * scale_sums(i));
-    inverse(i) = empty ? T(0) : T(1.0 / denominator);
-    any_empty |= empty;
+    const T reciprocal = empty ? T(0) : T(1.0 / denominator);
+    const bool tiny = !empty && !std::isfinite(reciprocal);
+    inverse(i) = tiny ? T(1) : reciprocal;
+    if (tiny) divide_by(i) = denominator;
+    any_special |= empty || tiny;
   }
   for (Index c = 0; c < numerators.cols(); ++c) numerators.col(c).array() *= inverse.array();
-  if (any_empty)
-    for (Index i = 0; i < rows; ++i)
+  if (any_special)
+    for (Index i = 0; i < rows; ++i) {
       if (inverse(i) == T(0)) numerators.row(i).setZero();
+      if (divide_by(i) != 0.0)
+        numerators.row(i) =
+            (numerators.row(i).template cast<double>() / divide_by(i)).template cast<T>();
+    }
   out = numerators;
 }
 
