@@ -258,13 +258,13 @@ TEMPLATE_TEST_CASE("Positive features are non-negative and exact in the log doma
       // Library: log(fl(M^{-1/2} exp(fl(P_m - c)))) + (c - |lambda_T x|^2 / 2) with its own
       // c = max_m P_m, which cancels. P_m errs by (d + 1) u sum|omega x~| (x~ rounded, a
       // d-term GEMM) plus lambda_error |P_m|; the subtraction by u |P_m - c|; exp, the factor
-      // and the product by 6u; the norm term by 2 lambda_error |x~|^2 / 2 (plus double
-      // rounding, 8 u_double of it).
+      // and the product by 6u; the norm term |x~|^2 / 2 by 2 lambda_error of it, plus (d + 1) u
+      // of it if |x|^2 is summed in T, plus 8 u_double of it for the double arithmetic.
       const double sum_abs = abs_dot(omega.row(m), x_tilde);
       const double relative_to_max = phase(m) - phase.maxCoeff();
-      const double tolerance = (double(d + 1) * u + lambda_error) * sum_abs +
-                               u * (std::abs(relative_to_max) + sum_abs) + 6 * u +
-                               (2 * lambda_error + 8 * ref::u_double) * half_norm;
+      const double tolerance =
+          (double(d + 1) * u + lambda_error) * sum_abs + u * (std::abs(relative_to_max) + sum_abs) +
+          6 * u + (2 * lambda_error + double(d + 1) * u + 8 * ref::u_double) * half_norm;
       CAPTURE(j, m, naive_log, tolerance);
       if (relative_to_max - tolerance > log_min + 1) {
         REQUIRE(out(j, m) > T(0));
