@@ -5,10 +5,12 @@
 /// input.
 
 #include <type_traits>
+#include <vector>
 
 #include "kernattn/attention/options.hpp"
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/mask/mask.hpp"
 
 namespace kernattn::detail {
 
@@ -66,5 +68,65 @@ void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK
     body(queries, keys, values, out);
   }
 }
+
+/// The set filter bound to each of the B sequences of a call.
+template <mask::Mask Mask>
+[[nodiscard]] auto bind_masks(const Mask& mask, Index queries, Index keys, Index sequences) {
+  std::vector<decltype(mask.bind(mask::Shape{}))> bound;
+  bound.reserve(std::size_t(sequences));
+  for (Index b = 0; b < sequences; ++b)
+    bound.push_back(mask.bind(mask::Shape{queries, keys, b, sequences}));
+  return bound;
+}
+
+/// The calls every attention engine offers, written once (CRTP): `operator()`, `compute` and
+/// `set_threads`. `Derived` provides `Scalar`, an `options_` member with `threads` and
+/// `validate()`, `check_head_dimension(d, Q, layout)` for checks beyond the shapes, and
+/// `run(queries, keys, values, out, layout)`, and befriends this class.
+template <class Derived>
+class AttentionCalls {
+ public:
+  /// The attention output, \f$N_q \times d_v\f$ (or \f$(B N_q) \times (H d_v)\f$ for a batch).
+  template <class DQ, class DK, class DV>
+  [[nodiscard]] auto operator()(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                                const Eigen::MatrixBase<DV>& V, BatchLayout layout = {}) const {
+    Matrix<typename DQ::Scalar> out(Q.rows(), V.cols());
+    compute(Q, K, V, out, layout);
+    return out;
+  }
+
+  /// Writes the attention output into `out` (a matrix, Map, Ref or block of the right shape).
+  /// `out` may overlap Q, K or V (e.g. `compute(Q, K, V, V)`): the result then goes through a
+  /// temporary first.
+  template <class DQ, class DK, class DV, EigenDense Out>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
+    using Scalar = typename Derived::Scalar;
+    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
+                      std::is_same_v<typename DK::Scalar, Scalar> &&
+                      std::is_same_v<typename DV::Scalar, Scalar> &&
+                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+                  "Q, K, V and out must have the attention's scalar type");
+    validate_attention_shapes(Q, K, V, out, layout);
+    self().check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          self().run(queries, keys, values, destination, layout);
+        });
+  }
+
+  /// Sets the number of threads (0 = the OpenMP default); returns *this.
+  Derived& set_threads(int threads) {
+    auto changed = static_cast<Derived&>(*this).options_;
+    changed.threads = threads;
+    changed.validate();
+    static_cast<Derived&>(*this).options_ = changed;
+    return static_cast<Derived&>(*this);
+  }
+
+ private:
+  [[nodiscard]] const Derived& self() const { return static_cast<const Derived&>(*this); }
+};
 
 }  // namespace kernattn::detail

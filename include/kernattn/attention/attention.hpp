@@ -36,7 +36,7 @@ namespace kernattn {
 /// bit-identical for every thread count.
 template <kernels::Kernel KernelT, magnitude::Magnitude MagnitudeT = magnitude::None,
           mask::Mask MaskT = mask::None>
-class Attention {
+class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, MaskT>> {
  public:
   using Scalar = typename KernelT::Scalar;
   using Kernel = KernelT;
@@ -58,46 +58,13 @@ class Attention {
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const ExecutionOptions& options() const { return options_; }
 
-  /// Sets the number of threads (0 = the OpenMP default); returns *this.
-  Attention& set_threads(int threads) {
-    ExecutionOptions changed = options_;
-    changed.threads = threads;
-    changed.validate();
-    options_ = changed;
-    return *this;
-  }
-
-  /// The attention output, \f$N_q \times d_v\f$ (or \f$(B N_q) \times (H d_v)\f$ for a batch).
-  template <class DQ, class DK, class DV>
-  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q,
-                                          const Eigen::MatrixBase<DK>& K,
-                                          const Eigen::MatrixBase<DV>& V,
-                                          BatchLayout layout = {}) const {
-    Matrix<Scalar> out(Q.rows(), V.cols());
-    compute(Q, K, V, out, layout);
-    return out;
-  }
-
-  /// Writes the attention output into `out` (a matrix, Map, Ref or block of the right shape).
-  /// `out` may overlap Q, K or V (e.g. `compute(Q, K, V, V)`): the result then goes through a
-  /// temporary first.
-  template <class DQ, class DK, class DV, detail::EigenDense Out>
-  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
-    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
-                      std::is_same_v<typename DK::Scalar, Scalar> &&
-                      std::is_same_v<typename DV::Scalar, Scalar> &&
-                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
-                  "Q, K, V and out must have the kernel's scalar type");
-    detail::validate_attention_shapes(Q, K, V, out, layout);
-    detail::with_input_views(
-        Q, K, V, out,
-        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          run(queries, keys, values, destination, layout);
-        });
-  }
-
  private:
+  friend class detail::AttentionCalls<Attention>;
+
+  /// Any head dimension d >= 1 works.
+  template <class DQ>
+  void check_head_dimension(Index, const DQ&, BatchLayout) const {}
+
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
     const Index B = layout.sequences;
@@ -108,10 +75,7 @@ class Attention {
     const Index dv = V.cols() / H;
     const int threads = resolve_thread_count(options_.threads);
 
-    using BoundMask = decltype(mask_.bind(mask::Shape{}));
-    std::vector<BoundMask> bound_masks;
-    bound_masks.reserve(std::size_t(B));
-    for (Index b = 0; b < B; ++b) bound_masks.push_back(mask_.bind(mask::Shape{nq, nk, b, B}));
+    const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
 
     const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
     const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };

@@ -91,7 +91,7 @@ concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 /// results are bit-identical for every thread count.
 template <features::FeatureMap MapT, magnitude::Magnitude MagnitudeT = magnitude::None,
           mask::LinearMask MaskT = mask::None>
-class LinearAttention {
+class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, MagnitudeT, MaskT>> {
  public:
   using Scalar = typename MapT::Scalar;
   using FeatureMap = MapT;
@@ -112,47 +112,17 @@ class LinearAttention {
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const LinearOptions& options() const { return options_; }
 
-  /// Sets the number of threads (0 = the OpenMP default); returns *this.
-  LinearAttention& set_threads(int threads) {
-    LinearOptions changed = options_;
-    changed.threads = threads;
-    changed.validate();
-    options_ = changed;
-    return *this;
-  }
+ private:
+  friend class detail::AttentionCalls<LinearAttention>;
 
-  template <class DQ, class DK, class DV>
-  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DQ>& Q,
-                                          const Eigen::MatrixBase<DK>& K,
-                                          const Eigen::MatrixBase<DV>& V,
-                                          BatchLayout layout = {}) const {
-    Matrix<Scalar> out(Q.rows(), V.cols());
-    compute(Q, K, V, out, layout);
-    return out;
-  }
-
-  /// Writes the output into `out`, which may overlap Q, K or V.
-  template <class DQ, class DK, class DV, detail::EigenDense Out>
-  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
-    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
-                      std::is_same_v<typename DK::Scalar, Scalar> &&
-                      std::is_same_v<typename DV::Scalar, Scalar> &&
-                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
-                  "Q, K, V and out must have the feature map's scalar type");
-    detail::validate_attention_shapes(Q, K, V, out, layout);
-    require(Q.cols() / layout.heads == map_.input_dimension(),
-            "LinearAttention: the head dimension is ", Q.cols() / layout.heads, " (Q is ",
+  /// The feature map fixes the head dimension.
+  template <class DQ>
+  void check_head_dimension(Index d, const DQ& Q, BatchLayout layout) const {
+    require(d == map_.input_dimension(), "LinearAttention: the head dimension is ", d, " (Q is ",
             detail::shape_of(Q), " for ", layout.heads,
             " head(s)) but the feature map takes d = ", map_.input_dimension());
-    detail::with_input_views(
-        Q, K, V, out,
-        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          run(queries, keys, values, destination, layout);
-        });
   }
 
- private:
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
     const Index B = layout.sequences;
@@ -163,10 +133,7 @@ class LinearAttention {
     const Index dv = V.cols() / H;
     const int threads = resolve_thread_count(options_.threads);
 
-    using BoundMask = decltype(mask_.bind(mask::Shape{}));
-    std::vector<BoundMask> bound_masks;
-    bound_masks.reserve(std::size_t(B));
-    for (Index b = 0; b < B; ++b) bound_masks.push_back(mask_.bind(mask::Shape{nq, nk, b, B}));
+    const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
     // Padding does not depend on the query, and the last query sees every key that is not
     // padding under each supported filter (causal masks align it with the last key).
     const auto key_valid_of = [&](Index b) {

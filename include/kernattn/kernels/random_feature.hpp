@@ -12,6 +12,28 @@
 
 namespace kernattn::kernels {
 
+namespace detail {
+
+/// What every feature kernel shares: the map, and its features for the engine.
+template <features::FeatureMap Map>
+class FeatureHolder {
+ public:
+  explicit FeatureHolder(Map map) : map_(std::move(map)) {}
+
+  [[nodiscard]] const Map& feature_map() const { return map_; }
+
+  template <class X>
+  void features(const Eigen::MatrixBase<X>& x, Matrix<typename Map::Scalar>& out,
+                Eigen::VectorXd& log_scales) const {
+    map_.features(x, out, log_scales);
+  }
+
+ private:
+  Map map_;
+};
+
+}  // namespace detail
+
 /// \f$\varphi(q)\cdot\varphi(k)\f$ in double, from the scaled features and their log-scales.
 template <features::FeatureMap Map, class Q, class K>
 [[nodiscard]] double feature_dot(const Map& map, const Eigen::MatrixBase<Q>& q,
@@ -32,22 +54,15 @@ template <features::FeatureMap Map, class Q, class K>
 /// Normalised directly, like the polynomial kernel: trigonometric features can give zero or
 /// negative weights, and a row whose weights sum to exactly zero outputs zeros.
 template <features::FeatureMap Map>
-class RandomFeature {
+class RandomFeature : public detail::FeatureHolder<Map> {
  public:
   using Scalar = typename Map::Scalar;
   using Form = FeatureForm;
   static constexpr bool log_domain = false;
   static constexpr bool has_log_scale = Map::has_log_scale;
 
-  explicit RandomFeature(Map map) : map_(std::move(map)) {}
+  using detail::FeatureHolder<Map>::FeatureHolder;
 
-  [[nodiscard]] const Map& feature_map() const { return map_; }
-
-  template <class X>
-  void features(const Eigen::MatrixBase<X>& x, Matrix<Scalar>& out,
-                Eigen::VectorXd& log_scales) const {
-    map_.features(x, out, log_scales);
-  }
   template <class Block>
   void from_feature_dot(Block&&) const {}
 
@@ -55,11 +70,8 @@ class RandomFeature {
   template <class Q, class K>
   [[nodiscard]] Scalar operator()(const Eigen::MatrixBase<Q>& q,
                                   const Eigen::MatrixBase<K>& k) const {
-    return Scalar(feature_dot(map_, q, k));
+    return Scalar(feature_dot(this->feature_map(), q, k));
   }
-
- private:
-  Map map_;
 };
 
 /// The energy of the official implicit kernel attention code (DESIGN 1.5), for a model trained
@@ -69,7 +81,7 @@ class RandomFeature {
 /// (`ika_reference_magnitude`) and softmax over keys this reproduces the official attention
 /// weights; see `make_ika_reference`.
 template <features::FeatureMap Map>
-class IkaEnergy {
+class IkaEnergy : public detail::FeatureHolder<Map> {
   static_assert(!Map::has_log_scale,
                 "IkaEnergy: log((phi(q).phi(k))^2 + eps) does not factor per key, so the feature "
                 "map must not use log-scales (use Yaglom or Fourier features)");
@@ -81,15 +93,8 @@ class IkaEnergy {
   static constexpr bool has_log_scale = false;
   static constexpr double epsilon = 1e-5;
 
-  explicit IkaEnergy(Map map) : map_(std::move(map)) {}
+  using detail::FeatureHolder<Map>::FeatureHolder;
 
-  [[nodiscard]] const Map& feature_map() const { return map_; }
-
-  template <class X>
-  void features(const Eigen::MatrixBase<X>& x, Matrix<Scalar>& out,
-                Eigen::VectorXd& log_scales) const {
-    map_.features(x, out, log_scales);
-  }
   /// \f$x \mapsto \log(x^2 + \varepsilon)\f$.
   template <class Block>
   void from_feature_dot(Block&& block) const {
@@ -100,12 +105,9 @@ class IkaEnergy {
   template <class Q, class K>
   [[nodiscard]] Scalar operator()(const Eigen::MatrixBase<Q>& q,
                                   const Eigen::MatrixBase<K>& k) const {
-    const double dot = feature_dot(map_, q, k);
+    const double dot = feature_dot(this->feature_map(), q, k);
     return Scalar(dot * dot + epsilon);
   }
-
- private:
-  Map map_;
 };
 
 }  // namespace kernattn::kernels
