@@ -80,9 +80,10 @@ template <mask::Mask Mask>
 }
 
 /// The calls every attention engine offers, written once (CRTP): `operator()`, `compute` and
-/// `set_threads`. `Derived` provides `Scalar`, an `options_` member with `threads` and
-/// `validate()`, `check_head_dimension(d, Q, layout)` for checks beyond the shapes, and
-/// `run(queries, keys, values, out, layout)`, and befriends this class.
+/// `set_threads`. `Derived` provides `Scalar`, `check_head_dimension(d, Q, layout)` for checks
+/// beyond the shapes, and `run(queries, keys, values, out, layout)`, and befriends this class;
+/// `set_threads` needs an `options_` member with `threads` and `validate()`, and an optional
+/// `resolve_layout(layout)` replaces the caller's layout (a multi-head fills in its head count).
 template <class Derived>
 class AttentionCalls {
  public:
@@ -107,12 +108,18 @@ class AttentionCalls {
                       std::is_same_v<typename DV::Scalar, Scalar> &&
                       std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
                   "Q, K, V and out must have the attention's scalar type");
-    validate_attention_shapes(Q, K, V, out, layout);
-    self().check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    const BatchLayout resolved = [&] {
+      if constexpr (requires { self().resolve_layout(layout); })
+        return self().resolve_layout(layout);
+      else
+        return layout;
+    }();
+    validate_attention_shapes(Q, K, V, out, resolved);
+    self().check_head_dimension(Q.cols() / resolved.heads, Q, resolved);
     with_input_views(
         Q, K, V, out,
         [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          self().run(queries, keys, values, destination, layout);
+          self().run(queries, keys, values, destination, resolved);
         });
   }
 

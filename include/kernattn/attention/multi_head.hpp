@@ -1,0 +1,234 @@
+#pragma once
+/// \file
+/// `MultiHead<Head, Coupling>`: H heads, each with its own parameters, over the column-split
+/// inputs of a projection, optionally drawn with coupled spectral samplers (DESIGN 1.6).
+
+#include <algorithm>
+#include <cstddef>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernattn/attention/arguments.hpp"
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/threading.hpp"
+#include "kernattn/coupling/coupling.hpp"
+#include "kernattn/coupling/independent.hpp"
+#include "kernattn/spectral/sampler.hpp"
+
+namespace kernattn {
+
+/// A compile-time list of head types, for a `MultiHead` whose heads differ in type (e.g. an
+/// exact softmax head next to a linear random-feature head): `MultiHead<Heads<A, B, C>>`.
+template <class... HeadTypes>
+struct Heads {};
+
+/// What `MultiHead` runs as one head: any attention with a `Scalar` type and
+/// `compute(Q, K, V, out, layout)` (`Attention`, `LinearAttention`, `BatchNormalized`,
+/// `ScaledHead`, ...). A head sees only its own columns: Q is \f$N_q \times d\f$, K is
+/// \f$N_k \times d\f$, V is \f$N_k \times d_v\f$.
+template <class H>
+concept AttentionHead = requires(const H head, const Matrix<typename H::Scalar>& x,
+                                 Matrix<typename H::Scalar>& out) {
+  requires Real<typename H::Scalar>;
+  head.compute(x, x, x, out, BatchLayout{});
+};
+
+/// Settings of `MultiHead`.
+struct MultiHeadOptions {
+  /// Threads for the loop over sequence x head; 0 = the OpenMP default. Each head then runs on
+  /// the thread that took it. No setting changes a bit of the result.
+  int threads = 0;
+
+  void validate() const {
+    require(threads >= 0, "MultiHeadOptions: threads must be >= 0 (0 = the OpenMP default), got ",
+            threads);
+  }
+};
+
+/// A head made from random frequencies: `frequencies` (M) rows drawn from `sampler`, turned into
+/// the head by `build(omega)` with \f$\Omega\f$ the \f$M \times d\f$ frequency matrix, e.g.
+/// `[](Matrix<float> omega) { return LinearAttention(features::Fourier<float>(omega)); }`.
+template <spectral::SpectralSampler Sampler, class Build>
+struct SampledHead {
+  Sampler sampler;
+  Index frequencies;
+  Build build;
+};
+
+namespace detail {
+
+/// How the heads are held: a vector of one type, or a tuple of the listed types.
+template <class Head>
+struct HeadStorage {
+  static_assert(AttentionHead<Head>, "MultiHead: the head type must satisfy AttentionHead");
+  using Type = std::vector<Head>;
+  using Scalar = typename Head::Scalar;
+};
+template <class... HeadTypes>
+struct HeadStorage<Heads<HeadTypes...>> {
+  static_assert(sizeof...(HeadTypes) >= 1, "MultiHead: Heads<...> needs at least one head type");
+  static_assert((AttentionHead<HeadTypes> && ...),
+                "MultiHead: every listed head type must satisfy AttentionHead");
+  using Type = std::tuple<HeadTypes...>;
+  using Scalar = typename std::tuple_element_t<0, Type>::Scalar;
+  static_assert((std::is_same_v<typename HeadTypes::Scalar, Scalar> && ...),
+                "MultiHead: every head must have the same scalar type");
+};
+
+/// Calls `body(head)` for head number `index`.
+template <class Head, class Body>
+void visit_head(const std::vector<Head>& heads, Index index, Body&& body) {
+  body(heads[std::size_t(index)]);
+}
+template <class... HeadTypes, class Body>
+void visit_head(const std::tuple<HeadTypes...>& heads, Index index, Body&& body) {
+  [&]<std::size_t... h>(std::index_sequence<h...>) {
+    ((std::size_t(index) == h ? body(std::get<h>(heads)) : void()), ...);
+  }
+  (std::index_sequence_for<HeadTypes...>{});
+}
+
+/// Frequencies for every recipe from one coupled draw: the coupling draws
+/// \f$\max_h M_h \times \max_h n_{u,h}\f$ uniforms per head and head h's sampler takes the
+/// top-left \f$M_h \times n_{u,h}\f$ of its own.
+template <coupling::Coupling Coupling, class Recipes>
+[[nodiscard]] auto build_sampled_heads(const Coupling& coupling, const Recipes& recipes,
+                                       Index count, Index d, random::RandomStream stream,
+                                       auto&& for_each_recipe) {
+  require(count >= 1, "MultiHead::draw: at least one head is needed");
+  Index rows = 0;
+  Index cols = 0;
+  for_each_recipe(recipes, [&](const auto& recipe, Index) {
+    spectral::require_frequency_shape(recipe.frequencies, d, "MultiHead::draw");
+    rows = std::max(rows, recipe.frequencies);
+    cols = std::max(cols, recipe.sampler.uniforms_per_frequency(d));
+  });
+  return [uniforms = coupling.uniforms(stream, count, rows, cols), d](const auto& recipe, Index h) {
+    const Matrix<double> own = uniforms[std::size_t(h)].topLeftCorner(
+        recipe.frequencies, recipe.sampler.uniforms_per_frequency(d));
+    return recipe.build(recipe.sampler.frequencies_from_uniforms(own, d));
+  };
+}
+
+}  // namespace detail
+
+/// H attention heads over the layout that follows a projection: Q is \f$(B N_q) \times (H d)\f$,
+/// K is \f$(B N_k) \times (H d)\f$, V is \f$(B N_k) \times (H d_v)\f$ and the output
+/// \f$(B N_q) \times (H d_v)\f$ (`BatchLayout`); head h reads columns \f$[h d, (h+1) d)\f$ of Q
+/// and K and \f$[h d_v, (h+1) d_v)\f$ of V and writes the same columns of the output:
+/// \f$\text{out}[:, h] = \text{head}_h(Q[:, h], K[:, h], V[:, h])\f$.
+///
+/// `HeadT` is one head type (the heads are a `std::vector`, any H) or `Heads<A, B, ...>` (a
+/// tuple, H fixed by the list). Every head has its own parameters: kernel, magnitude, mask,
+/// feature map (sampler, p, lengthscale, ...). `CouplingT` says how `draw` couples the heads'
+/// spectral samplers (`coupling::Independent`, `GaussianCopula`, `StudentTCopula`); heads built
+/// directly are used as given.
+///
+/// Calls take a `BatchLayout` whose `heads` is H (or left at 1, which means H). Parallel over
+/// sequence x head with `parallel_for`; each head runs single-threaded on the thread that took
+/// it, and results are bit-identical for any thread count.
+template <class HeadT, coupling::Coupling CouplingT = coupling::Independent>
+class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
+  using Storage = detail::HeadStorage<HeadT>;
+  static constexpr bool listed = !std::is_same_v<typename Storage::Type, std::vector<HeadT>>;
+
+ public:
+  using Scalar = typename Storage::Scalar;
+  using Coupling = CouplingT;
+  /// `std::vector<Head>` or `std::tuple<A, B, ...>`.
+  using HeadContainer = typename Storage::Type;
+
+  /// From the heads themselves (at least one).
+  explicit MultiHead(HeadContainer heads, MultiHeadOptions options = {})
+      : heads_(std::move(heads)), options_(options) {
+    if constexpr (!listed) require(!heads_.empty(), "MultiHead: at least one head is needed");
+    options_.validate();
+  }
+
+  /// Heads of one type drawn with coupled samplers: head h is `recipes[h].build(Omega_h)` with
+  /// \f$\Omega_h\f$ made by `recipes[h].sampler` from head h's uniforms of one
+  /// `coupling.uniforms(stream, H, ...)` draw, d the head dimension. With `Independent` head h
+  /// gets exactly the frequencies its sampler draws alone from stream `stream.stream + h`.
+  template <spectral::SpectralSampler Sampler, class Build>
+  requires(!listed) [[nodiscard]] static MultiHead
+      draw(const Coupling& coupling, const std::vector<SampledHead<Sampler, Build>>& recipes,
+           Index d, random::RandomStream stream, MultiHeadOptions options = {}) {
+    const Index count = Index(recipes.size());
+    const auto each = [](const auto& all, auto&& body) {
+      for (std::size_t h = 0; h < all.size(); ++h) body(all[h], Index(h));
+    };
+    const auto build = detail::build_sampled_heads(coupling, recipes, count, d, stream, each);
+    HeadContainer heads;
+    heads.reserve(recipes.size());
+    each(recipes, [&](const auto& recipe, Index h) { heads.push_back(build(recipe, h)); });
+    return MultiHead(std::move(heads), options);
+  }
+
+  /// Heads of the listed types drawn with coupled samplers, recipe h building head type h.
+  template <class... Recipes>
+  requires(listed) [[nodiscard]] static MultiHead
+      draw(const Coupling& coupling, const std::tuple<Recipes...>& recipes, Index d,
+           random::RandomStream stream, MultiHeadOptions options = {}) {
+    static_assert(sizeof...(Recipes) == std::tuple_size_v<HeadContainer>,
+                  "MultiHead::draw: one recipe per listed head type");
+    const auto each = [](const auto& all, auto&& body) {
+      [&]<std::size_t... h>(std::index_sequence<h...>) { (body(std::get<h>(all), Index(h)), ...); }
+      (std::index_sequence_for<Recipes...>{});
+    };
+    const auto build =
+        detail::build_sampled_heads(coupling, recipes, Index(sizeof...(Recipes)), d, stream, each);
+    return MultiHead(
+        [&]<std::size_t... h>(std::index_sequence<h...>) {
+          return HeadContainer(build(std::get<h>(recipes), Index(h))...);
+        }(std::index_sequence_for<Recipes...>{}),
+        options);
+  }
+
+  /// H.
+  [[nodiscard]] Index head_count() const {
+    if constexpr (listed)
+      return Index(std::tuple_size_v<HeadContainer>);
+    else
+      return Index(heads_.size());
+  }
+  [[nodiscard]] const HeadContainer& heads() const { return heads_; }
+  [[nodiscard]] const MultiHeadOptions& options() const { return options_; }
+
+ private:
+  friend class detail::AttentionCalls<MultiHead>;
+
+  [[nodiscard]] BatchLayout resolve_layout(BatchLayout layout) const {
+    require(layout.heads == 1 || layout.heads == head_count(), "MultiHead: the layout has ",
+            layout.heads, " heads but the MultiHead has ", head_count());
+    return {layout.sequences, head_count()};
+  }
+
+  /// Each head checks its own dimension.
+  template <class DQ>
+  void check_head_dimension(Index, const DQ&, BatchLayout) const {}
+
+  template <class Queries, class Keys, class Values, class Out>
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = Q.cols() / H;
+    const Index dv = V.cols() / H;
+    parallel_for(B * H, resolve_thread_count(options_.threads), [&](Index item) {
+      const Index b = item / H;
+      const Index h = item % H;
+      detail::visit_head(heads_, h, [&](const auto& head) {
+        head.compute(Q.block(b * nq, h * d, nq, d), K.block(b * nk, h * d, nk, d),
+                     V.block(b * nk, h * dv, nk, dv), out.block(b * nq, h * dv, nq, dv));
+      });
+    });
+  }
+
+  HeadContainer heads_;
+  MultiHeadOptions options_{};
+};
+
+}  // namespace kernattn
