@@ -58,6 +58,12 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const ExecutionOptions& options() const { return options_; }
 
+  /// The same kernel, magnitude and options with another set filter.
+  template <mask::Mask NewMask>
+  [[nodiscard]] Attention<Kernel, Magnitude, NewMask> with_mask(NewMask mask) const {
+    return Attention<Kernel, Magnitude, NewMask>(kernel_, magnitude_, std::move(mask), options_);
+  }
+
  private:
   friend class detail::AttentionCalls<Attention>;
 

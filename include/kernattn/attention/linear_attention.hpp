@@ -112,6 +112,13 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const LinearOptions& options() const { return options_; }
 
+  /// The same feature map, magnitude and options with another set filter.
+  template <mask::LinearMask NewMask>
+  [[nodiscard]] LinearAttention<FeatureMap, Magnitude, NewMask> with_mask(NewMask mask) const {
+    return LinearAttention<FeatureMap, Magnitude, NewMask>(map_, magnitude_, std::move(mask),
+                                                           options_);
+  }
+
  private:
   friend class detail::AttentionCalls<LinearAttention>;
 

@@ -1,0 +1,104 @@
+#pragma once
+/// \file
+/// `BatchNormalized<Head>`: Attention-BN (Nguyen et al. 2024, DESIGN 1.7), queries and keys
+/// normalised with the keys' statistics before any kernel.
+
+#include <cmath>
+#include <utility>
+
+#include "kernattn/attention/arguments.hpp"
+#include "kernattn/attention/multi_head.hpp"
+#include "kernattn/core/errors.hpp"
+
+namespace kernattn {
+
+/// Runs `Head` on \f$\hat q = (q - \beta\mu_K)/\sqrt{\sigma_K^2 + \varepsilon}\f$ and
+/// \f$\hat k = (k - \beta\mu_K)/\sqrt{\sigma_K^2 + \varepsilon}\f$, feature by feature, with the
+/// mean \f$\mu_K = \frac1{N_k}\sum_j k_j\f$ and the (population) variance
+/// \f$\sigma_K^2 = \frac1{N_k}\sum_j (k_j - \mu_K)^2\f$ of the keys along the sequence, for each
+/// sequence and head separately; values are unchanged. \f$\beta \in [0, 1]\f$ (default 1)
+/// and \f$\varepsilon > 0\f$ (default \f$10^{-5}\f$). Any kernel, magnitude, mask and engine.
+///
+/// The statistics are taken over all \f$N_k\f$ keys of a sequence, hidden ones included (they
+/// do not depend on the query); they are computed in double, two-pass, and \f$\hat q, \hat k\f$
+/// are rounded once to the scalar type. With \f$N_k = 0\f$ the inputs pass unchanged.
+template <AttentionHead Head>
+class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
+ public:
+  using Scalar = typename Head::Scalar;
+
+  explicit BatchNormalized(Head head, double beta = 1.0, double epsilon = 1e-5)
+      : head_(std::move(head)), beta_(beta), epsilon_(epsilon) {
+    require(std::isfinite(beta_) && beta_ >= 0.0 && beta_ <= 1.0,
+            "BatchNormalized: beta must lie in [0, 1], got ", beta_);
+    require_positive_finite(epsilon_, "BatchNormalized", "epsilon");
+  }
+
+  [[nodiscard]] const Head& head() const { return head_; }
+  [[nodiscard]] double beta() const { return beta_; }
+  [[nodiscard]] double epsilon() const { return epsilon_; }
+  [[nodiscard]] decltype(auto) mask() const { return head_.mask(); }
+
+  /// The same normalisation around the head with another set filter.
+  template <class NewMask>
+  [[nodiscard]] auto with_mask(NewMask mask) const {
+    using NewHead = decltype(head_.with_mask(std::move(mask)));
+    return BatchNormalized<NewHead>(head_.with_mask(std::move(mask)), beta_, epsilon_);
+  }
+
+  BatchNormalized& set_threads(int threads) {
+    head_.set_threads(threads);
+    return *this;
+  }
+
+ private:
+  friend class detail::AttentionCalls<BatchNormalized>;
+
+  /// The head checks its own dimension.
+  template <class DQ>
+  void check_head_dimension(Index, const DQ&, BatchLayout) const {}
+
+  template <class Queries, class Keys, class Values, class Out>
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    Matrix<Scalar> queries = Q;
+    Matrix<Scalar> keys = K;
+    if (nk > 0)
+      for (Index b = 0; b < B; ++b)
+        for (Index c = 0; c < K.cols(); ++c)
+          normalise_column(K.col(c).segment(b * nk, nk), queries.col(c).segment(b * nq, nq),
+                           keys.col(c).segment(b * nk, nk));
+    head_.compute(queries, keys, V, out, layout);
+  }
+
+  /// One feature of one sequence: the key statistics of `original_keys`, applied to `queries`
+  /// and `keys` in place.
+  template <class Column, class Target>
+  void normalise_column(const Column& original_keys, Target queries, Target keys) const {
+    const Index count = original_keys.size();
+    double sum = 0.0;
+    for (Index j = 0; j < count; ++j) sum += double(original_keys(j));
+    const double mean = sum / double(count);
+    double squares = 0.0;
+    for (Index j = 0; j < count; ++j) {
+      const double deviation = double(original_keys(j)) - mean;
+      squares = std::fma(deviation, deviation, squares);
+    }
+    const double scale = 1.0 / std::sqrt(squares / double(count) + epsilon_);
+    const double shift = beta_ * mean;
+    const auto normalise = [&](auto& column) {
+      for (Index i = 0; i < column.size(); ++i)
+        column(i) = Scalar((double(column(i)) - shift) * scale);
+    };
+    normalise(queries);
+    normalise(keys);
+  }
+
+  Head head_;
+  double beta_ = 1.0;
+  double epsilon_ = 1e-5;
+};
+
+}  // namespace kernattn
