@@ -37,8 +37,8 @@ concept AttentionHead = requires(const H head, const Matrix<typename H::Scalar>&
 
 /// Settings of `MultiHead`.
 struct MultiHeadOptions {
-  /// Threads for the loop over sequence x head; 0 = the OpenMP default. Each head then runs on
-  /// the thread that took it. No setting changes a bit of the result.
+  /// Threads for the heads (see `MultiHead`); 0 = the OpenMP default. No setting changes a bit
+  /// of the result.
   int threads = 0;
 
   void validate() const {
@@ -76,6 +76,16 @@ struct HeadStorage<Heads<HeadTypes...>> {
   static_assert((std::is_same_v<typename HeadTypes::Scalar, Scalar> && ...),
                 "MultiHead: every head must have the same scalar type");
 };
+
+/// Calls `body(head)` for every head, in order.
+template <class Head, class Body>
+void for_each_head(std::vector<Head>& heads, Body&& body) {
+  for (Head& head : heads) body(head);
+}
+template <class... HeadTypes, class Body>
+void for_each_head(std::tuple<HeadTypes...>& heads, Body&& body) {
+  std::apply([&](HeadTypes&... head) { (body(head), ...); }, heads);
+}
 
 /// Calls `body(head)` for head number `index`.
 template <class Head, class Body>
@@ -126,9 +136,12 @@ template <coupling::Coupling Coupling, class Recipes>
 /// spectral samplers (`coupling::Independent`, `GaussianCopula`, `StudentTCopula`); heads built
 /// directly are used as given.
 ///
-/// Calls take a `BatchLayout` whose `heads` is H (or left at 1, which means H). Parallel over
-/// sequence x head with `parallel_for`; each head runs single-threaded on the thread that took
-/// it, and results are bit-identical for any thread count.
+/// Calls take a `BatchLayout` whose `heads` is H (or left at 1, which means H); each head gets
+/// all B sequences of its columns (so per-sequence masks apply). Threads: when the thread count
+/// divides H the heads run in parallel, each single-threaded on the thread that took it;
+/// otherwise they run one after another, each parallel over its sequences and query tiles (the
+/// multi-head passes its thread count to every head that has `set_threads`). Results are
+/// bit-identical for any thread count.
 template <class HeadT, coupling::Coupling CouplingT = coupling::Independent>
 class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
   using Storage = detail::HeadStorage<HeadT>;
@@ -145,6 +158,7 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
       : heads_(std::move(heads)), options_(options) {
     if constexpr (!listed) require(!heads_.empty(), "MultiHead: at least one head is needed");
     options_.validate();
+    share_threads();
   }
 
   /// Heads of one type drawn with coupled samplers: head h is `recipes[h].build(Omega_h)` with
@@ -186,6 +200,16 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
         options);
   }
 
+  /// Sets the number of threads of the multi-head and of every head (0 = the OpenMP default).
+  MultiHead& set_threads(int threads) {
+    MultiHeadOptions changed = options_;
+    changed.threads = threads;
+    changed.validate();
+    options_ = changed;
+    share_threads();
+    return *this;
+  }
+
   /// H.
   [[nodiscard]] Index head_count() const {
     if constexpr (listed)
@@ -211,19 +235,28 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
 
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
-    const Index B = layout.sequences;
     const Index H = layout.heads;
-    const Index nq = Q.rows() / B;
-    const Index nk = K.rows() / B;
     const Index d = Q.cols() / H;
     const Index dv = V.cols() / H;
-    parallel_for(B * H, resolve_thread_count(options_.threads), [&](Index item) {
-      const Index b = item / H;
-      const Index h = item % H;
+    const auto attend = [&](Index h) {
       detail::visit_head(heads_, h, [&](const auto& head) {
-        head.compute(Q.block(b * nq, h * d, nq, d), K.block(b * nk, h * d, nk, d),
-                     V.block(b * nk, h * dv, nk, dv), out.block(b * nq, h * dv, nq, dv));
+        head.compute(Q.middleCols(h * d, d), K.middleCols(h * d, d), V.middleCols(h * dv, dv),
+                     out.middleCols(h * dv, dv), BatchLayout{layout.sequences, 1});
       });
+    };
+    const int threads = resolve_thread_count(options_.threads);
+    if (H % threads == 0) {
+      parallel_for(H, threads, attend);
+    } else {
+      for (Index h = 0; h < H; ++h) attend(h);
+    }
+  }
+
+  /// Gives every head that has `set_threads` the multi-head's thread count.
+  void share_threads() {
+    detail::for_each_head(heads_, [&](auto& head) {
+      if constexpr (requires { head.set_threads(options_.threads); })
+        head.set_threads(options_.threads);
     });
   }
 

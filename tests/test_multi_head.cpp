@@ -1,0 +1,181 @@
+// MultiHead: per-head parameters against the naive reference, lists of different head types,
+// batches, both engines, thread-count bit identity and errors.
+
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+#include "catch.hpp"
+#include "kernattn/attention/multi_head.hpp"
+#include "kernattn/kernattn.hpp"
+#include "reference.hpp"
+
+namespace {
+
+#define REQUIRE_INVALID(expression, fragment)                    \
+  do {                                                           \
+    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
+    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
+  } while (false)
+
+using ref::MatrixXd;
+
+/// The block of sequence b, head h (head dimension d, value dimension dv) of a problem.
+ref::Problem head_block(const ref::Problem& p, Index sequences, Index heads, Index b, Index h) {
+  const Index nq = p.Q.rows() / sequences;
+  const Index nk = p.K.rows() / sequences;
+  const Index d = p.Q.cols() / heads;
+  const Index dv = p.V.cols() / heads;
+  return {p.Q.block(b * nq, h * d, nq, d), p.K.block(b * nk, h * d, nk, d),
+          p.V.block(b * nk, h * dv, nk, dv)};
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE(
+    "MultiHead with per-head kernels and magnitudes matches the naive reference "
+    "head by head",
+    "[multi_head]", float, double) {
+  using T = TestType;
+  using Head = kernattn::Attention<kernels::Rbf<T>, magnitude::Lp<T>, mask::Causal>;
+  const Index B = 2;
+  const Index H = 3;
+  const Index nq = 33;
+  const Index nk = 41;
+  const Index d = 8;
+  const Index dv = 5;
+  const std::vector<double> variances = {1.5, 3.0, 6.0};
+  const std::vector<double> powers = {1.0, 2.0, 3.0};
+  std::vector<Head> heads;
+  for (Index h = 0; h < H; ++h)
+    heads.emplace_back(kernels::Rbf<T>(T(variances[std::size_t(h)])),
+                       magnitude::Lp<T>(T(powers[std::size_t(h)])));
+  const kernattn::MultiHead<Head> multi_head(heads);
+  CHECK(multi_head.head_count() == H);
+
+  const ref::Problem p = ref::random_problem<T>(B * nq, B * nk, H * d, H * dv, 314);
+  const ref::Matrix<T> out = multi_head(p.q<T>(), p.k<T>(), p.v<T>(), kernattn::BatchLayout{B});
+  const ref::Matrix<T> same = multi_head(p.q<T>(), p.k<T>(), p.v<T>(), kernattn::BatchLayout{B, H});
+  CHECK(check::identical(out, same));
+
+  for (Index b = 0; b < B; ++b)
+    for (Index h = 0; h < H; ++h) {
+      CAPTURE(b, h);
+      const ref::Problem block = head_block(p, B, H, b, h);
+      const double variance = double(T(variances[std::size_t(h)]));
+      const ref::Reference expected = ref::attention(
+          block, ref::rbf(variance), ref::lp(powers[std::size_t(h)], ref::default_gamma(d), 2),
+          ref::causal(nq, nk), ref::unit_roundoff<T>);
+      const auto part = out.block(b * nq, h * dv, nq, dv);
+      check::require_matches<T>(part, expected);
+      // Bit for bit what the head gives on its own columns.
+      const ref::Matrix<T> alone = heads[std::size_t(h)](block.q<T>(), block.k<T>(), block.v<T>());
+      CHECK(check::identical(part, alone));
+    }
+}
+
+TEMPLATE_TEST_CASE(
+    "MultiHead over a list of different head types: exact softmax, linear "
+    "FAVOR+, exact random features, each equal to its own call",
+    "[multi_head]", float, double) {
+  using T = TestType;
+  using Softmax =
+      kernattn::Attention<kernels::Exponential<T>, kernattn::magnitude::None, mask::KeyPadding>;
+  using Performer = kernattn::LinearAttention<kernattn::features::Positive<T>>;
+  using Fourier =
+      kernattn::Attention<kernels::RandomFeature<kernattn::features::Fourier<T>>, magnitude::Lp<T>>;
+  const Index B = 3;
+  const Index nq = 20;
+  const Index nk = 26;
+  const Index d = 6;
+  const Index dv = 4;
+  const mask::KeyPadding padding = mask::KeyPadding::from_lengths({26, 10, 1});
+  const Softmax softmax(kernels::Exponential<T>(), {}, padding);
+  const Performer performer(kernattn::features::Positive<T>::draw(32, d, {1, 2}));
+  const Fourier fourier(
+      kernels::RandomFeature<kernattn::features::Fourier<T>>(kernattn::features::Fourier<T>::draw(
+          kernattn::spectral::Gaussian<T>(T(2)), 64, d, {3, 4})),
+      magnitude::Lp<T>(T(3)));
+  const kernattn::MultiHead<kernattn::Heads<Softmax, Performer, Fourier>> multi_head(
+      std::tuple(softmax, performer, fourier));
+  CHECK(multi_head.head_count() == 3);
+
+  const ref::Problem p = ref::random_problem<T>(B * nq, B * nk, 3 * d, 3 * dv, 27);
+  const ref::Matrix<T> out = multi_head(p.q<T>(), p.k<T>(), p.v<T>(), kernattn::BatchLayout{B});
+  const auto column = [&](const ref::Matrix<T>& m, Index h, Index width) {
+    return ref::Matrix<T>(m.middleCols(h * width, width));
+  };
+  const kernattn::BatchLayout layout{B};
+  CHECK(check::identical(column(out, 0, dv), softmax(column(p.q<T>(), 0, d), column(p.k<T>(), 0, d),
+                                                     column(p.v<T>(), 0, dv), layout)));
+  CHECK(check::identical(
+      column(out, 1, dv),
+      performer(column(p.q<T>(), 1, d), column(p.k<T>(), 1, d), column(p.v<T>(), 1, dv), layout)));
+  CHECK(check::identical(column(out, 2, dv), fourier(column(p.q<T>(), 2, d), column(p.k<T>(), 2, d),
+                                                     column(p.v<T>(), 2, dv), layout)));
+  // The softmax head still matches the reference, padding and all.
+  for (Index b = 0; b < B; ++b) {
+    const ref::Reference expected =
+        ref::attention(head_block(p, B, 3, b, 0), ref::exponential(1 / std::sqrt(double(d))),
+                       ref::unit_magnitude(), ref::first_keys(nq, nk, std::vector{26, 10, 1}[b]),
+                       ref::unit_roundoff<T>);
+    check::require_matches<T>(out.block(b * nq, 0, nq, dv), expected);
+  }
+}
+
+TEST_CASE("MultiHead results are bit-identical for every thread count", "[multi_head][threads]") {
+  using Head =
+      kernattn::LinearAttention<kernattn::features::Fourier<float>, magnitude::None, mask::Causal>;
+  using Recipe =
+      kernattn::SampledHead<kernattn::spectral::Gaussian<float>, Head (*)(kernattn::Matrix<float>)>;
+  const auto build = +[](kernattn::Matrix<float> omega) {
+    return Head(kernattn::features::Fourier<float>(std::move(omega)));
+  };
+  // 5 heads run one after another on 2 or 3 threads, 6 heads in parallel.
+  for (const int H : {5, 6}) {
+    std::vector<Recipe> recipes;
+    for (int h = 0; h < H; ++h)
+      recipes.push_back({kernattn::spectral::Gaussian<float>(1.0f + float(h)), 16 + 8 * h, build});
+    MatrixXd correlation = MatrixXd::Constant(H, H, 0.3);
+    correlation.diagonal().setOnes();
+    auto multi_head = kernattn::MultiHead<Head, kernattn::coupling::GaussianCopula>::draw(
+        kernattn::coupling::GaussianCopula(correlation), recipes, 8, {11, 0});
+    const ref::Problem p = ref::random_problem<float>(2 * 150, 2 * 150, H * 8, H * 3, 8);
+    const ref::Matrix<float> one =
+        multi_head.set_threads(1)(p.q<float>(), p.k<float>(), p.v<float>(), {2});
+    for (const int threads : {2, 3, 0}) {
+      CAPTURE(H, threads);
+      const ref::Matrix<float> many =
+          multi_head.set_threads(threads)(p.q<float>(), p.k<float>(), p.v<float>(), {2});
+      CHECK(check::identical(one, many));
+    }
+    CHECK(one.allFinite());
+  }
+}
+
+TEST_CASE("MultiHead rejects bad input with messages that name it", "[multi_head][errors]") {
+  using Head = kernattn::Attention<kernels::Exponential<float>>;
+  REQUIRE_INVALID(kernattn::MultiHead<Head>(std::vector<Head>{}), "at least one head");
+  REQUIRE_INVALID(kernattn::MultiHead<Head>(std::vector<Head>(2), {-1}), "threads must be >= 0");
+  const kernattn::MultiHead<Head> multi_head(std::vector<Head>(4));
+  const kernattn::Matrix<float> Q = kernattn::Matrix<float>::Ones(10, 16);
+  const kernattn::Matrix<float> V = kernattn::Matrix<float>::Ones(10, 8);
+  REQUIRE_INVALID(multi_head(Q, Q, V, kernattn::BatchLayout{1, 3}),
+                  "the layout has 3 heads but the MultiHead has 4");
+  REQUIRE_INVALID(multi_head(Q.leftCols(14), Q.leftCols(14), V), "multiple of 4 columns");
+  REQUIRE_INVALID(multi_head(Q, Q.topRows(9), V), "one value per key");
+
+  using Linear = kernattn::LinearAttention<kernattn::features::Positive<float>>;
+  const kernattn::MultiHead<Linear> linear(
+      std::vector(2, Linear(kernattn::features::Positive<float>::draw(8, 3, {0, 0}))));
+  REQUIRE_INVALID(
+      linear(Q.leftCols(8), Q.leftCols(8), V),
+      "the head dimension is 4 (Q is 10x4 for 1 head(s)) but the feature map takes d = 3");
+
+  const auto recipe = kernattn::SampledHead{
+      kernattn::spectral::Gaussian<float>(1.0f), 0, [](kernattn::Matrix<float> omega) {
+        return Linear(kernattn::features::Positive<float>(omega));
+      }};
+  REQUIRE_INVALID(kernattn::MultiHead<Linear>::draw({}, std::vector(2, recipe), 4, {0, 0}),
+                  "M (the number of frequencies) must be >= 1");
+}
