@@ -36,6 +36,19 @@
 //
 // Compare BM_LinearPositive/4096 with BM_Softmax/4096 (the exact softmax it estimates).
 //
+// Multi-head, H = 8 heads of d = dv = 64 (Q, K, V are N x 512), N in {1024, 4096}, one thread
+// unless stated:
+//
+//   BM_MultiHead            MultiHead of 8 exact softmax heads; GFLOPS = 8 * 4 N^2 d / time
+//   BM_MultiHead_2T         the same on two threads (the heads run in parallel)
+//   BM_ScaledHeads          Attention-SH: the softmax heads with keys and values pooled by
+//                           r_h = 1, 1, 2, 2, 4, 4, 8, 8; credited with sum_h 4 N (N / r_h) d
+//   BM_MultiHeadCopula      8 linear heads, Fourier features (M = 128) of Gaussian samplers with
+//                           lengthscales 4..11, drawn with a Gaussian copula (R_gh = 0.5)
+//   BM_MultiHeadIndependent the same heads drawn independently
+//       The coupling acts when the heads are drawn (once, outside the timed loop), so the two
+//       must run equally fast: their ratio is the copula's cost per call.
+//
 // Reading the numbers: at N = 4096 the score matrix of BM_Gemm and BM_NaiveSoftmax is 64 MB,
 // more than a small machine's last-level cache, so they become memory-bound; BM_Gemm at N = 1024
 // is the better compute ceiling.
@@ -66,10 +79,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <kernattn/kernattn.hpp>
 #include <random>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -78,19 +93,22 @@ using Mat = kernattn::Matrix<float>;
 
 constexpr Index kHeadDim = 64;
 constexpr Index kLongSequence = 32768;
-constexpr Index kFrequencies = 256;  // M, the random frequencies of the feature families
+constexpr Index kFrequencies = 256;         // M, the random frequencies of the feature families
+constexpr Index kHeads = 8;                 // H of the multi-head families
+constexpr Index kCoupledFrequencies = 128;  // M of each head of the coupled families
 
-/// One single-head problem with Nq = Nk = n and d = dv = kHeadDim, plus its output.
+/// One problem with Nq = Nk = n and d = dv = kHeadDim per head (`heads` heads side by side, as
+/// after a projection), plus its output.
 struct Problem {
   Mat Q, K, V, out;
 };
 
 /// Fixed-seed inputs, entries uniform on [-sqrt 3, sqrt 3) (unit variance). std::mt19937's output
 /// is fixed by the standard, so the inputs are the same with every standard library.
-Problem make_problem(Index n) {
+Problem make_problem(Index n, Index heads = 1) {
   std::mt19937 generator(20240521u);
   const auto fill = [&](Index rows) {
-    Mat m(rows, kHeadDim);
+    Mat m(rows, heads * kHeadDim);
     for (Index j = 0; j < m.cols(); ++j)
       for (Index i = 0; i < m.rows(); ++i)
         m(i, j) = float((double(generator()) / 4294967296.0 * 2.0 - 1.0) * 1.7320508075688772);
@@ -100,7 +118,7 @@ Problem make_problem(Index n) {
   problem.Q = fill(n);
   problem.K = fill(n);
   problem.V = fill(n);
-  problem.out = Mat::Zero(n, kHeadDim);
+  problem.out = Mat::Zero(n, heads * kHeadDim);
   return problem;
 }
 
@@ -191,9 +209,9 @@ void BM_NaiveSoftmax(benchmark::State& state) {
 /// gives the flops credited to one call.
 template <class AttentionT, class FlopModel>
 void library_benchmark(benchmark::State& state, const AttentionT& attention,
-                       const FlopModel& flop_model) {
+                       const FlopModel& flop_model, Index heads = 1) {
   const Index n = state.range(0);
-  Problem p = make_problem(n);
+  Problem p = make_problem(n, heads);
   timed_loop(state, n, flop_model(n), p.out, [&] { attention.compute(p.Q, p.K, p.V, p.out); });
 }
 
@@ -273,6 +291,76 @@ void register_feature_benchmarks() {
       [](Index n) { return quadratic_feature_flops(n, 2 * kFrequencies); });
 }
 
+/// N in {1024, 4096}, wall-clock time, milliseconds: the multi-head families.
+void multi_head_sizes(benchmark::internal::Benchmark* family) {
+  family->Arg(1024)->Arg(4096)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+template <class AttentionT, class FlopModel>
+void register_multi_head_family(const char* name, const AttentionT& attention,
+                                FlopModel flop_model) {
+  benchmark::RegisterBenchmark(name, [attention, flop_model](benchmark::State& state) {
+    library_benchmark(state, attention, flop_model, kHeads);
+  })->Apply(multi_head_sizes);
+}
+
+/// The multi-head families (see the top of the file): H = kHeads heads of d = dv = kHeadDim.
+void register_multi_head_benchmarks() {
+  namespace features = kernattn::features;
+  namespace spectral = kernattn::spectral;
+  namespace coupling = kernattn::coupling;
+  using Softmax = kernattn::Attention<kernattn::kernels::Exponential<float>>;
+  using kernattn::MultiHead;
+  kernattn::MultiHeadOptions one;
+  one.threads = 1;
+  kernattn::MultiHeadOptions two;
+  two.threads = 2;
+  const auto exact_flops = [](Index n) { return double(kHeads) * flops(n); };
+
+  const std::vector<Softmax> softmax_heads(kHeads);
+  register_multi_head_family("BM_MultiHead", MultiHead<Softmax>(softmax_heads, one), exact_flops);
+  register_multi_head_family("BM_MultiHead_2T", MultiHead<Softmax>(softmax_heads, two),
+                             exact_flops);
+  register_multi_head_family(
+      "BM_ScaledHeads", kernattn::scaled_heads(Softmax(), {1, 1, 2, 2, 4, 4, 8, 8}, one),
+      [](Index n) {  // head h costs 4 N (N / r_h) d
+        double total = 0;
+        for (const Index r : {1, 1, 2, 2, 4, 4, 8, 8})
+          total += 4.0 * double(n) * double((n + r - 1) / r) * double(kHeadDim);
+        return total;
+      });
+
+  // Linear heads with Fourier features of Gaussian samplers, lengthscales 4 ... 11: drawn once
+  // with a Gaussian copula (R_gh = 0.5) and once independently.
+  using Linear = kernattn::LinearAttention<features::Fourier<float>>;
+  kernattn::LinearOptions linear_options;
+  linear_options.threads = 1;
+  using Recipe = kernattn::SampledHead<spectral::Gaussian<float>,
+                                       std::function<Linear(kernattn::Matrix<float>)>>;
+  std::vector<Recipe> recipes;
+  for (Index h = 0; h < kHeads; ++h)
+    recipes.push_back({spectral::Gaussian<float>(4.0f + float(h)), kCoupledFrequencies,
+                       [linear_options](kernattn::Matrix<float> omega) {
+                         return Linear(features::Fourier<float>(std::move(omega)), {}, {},
+                                       linear_options);
+                       }});
+  kernattn::Matrix<double> correlation = kernattn::Matrix<double>::Constant(kHeads, kHeads, 0.5);
+  correlation.diagonal().setOnes();
+  const kernattn::random::RandomStream stream{20240521u, 100};
+  const auto linear_flops_all = [](Index n) {
+    return double(kHeads) * linear_flops(n, kCoupledFrequencies, 2 * kCoupledFrequencies);
+  };
+  register_multi_head_family(
+      "BM_MultiHeadCopula",
+      MultiHead<Linear, coupling::GaussianCopula>::draw(coupling::GaussianCopula(correlation),
+                                                        recipes, kHeadDim, stream, one),
+      linear_flops_all);
+  register_multi_head_family(
+      "BM_MultiHeadIndependent",
+      MultiHead<Linear>::draw(coupling::Independent{}, recipes, kHeadDim, stream, one),
+      linear_flops_all);
+}
+
 void register_benchmarks() {
   namespace kernels = kernattn::kernels;
   namespace magnitude = kernattn::magnitude;
@@ -299,6 +387,7 @@ void register_benchmarks() {
   register_library("BM_Softmax_2T",
                    Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)));
   register_feature_benchmarks();
+  register_multi_head_benchmarks();
 }
 
 /// `--peak-memory`: the N = 32768 softmax once, in a process that allocates nothing else.
