@@ -205,12 +205,11 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
     }
   }
 
-  for (Index i = 0; i < rows; ++i) {
-    if (running_sum(i) == T(0))
-      out.row(i).setZero();
-    else
-      out.row(i) = accumulated.row(i) / running_sum(i);
-  }
+  // Column by column: rows of a column-major output are strided, and at power-of-two strides
+  // a row-wise store thrashes the cache.
+  const auto empty = running_sum == T(0);
+  for (Index c = 0; c < out.cols(); ++c)
+    out.col(c).array() = empty.select(T(0), accumulated.col(c).array() / running_sum);
 }
 
 }  // namespace kernattn::detail
