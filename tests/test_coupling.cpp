@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "kernattn/attention/multi_head.hpp"
 #include "kernattn/coupling/gaussian_copula.hpp"
 #include "kernattn/coupling/independent.hpp"
@@ -24,12 +25,6 @@ using kernattn::Index;
 namespace coupling = kernattn::coupling;
 namespace spectral = kernattn::spectral;
 namespace features = kernattn::features;
-
-#define REQUIRE_INVALID(expression, fragment)                    \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 // ---------------------------------------------------------------------------------------------
 // Statistics, written out in the test
@@ -145,33 +140,36 @@ TEST_CASE("student_t_cdf matches the closed forms for 1 and 2 degrees of freedom
   // Large nu tends to the normal CDF (the difference is O(1/nu)).
   for (double t = -6; t <= 6; t += 0.5)
     CHECK(std::abs(student_t_cdf(1e6, t) - standard_normal_cdf(t)) <= 1e-6);
-  REQUIRE_INVALID(student_t_cdf(0, 1.0), "degrees of freedom");
-  REQUIRE_INVALID(student_t_cdf(3, NAN), "NaN");
+  REQUIRE_INVALID_ARGUMENT(student_t_cdf(0, 1.0), "degrees of freedom");
+  REQUIRE_INVALID_ARGUMENT(student_t_cdf(3, NAN), "NaN");
 }
 
 TEST_CASE("Correlation matrices are validated and factors normalised", "[coupling]") {
   MatrixXd asymmetric = correlation_2(0.5);
   asymmetric(0, 1) = 0.4;
-  REQUIRE_INVALID(coupling::GaussianCopula{asymmetric}, "not symmetric: R(1,0) = 0.5 but R(0,1)");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{asymmetric},
+                           "not symmetric: R(1,0) = 0.5 but R(0,1)");
   MatrixXd diagonal = correlation_2(0.5);
   diagonal(1, 1) = 2;
-  REQUIRE_INVALID(coupling::GaussianCopula{diagonal}, "diagonal must be 1, but R(1,1) = 2");
-  REQUIRE_INVALID(coupling::GaussianCopula{correlation_2(1.0)}, "not positive definite");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{diagonal},
+                           "diagonal must be 1, but R(1,1) = 2");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{correlation_2(1.0)}, "not positive definite");
   MatrixXd indefinite(3, 3);
   indefinite << 1, 0.9, -0.9, 0.9, 1, 0.9, -0.9, 0.9, 1;
-  REQUIRE_INVALID(coupling::StudentTCopula(indefinite, 4), "R (3x3) is not positive definite");
-  REQUIRE_INVALID(coupling::GaussianCopula{MatrixXd(2, 3)}, "square");
+  REQUIRE_INVALID_ARGUMENT(coupling::StudentTCopula(indefinite, 4),
+                           "R (3x3) is not positive definite");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{MatrixXd(2, 3)}, "square");
   MatrixXd infinite = correlation_2(0.5);
   infinite(0, 1) = INFINITY;
-  REQUIRE_INVALID(coupling::GaussianCopula{infinite}, "non-finite");
-  REQUIRE_INVALID(coupling::StudentTCopula(correlation_2(0.5), 0), "degrees_of_freedom");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{infinite}, "non-finite");
+  REQUIRE_INVALID_ARGUMENT(coupling::StudentTCopula(correlation_2(0.5), 0), "degrees_of_freedom");
 
   MatrixXd upper(2, 2);
   upper << 1, 0.5, 0, 1;
-  REQUIRE_INVALID(coupling::GaussianCopula::from_factor(upper), "lower triangular");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula::from_factor(upper), "lower triangular");
   MatrixXd singular(2, 2);
   singular << 1, 0, 1, 0;
-  REQUIRE_INVALID(coupling::GaussianCopula::from_factor(singular), "L(1,1) = 0");
+  REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula::from_factor(singular), "L(1,1) = 0");
 
   // The official code's X = L eps never rescales to unit variance; from_factor does:
   // R = D^-1/2 L L^T D^-1/2.
@@ -184,7 +182,7 @@ TEST_CASE("Correlation matrices are validated and factors normalised", "[couplin
   CHECK((copula.correlation() - expected).cwiseAbs().maxCoeff() <= 1e-15);
   CHECK(copula.heads() == 3);
 
-  REQUIRE_INVALID(copula.uniforms({1, 0}, 2, 4, 4), "R is 3x3 but 2 heads are drawn");
+  REQUIRE_INVALID_ARGUMENT(copula.uniforms({1, 0}, 2, 4, 4), "R is 3x3 but 2 heads are drawn");
 }
 
 TEST_CASE("Gaussian copula: Kendall's tau between two heads' noise is (2/pi) arcsin(rho)",

@@ -7,16 +7,8 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "reference.hpp"
-
-/// Requires `expression` to throw kernattn::InvalidArgument, which is a std::invalid_argument,
-/// with a message containing `fragment`.
-#define REQUIRE_INVALID_ARGUMENT(expression, fragment)           \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_AS(expression, std::invalid_argument);        \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 namespace {
 

@@ -6,17 +6,12 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "kernattn/attention/multi_head.hpp"
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 
 namespace {
-
-#define REQUIRE_INVALID(expression, fragment)                    \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 using ref::MatrixXd;
 
@@ -153,22 +148,52 @@ TEST_CASE("MultiHead results are bit-identical for every thread count", "[multi_
   }
 }
 
+namespace {
+/// The user-defined head of the AttentionHead documentation.
+struct MeanOfValues {
+  using Scalar = float;
+  template <class Q, class K, class V, class Out>
+  void compute(const Q& q, const K&, const V& v, Out&& out, kernattn::BatchLayout layout) const {
+    const kernattn::Index nq = q.rows() / layout.sequences, nk = v.rows() / layout.sequences;
+    for (kernattn::Index b = 0; b < layout.sequences; ++b)
+      out.middleRows(b * nq, nq).rowwise() = v.middleRows(b * nk, nk).colwise().mean();
+  }
+};
+}  // namespace
+
+TEST_CASE("A user-defined head next to a library head", "[multi_head][extension]") {
+  using Softmax = kernattn::Attention<kernels::Exponential<float>>;
+  static_assert(kernattn::AttentionHead<MeanOfValues>);
+  const kernattn::MultiHead<kernattn::Heads<Softmax, MeanOfValues>> multi_head(
+      std::tuple<Softmax, MeanOfValues>{});
+  const ref::Problem p = ref::random_problem<float>(2 * 9, 2 * 7, 2 * 3, 2 * 2, 60);
+  const ref::Matrix<float> out = multi_head(p.q<float>(), p.k<float>(), p.v<float>(), {2});
+  for (Index b = 0; b < 2; ++b) {
+    const ref::Matrix<float> mean = p.v<float>().block(b * 7, 2, 7, 2).colwise().mean();
+    for (Index i = 0; i < 9; ++i) CHECK(check::identical(out.block(b * 9 + i, 2, 1, 2), mean));
+  }
+  const ref::Matrix<float> softmax =
+      Softmax()(p.q<float>().leftCols(3), p.k<float>().leftCols(3), p.v<float>().leftCols(2), {2});
+  CHECK(check::identical(out.leftCols(2), softmax));
+}
+
 TEST_CASE("MultiHead rejects bad input with messages that name it", "[multi_head][errors]") {
   using Head = kernattn::Attention<kernels::Exponential<float>>;
-  REQUIRE_INVALID(kernattn::MultiHead<Head>(std::vector<Head>{}), "at least one head");
-  REQUIRE_INVALID(kernattn::MultiHead<Head>(std::vector<Head>(2), {-1}), "threads must be >= 0");
+  REQUIRE_INVALID_ARGUMENT(kernattn::MultiHead<Head>(std::vector<Head>{}), "at least one head");
+  REQUIRE_INVALID_ARGUMENT(kernattn::MultiHead<Head>(std::vector<Head>(2), {-1}),
+                           "threads must be >= 0");
   const kernattn::MultiHead<Head> multi_head(std::vector<Head>(4));
   const kernattn::Matrix<float> Q = kernattn::Matrix<float>::Ones(10, 16);
   const kernattn::Matrix<float> V = kernattn::Matrix<float>::Ones(10, 8);
-  REQUIRE_INVALID(multi_head(Q, Q, V, kernattn::BatchLayout{1, 3}),
-                  "the layout has 3 heads but the MultiHead has 4");
-  REQUIRE_INVALID(multi_head(Q.leftCols(14), Q.leftCols(14), V), "multiple of 4 columns");
-  REQUIRE_INVALID(multi_head(Q, Q.topRows(9), V), "one value per key");
+  REQUIRE_INVALID_ARGUMENT(multi_head(Q, Q, V, kernattn::BatchLayout{1, 3}),
+                           "the layout has 3 heads but the MultiHead has 4");
+  REQUIRE_INVALID_ARGUMENT(multi_head(Q.leftCols(14), Q.leftCols(14), V), "multiple of 4 columns");
+  REQUIRE_INVALID_ARGUMENT(multi_head(Q, Q.topRows(9), V), "one value per key");
 
   using Linear = kernattn::LinearAttention<kernattn::features::Positive<float>>;
   const kernattn::MultiHead<Linear> linear(
       std::vector(2, Linear(kernattn::features::Positive<float>::draw(8, 3, {0, 0}))));
-  REQUIRE_INVALID(
+  REQUIRE_INVALID_ARGUMENT(
       linear(Q.leftCols(8), Q.leftCols(8), V),
       "the head dimension is 4 (Q is 10x4 for 1 head(s)) but the feature map takes d = 3");
 
@@ -176,6 +201,6 @@ TEST_CASE("MultiHead rejects bad input with messages that name it", "[multi_head
       kernattn::spectral::Gaussian<float>(1.0f), 0, [](kernattn::Matrix<float> omega) {
         return Linear(kernattn::features::Positive<float>(omega));
       }};
-  REQUIRE_INVALID(kernattn::MultiHead<Linear>::draw({}, std::vector(2, recipe), 4, {0, 0}),
-                  "M (the number of frequencies) must be >= 1");
+  REQUIRE_INVALID_ARGUMENT(kernattn::MultiHead<Linear>::draw({}, std::vector(2, recipe), 4, {0, 0}),
+                           "M (the number of frequencies) must be >= 1");
 }

@@ -8,18 +8,13 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "kernattn/attention/batch_normalized.hpp"
 #include "kernattn/attention/scaled_head.hpp"
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 
 namespace {
-
-#define REQUIRE_INVALID(expression, fragment)                    \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 using ref::MatrixXd;
 
@@ -265,9 +260,10 @@ TEMPLATE_TEST_CASE("BN and SH combine in either order", "[batch_norm][scaled_hea
 
 TEST_CASE("BatchNormalized and ScaledHead reject bad parameters", "[batch_norm][scaled_heads]") {
   using Head = kernattn::Attention<kernels::Exponential<float>>;
-  REQUIRE_INVALID(kernattn::BatchNormalized<Head>(Head(), 1.5), "beta must lie in [0, 1]");
-  REQUIRE_INVALID(kernattn::BatchNormalized<Head>(Head(), 1.0, 0.0), "epsilon");
-  REQUIRE_INVALID(kernattn::ScaledHead<Head>(Head(), 0), "pooling factor must be >= 1");
+  REQUIRE_INVALID_ARGUMENT(kernattn::BatchNormalized<Head>(Head(), 1.5), "beta must lie in [0, 1]");
+  REQUIRE_INVALID_ARGUMENT(kernattn::BatchNormalized<Head>(Head(), 1.0, 0.0), "epsilon");
+  REQUIRE_INVALID_ARGUMENT(kernattn::ScaledHead<Head>(Head(), 0), "pooling factor must be >= 1");
   const kernattn::Matrix<float> x = kernattn::Matrix<float>::Ones(6, 4);
-  REQUIRE_INVALID(kernattn::ScaledHead<Head>(Head(), 2)(x, x.topRows(5), x), "one value per key");
+  REQUIRE_INVALID_ARGUMENT(kernattn::ScaledHead<Head>(Head(), 2)(x, x.topRows(5), x),
+                           "one value per key");
 }

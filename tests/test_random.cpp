@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/random/philox.hpp"
@@ -216,15 +217,6 @@ double student_t5_cdf(double t) {
   const double c = std::cos(theta);
   return 0.5 + (theta + std::sin(theta) * c * (1.0 + 2.0 / 3.0 * c * c)) / pi;
 }
-
-/// Requires `expression` to throw kernattn::InvalidArgument with a message containing
-/// `fragment`.
-#define REQUIRE_INVALID_ARGUMENT(expression, fragment)           \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_AS(expression, std::invalid_argument);        \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 }  // namespace
 

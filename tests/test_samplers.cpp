@@ -25,15 +25,8 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "kernattn/kernattn.hpp"
-
-/// Requires `expression` to throw kernattn::InvalidArgument with a message containing
-/// `fragment`.
-#define REQUIRE_INVALID_ARGUMENT(expression, fragment)           \
-  do {                                                           \
-    REQUIRE_THROWS_AS(expression, kernattn::InvalidArgument);    \
-    REQUIRE_THROWS_WITH(expression, message_contains(fragment)); \
-  } while (false)
 
 namespace {
 
