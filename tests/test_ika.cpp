@@ -102,42 +102,11 @@ struct OfficialEnergy {
   }
 };
 
-/// kappa^(q, k) = (1/M) sum_m cos(omega_m . (q - k)) in double, for Fourier features of the
-/// M x d frequencies `omega`, as a direct kernel model. Error of the exact engine in precision u
-/// (see test_features.cpp and test_linear_attention.cpp): the phase errors
-/// (d + 1) u sum|omega_m x| averaged over m, (2M + 24) u for the features, (n + 2M + 4) u for the
-/// inner product and the engine's sums (unit-norm features: sum|phi(q)||phi(k)| <= 1), and
-/// (2B + 8) u |kappa^| for the key factors exp(log mu - reference), B = max_j |log mu(k_j)|.
-ref::KernelModel fourier_model(const MatrixXd& omega, Index keys, double B) {
-  const auto value = [omega](const Row& q, const Row& k) {
-    double sum = 0;
-    for (Index m = 0; m < omega.rows(); ++m) sum += std::cos(omega.row(m).dot(q - k));
-    return sum / double(omega.rows());
-  };
-  const auto error = [omega, value, keys, B](const Row& q, const Row& k, double u) {
-    const auto M = double(omega.rows());
-    const double d = double(omega.cols());
-    double phase = 0;
-    for (Index m = 0; m < omega.rows(); ++m)
-      phase += (d + 1) * u * (abs_dot(omega.row(m), q) + abs_dot(omega.row(m), k)) / M;
-    return phase + (2 * M + 24) * u + (double(keys) + 2 * M + 4) * u +
-           std::abs(value(q, k)) * (2 * B + 8) * u;
-  };
-  return {true, value, error};
-}
-
 /// max |a - b| / max |a|: how much an output changed.
 template <class A, class B>
 double relative_change(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
   return (a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff() /
          a.template cast<double>().cwiseAbs().maxCoeff();
-}
-
-/// The largest |log mu(k_j)| over the keys.
-double largest_log_magnitude(const MatrixXd& K, const ref::MagnitudeModel& magnitude) {
-  double B = 0;
-  for (Index j = 0; j < K.rows(); ++j) B = std::max(B, std::abs(magnitude.log_mu(K.row(j))));
-  return B;
 }
 
 }  // namespace
@@ -215,7 +184,7 @@ TEMPLATE_TEST_CASE("RandomFeature<Fourier> in the exact engine is the naive kern
   constexpr double u = ref::unit_roundoff<T>;
   const auto check_all_masks = [&](const auto& mu, const ref::MagnitudeModel& magnitude_model) {
     const ref::KernelModel model =
-        fourier_model(omega, nk, largest_log_magnitude(p.K, magnitude_model));
+        ref::fourier_model(omega, nk, ref::largest_log_magnitude(p.K, magnitude_model));
     const auto expect = [&](const ref::Visibility& visible) {
       return ref::attention(p, model, magnitude_model, visible, u);
     };
@@ -359,7 +328,7 @@ TEMPLATE_TEST_CASE("An implicit MLP sampler end to end in Fourier features and a
   const kernels::RandomFeature<features::Fourier<T>> kernel(map);
   const ref::MagnitudeModel magnitude_model = ref::lp(1.5, ref::default_gamma(d), 2);
   const ref::KernelModel model =
-      fourier_model(omega, nk, largest_log_magnitude(p.K, magnitude_model));
+      ref::fourier_model(omega, nk, ref::largest_log_magnitude(p.K, magnitude_model));
   check::require_matches<T>(check::run<T>(p, kernel, magnitude::Lp<T>(T(1.5)), mask::Causal{}),
                             ref::attention(p, model, magnitude_model, ref::causal(nq, nk), u));
   check::require_matches<T>(

@@ -6,6 +6,7 @@
 #include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/attention.hpp"
 #include "kernattn/attention/batch_normalized.hpp"
+#include "kernattn/attention/graph_attention.hpp"
 #include "kernattn/attention/ika_reference.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/linear_engine.hpp"

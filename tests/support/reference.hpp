@@ -433,6 +433,41 @@ inline Reference attention(const Problem& p, Index sequences, Index heads,
   return r;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Random features
+
+/// kappa^(q, k) = (1/M) sum_m cos(omega_m . (q - k)) in double, for Fourier features of the
+/// M x d frequencies `omega`, as a direct kernel model. Error of the exact engine in precision u
+/// (see test_features.cpp and test_linear_attention.cpp): the phase errors
+/// (d + 1) u sum|omega_m x| averaged over m, (2M + 24) u for the features, (n + 2M + 4) u for the
+/// inner product and the engine's sums (unit-norm features: sum|phi(q)||phi(k)| <= 1), and
+/// (2B + 8) u |kappa^| for the key factors exp(log mu - reference), B = max_j |log mu(k_j)|.
+inline KernelModel fourier_model(const MatrixXd& omega, Index keys, double B) {
+  const auto value = [omega](const Row& q, const Row& k) {
+    double sum = 0;
+    for (Index m = 0; m < omega.rows(); ++m) sum += std::cos(omega.row(m).dot(q - k));
+    return sum / double(omega.rows());
+  };
+  const auto error = [omega, value, keys, B](const Row& q, const Row& k, double u) {
+    const auto M = double(omega.rows());
+    const double d = double(omega.cols());
+    double phase = 0;
+    for (Index m = 0; m < omega.rows(); ++m)
+      phase +=
+          (d + 1) * u * (detail::abs_dot(omega.row(m), q) + detail::abs_dot(omega.row(m), k)) / M;
+    return phase + (2 * M + 24) * u + (double(keys) + 2 * M + 4) * u +
+           std::abs(value(q, k)) * (2 * B + 8) * u;
+  };
+  return {true, value, error};
+}
+
+/// The largest |log mu(k_j)| over the keys.
+inline double largest_log_magnitude(const MatrixXd& K, const MagnitudeModel& magnitude) {
+  double B = 0;
+  for (Index j = 0; j < K.rows(); ++j) B = std::max(B, std::abs(magnitude.log_mu(K.row(j))));
+  return B;
+}
+
 }  // namespace ref
 
 // ---------------------------------------------------------------------------------------------

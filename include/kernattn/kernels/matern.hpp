@@ -3,6 +3,7 @@
 /// The Matérn family at half-integer smoothness, and the Laplacian kernel (Matérn 1/2).
 
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 #include "kernattn/kernels/kernel.hpp"
@@ -37,7 +38,10 @@ class Matern {
   template <class Block>
   void log_from_squared_distance(Block&& block, Index d) const {
     const T rate = root_of_2nu() / lengthscale(d);
-    block = block.max(T(0)).sqrt() * rate;  // x = sqrt(2 nu) r / l
+    // x = sqrt(2 nu) r / l. Eigen's vectorised float sqrt of infinity is NaN, so an infinite
+    // distance is mapped explicitly (it must give log kappa = -inf, a zero weight).
+    constexpr T infinity = std::numeric_limits<T>::infinity();
+    block = (block == infinity).select(infinity, block.max(T(0)).sqrt() * rate);
     if constexpr (TwiceNu == 1) {
       block = -block;
     } else if constexpr (TwiceNu == 3) {
