@@ -49,6 +49,10 @@
 //       The coupling acts when the heads are drawn (once, outside the timed loop), so the two
 //       must run equally fast: their ratio is the copula's cost per call.
 //
+//   BM_Graph/nnz            GraphAttention (softmax kernel) over a random graph with 32
+//                           neighbours per node, N = nnz / 32 in {1024, 4096}, one head of
+//                           d = 64; GFLOPS = 4 nnz d
+//
 // Reading the numbers: at N = 4096 the score matrix of BM_Gemm and BM_NaiveSoftmax is 64 MB,
 // more than a small machine's last-level cache, so they become memory-bound; BM_Gemm at N = 1024
 // is the better compute ceiling.
@@ -76,6 +80,8 @@
 #include <sys/resource.h>
 
 #include <Eigen/Core>
+#include <Eigen/SparseCore>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -96,6 +102,7 @@ constexpr Index kLongSequence = 32768;
 constexpr Index kFrequencies = 256;         // M, the random frequencies of the feature families
 constexpr Index kHeads = 8;                 // H of the multi-head families
 constexpr Index kCoupledFrequencies = 128;  // M of each head of the coupled families
+constexpr Index kGraphDegree = 32;          // neighbours per node of BM_Graph
 
 /// One problem with Nq = Nk = n and d = dv = kHeadDim per head (`heads` heads side by side, as
 /// after a projection), plus its output.
@@ -361,6 +368,41 @@ void register_multi_head_benchmarks() {
       linear_flops_all);
 }
 
+/// A graph of n nodes, each with kGraphDegree distinct random neighbours (self included by
+/// chance only), as a row-major sparse adjacency.
+Eigen::SparseMatrix<float, Eigen::RowMajor> random_graph(Index n) {
+  std::mt19937 generator(20240521u);
+  std::uniform_int_distribution<Index> node(0, n - 1);
+  std::vector<Eigen::Triplet<float>> edges;
+  edges.reserve(std::size_t(n * kGraphDegree));
+  for (Index i = 0; i < n; ++i) {
+    std::vector<Index> neighbours;
+    while (Index(neighbours.size()) < kGraphDegree) {
+      const Index j = node(generator);
+      if (std::find(neighbours.begin(), neighbours.end(), j) == neighbours.end())
+        neighbours.push_back(j);
+    }
+    for (const Index j : neighbours) edges.emplace_back(i, j, 1.0f);
+  }
+  Eigen::SparseMatrix<float, Eigen::RowMajor> adjacency(n, n);
+  adjacency.setFromTriplets(edges.begin(), edges.end());
+  return adjacency;
+}
+
+/// Graph attention, softmax kernel, over kGraphDegree neighbours per node: the argument is nnz,
+/// N = nnz / kGraphDegree; GFLOPS = 4 nnz d.
+void BM_Graph(benchmark::State& state) {
+  const Index nnz = state.range(0);
+  const Index n = nnz / kGraphDegree;
+  Problem p = make_problem(n);
+  const auto adjacency = random_graph(n);
+  kernattn::GraphOptions options;
+  options.threads = 1;
+  const kernattn::GraphAttention<kernattn::kernels::Exponential<float>> graph({}, {}, options);
+  timed_loop(state, n, 4.0 * double(nnz) * double(kHeadDim), p.out,
+             [&] { graph.compute(adjacency, p.Q, p.K, p.V, p.out); });
+}
+
 void register_benchmarks() {
   namespace kernels = kernattn::kernels;
   namespace magnitude = kernattn::magnitude;
@@ -388,6 +430,11 @@ void register_benchmarks() {
                    Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)));
   register_feature_benchmarks();
   register_multi_head_benchmarks();
+  benchmark::RegisterBenchmark("BM_Graph", BM_Graph)
+      ->Arg(1024 * kGraphDegree)
+      ->Arg(4096 * kGraphDegree)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 /// `--peak-memory`: the N = 32768 softmax once, in a process that allocates nothing else.

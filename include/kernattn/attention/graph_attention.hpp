@@ -53,7 +53,8 @@ template <class Adjacency>
 }
 
 /// Attends rows [first_row, first_row + queries.rows()) of one sequence and head over their
-/// neighbourhoods (rows of the row-major `adjacency`) and writes their output rows.
+/// neighbourhoods (rows of the row-major `adjacency`) and writes their output rows. `keys` holds
+/// one row per key (the key features for feature kernels) and `values` one row per value.
 ///
 /// Row i gathers its neighbours' scores into a buffer, maps them with the kernel once, and
 /// normalises them stably, relative to a row maximum \f$m_i\f$ over its neighbours only:
@@ -100,6 +101,9 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
   std::vector<Index> neighbours;
   Eigen::Array<T, Eigen::Dynamic, 1> buffer;
   Eigen::Matrix<T, 1, Eigen::Dynamic> accumulated(values.cols());
+  // The rows' outputs, stored into `out` as one block at the end (rows of a column-major output
+  // are strided).
+  RowMajorMatrix<T> results(rows, values.cols());
 
   for (Index i = 0; i < rows; ++i) {
     const Index node = first_row + i;
@@ -113,7 +117,7 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
 
     const auto count = Index(neighbours.size());
     if (count == 0) {
-      out.row(i).setZero();
+      results.row(i).setZero();
       continue;
     }
     if (buffer.size() < count) buffer.resize(count);
@@ -123,7 +127,7 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     for (Index t = 0; t < count; ++t) {
       const Index j = neighbour(t);
       if constexpr (kernels::FeatureKernel<Kernel>)
-        scores(t) = query_features.row(i).dot(terms.features.row(j));
+        scores(t) = query_features.row(i).dot(keys.row(j));
       else if constexpr (kernels::DistanceKernel<Kernel>)
         scores(t) = scaled_queries.row(i).dot(keys.row(j)) +
                     (query_squared_norms(i) + terms.squared_norms(j));
@@ -158,13 +162,14 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     }
     const T sum = scores.sum();
     if (sum == T(0)) {
-      out.row(i).setZero();
+      results.row(i).setZero();
       continue;
     }
     accumulated.setZero();
     for (Index t = 0; t < count; ++t) accumulated += scores(t) * values.row(neighbour(t));
-    out.row(i) = accumulated / sum;
+    results.row(i) = accumulated / sum;
   }
+  out = results;
 }
 
 }  // namespace detail
@@ -275,10 +280,20 @@ class GraphAttention {
     const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
     const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };
 
+    // Per sequence and head: the key terms, and the keys (or key features) and values as
+    // row-major copies, so that gathering a neighbour reads one contiguous row.
     std::vector<detail::KeyTerms<Scalar>> key_terms(std::size_t(B * H));
+    std::vector<RowMajorMatrix<Scalar>> key_rows(std::size_t(B * H));
+    std::vector<RowMajorMatrix<Scalar>> value_rows(std::size_t(B * H));
     parallel_for(B * H, threads, [&](Index item) {
-      key_terms[std::size_t(item)] = detail::compute_key_terms(
-          kernel_, magnitude_, keys_of(item / H, item % H), values_of(item / H, item % H));
+      const auto index = std::size_t(item);
+      key_terms[index] = detail::compute_key_terms(kernel_, magnitude_, keys_of(item / H, item % H),
+                                                   values_of(item / H, item % H));
+      if constexpr (kernels::FeatureKernel<Kernel>)
+        key_rows[index] = key_terms[index].features;
+      else
+        key_rows[index] = keys_of(item / H, item % H);
+      value_rows[index] = values_of(item / H, item % H);
     });
 
     const Index tasks = nq == 0 ? 0 : 1 + (nq - 1) / rows_per_task;
@@ -290,8 +305,8 @@ class GraphAttention {
       const Index rows = std::min(rows_per_task, nq - first);
       detail::attend_graph_rows<Kernel, Magnitude>(
           kernel_, adjacency, options_.add_self_loops, Q.block(b * nq + first, h * d, rows, d),
-          first, keys_of(b, h), values_of(b, h), key_terms[std::size_t(b * H + h)],
-          out.block(b * nq + first, h * dv, rows, dv));
+          first, key_rows[std::size_t(b * H + h)], value_rows[std::size_t(b * H + h)],
+          key_terms[std::size_t(b * H + h)], out.block(b * nq + first, h * dv, rows, dv));
     });
   }
 
