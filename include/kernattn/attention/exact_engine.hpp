@@ -25,6 +25,7 @@ struct TileScratch {
   Matrix<T> query_features;
   Eigen::VectorXd query_log_scales;
   Vector<T> scores;
+  Vector<T> position_scores;
   Vector<T> accumulated;
 
   [[nodiscard]] static TileScratch& of_this_thread() {
@@ -43,6 +44,92 @@ struct TileScratch {
     return Eigen::Map<Layout, Eigen::AlignedMax>(storage.data(), rows, cols);
   }
 };
+
+/// Prepares queries for the GEMM with the keys of a dot-product, distance or direct kernel of
+/// dimension `queries.cols()`: \f$a\,q\f$ for a dot-product or direct kernel; \f$-2q\f$ for the
+/// squared distances \f$\lVert q\rVert^2 + \lVert k\rVert^2 - 2\,q\cdot k\f$ of a distance kernel,
+/// with \f$\lVert q\rVert^2\f$ in `squared_norms`.
+template <class Kernel, class Queries, class Prepared>
+void prepare_queries(const Kernel& kernel, const Queries& queries, Prepared&& prepared,
+                     Vector<typename Kernel::Scalar>& squared_norms) {
+  using T = typename Kernel::Scalar;
+  if constexpr (kernels::DistanceKernel<Kernel>) {
+    prepared = T(-2) * queries;
+    squared_norms = queries.rowwise().squaredNorm();
+  } else {
+    prepared = kernel.dot_scale(queries.cols()) * queries;
+  }
+}
+
+/// Writes \f$\log\kappa\f$ of a log-domain kernel of dimension `dimension` for a tile of queries
+/// and keys, up to the query-only terms (they cancel): the GEMM of the prepared queries (see
+/// `prepare_queries`) with the keys, which is all for a dot-product kernel; for a distance kernel
+/// the squared distances completed by the norms (`key_squared_norms` from `first_key` on) and
+/// mapped by \f$h\f$.
+template <kernels::LogDomainKernel Kernel, class Prepared, class KeyRows, class Tile>
+void log_kernel_tile(const Kernel& kernel, Index dimension, const Prepared& prepared,
+                     const Vector<typename Kernel::Scalar>& query_squared_norms,
+                     const KeyRows& keys, const Vector<typename Kernel::Scalar>& key_squared_norms,
+                     Index first_key, Tile&& tile) {
+  tile.noalias() = prepared * keys.transpose();
+  if constexpr (kernels::DistanceKernel<Kernel>) {
+    // Broadcasts run column by column: Eigen does not vectorise a broadcast across a
+    // column-major block, and each column here is a contiguous vector of query rows.
+    for (Index j = 0; j < keys.rows(); ++j)
+      tile.col(j).array() += query_squared_norms.array() + key_squared_norms(first_key + j);
+    kernel.log_from_squared_distance(tile.array(), dimension);
+  }
+}
+
+/// Product form: prepares the feature columns of the queries for the feature kernel and the last
+/// \f$d_t\f$ columns for the position kernel (see `prepare_queries`).
+template <kernels::ProductKernel Kernel, class Queries, class Prepared>
+void prepare_product_queries(const Kernel& kernel, const Queries& queries, Prepared& prepared,
+                             Vector<typename Kernel::Scalar>& feature_squared_norms,
+                             Vector<typename Kernel::Scalar>& position_squared_norms) {
+  const Index dt = kernel.position_dimension();
+  const Index d = queries.cols() - dt;
+  prepare_queries(kernel.feature_kernel(), queries.leftCols(d), prepared.leftCols(d),
+                  feature_squared_norms);
+  prepare_queries(kernel.position_kernel(), queries.rightCols(dt), prepared.rightCols(dt),
+                  position_squared_norms);
+}
+
+/// Product form: writes \f$\log\kappa_F(f_q,f_k) + \log\kappa_T(t_q,t_k)\f$ (up to query-only
+/// terms) for a tile of prepared queries (see `prepare_product_queries`) and key rows. Two
+/// dot-product factors make a dot-product kernel whose scale differs between the column blocks,
+/// already applied to the prepared queries: one GEMM over all columns. Otherwise the feature
+/// factor goes into the tile and the position factor is added: its GEMM accumulated into the tile
+/// for a dot-product kernel, else evaluated in `position_scores` (scratch) and added.
+template <kernels::ProductKernel Kernel, class Prepared, class KeyRows, class Tile>
+void product_log_tile(const Kernel& kernel, const Prepared& prepared,
+                      const Vector<typename Kernel::Scalar>& feature_query_squared_norms,
+                      const Vector<typename Kernel::Scalar>& position_query_squared_norms,
+                      const KeyRows& keys, const KeyTerms<typename Kernel::Scalar>& terms,
+                      Index first_key, Vector<typename Kernel::Scalar>& position_scores,
+                      Tile&& tile) {
+  using T = typename Kernel::Scalar;
+  using FeatureKernel = typename Kernel::FeatureKernel;
+  using PositionKernel = typename Kernel::PositionKernel;
+  if constexpr (kernels::DotProductKernel<FeatureKernel> &&
+                kernels::DotProductKernel<PositionKernel>) {
+    tile.noalias() = prepared * keys.transpose();
+  } else {
+    const Index dt = kernel.position_dimension();
+    const Index d = keys.cols() - dt;
+    log_kernel_tile(kernel.feature_kernel(), d, prepared.leftCols(d), feature_query_squared_norms,
+                    keys.leftCols(d), terms.squared_norms, first_key, tile);
+    if constexpr (kernels::DotProductKernel<PositionKernel>) {
+      tile.noalias() += prepared.rightCols(dt) * keys.rightCols(dt).transpose();
+    } else {
+      auto position_tile = TileScratch<T>::matrix_over(position_scores, tile.rows(), tile.cols());
+      log_kernel_tile(kernel.position_kernel(), dt, prepared.rightCols(dt),
+                      position_query_squared_norms, keys.rightCols(dt),
+                      terms.position_squared_norms, first_key, position_tile);
+      tile += position_tile;
+    }
+  }
+}
 
 /// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
 /// over all keys and writes the tile's output rows.
@@ -88,19 +175,21 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   accumulated.setZero();
 
   // The queries, scaled once per tile: a q for dot-product and direct kernels, -2 q for the
-  // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels; the query features of feature
-  // kernels (their log-scales cancel and are dropped).
+  // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels, each factor's on its own columns
+  // for product kernels; the query features of feature kernels (their log-scales cancel and are
+  // dropped).
   auto scaled_queries =
       TileScratch<T>::template matrix_over<RowMajorMatrix<T>>(scratch.scaled_queries, rows, d);
   Vector<T> query_squared_norms;
-  if constexpr (kernels::DistanceKernel<Kernel>) {
-    scaled_queries = T(-2) * queries;
-    query_squared_norms = queries.rowwise().squaredNorm();
-  } else if constexpr (kernels::FeatureKernel<Kernel>) {
+  Vector<T> position_query_squared_norms;
+  if constexpr (kernels::FeatureKernel<Kernel>) {
     scratch.query_log_scales.resize(rows);
     kernel.features(queries, scratch.query_features, scratch.query_log_scales);
+  } else if constexpr (kernels::ProductKernel<Kernel>) {
+    prepare_product_queries(kernel, queries, scaled_queries, query_squared_norms,
+                            position_query_squared_norms);
   } else {
-    scaled_queries = kernel.dot_scale(d) * queries;
+    prepare_queries(kernel, queries, scaled_queries, query_squared_norms);
   }
 
   Array running_sum = Array::Zero(rows);
@@ -140,21 +229,20 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
           if (!visible(i, j)) tile(i, j) = value;
     };
 
-    // Broadcasts run column by column: Eigen does not vectorise a broadcast across a
-    // column-major block, and each column here is a contiguous vector of query rows.
+    const auto key_rows = keys.middleRows(first_key, tile_keys);
     if constexpr (kernels::FeatureKernel<Kernel>) {
       tile.noalias() =
           scratch.query_features * terms.features.middleRows(first_key, tile_keys).transpose();
       kernel.from_feature_dot(tile.array());
-    } else {
-      tile.noalias() = scaled_queries * keys.middleRows(first_key, tile_keys).transpose();
-    }
-    if constexpr (kernels::DistanceKernel<Kernel>) {
-      for (Index j = 0; j < tile_keys; ++j)
-        tile.col(j).array() += query_squared_norms.array() + terms.squared_norms(first_key + j);
-      kernel.log_from_squared_distance(tile.array(), d);
     } else if constexpr (kernels::DirectKernel<Kernel>) {
+      tile.noalias() = scaled_queries * key_rows.transpose();
       kernel.from_scaled_dot(tile.array());
+    } else if constexpr (kernels::ProductKernel<Kernel>) {
+      product_log_tile(kernel, scaled_queries, query_squared_norms, position_query_squared_norms,
+                       key_rows, terms, first_key, scratch.position_scores, tile);
+    } else {
+      log_kernel_tile(kernel, d, scaled_queries, query_squared_norms, key_rows, terms.squared_norms,
+                      first_key, tile);
     }
 
     // Weights relative to the running maximum; in a fully visible tile the row sums are taken

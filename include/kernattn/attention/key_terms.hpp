@@ -12,11 +12,16 @@ namespace kernattn::detail {
 /// What the streaming loop needs to know about the keys and values of one sequence and head.
 template <Real T>
 struct KeyTerms {
-  /// \f$g(k_j) + \log\mu(k_j)\f$: the kernel's key term (dot-product kernels) plus the
-  /// log-magnitude of key j. Empty when both vanish.
+  /// \f$g(k_j) + \log\mu(k_j)\f$: the kernel's key term (dot-product kernels, and the
+  /// dot-product factors of a product kernel) plus the log-magnitude of key j. Empty when both
+  /// vanish.
   Vector<T> key_bias;
-  /// Distance form: \f$\lVert k_j\rVert^2\f$.
+  /// Distance form: \f$\lVert k_j\rVert^2\f$. Product form: \f$\lVert f_j\rVert^2\f$ of the
+  /// feature columns when the feature kernel is a distance kernel.
   Vector<T> squared_norms;
+  /// Product form: \f$\lVert t_j\rVert^2\f$ of the position columns when the position kernel is a
+  /// distance kernel.
+  Vector<T> position_squared_norms;
   /// Feature form: the scaled key features \f$\tilde\varphi(k_j)\f$, one row per key (their
   /// log-scales \f$s_j\f$ are in `key_bias`).
   Matrix<T> features;
@@ -33,7 +38,7 @@ struct KeyTerms {
 /// Whether a per-key log term \f$g(k) + \log\mu(k)\f$ exists for this kernel and magnitude.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude>
 constexpr bool has_key_bias() {
-  if constexpr (kernels::DotProductKernel<Kernel>)
+  if constexpr (kernels::DotProductKernel<Kernel> || kernels::ProductKernel<Kernel>)
     return Kernel::has_key_term || !Magnitude::is_unit;
   if constexpr (kernels::FeatureKernel<Kernel>) return Kernel::has_log_scale || !Magnitude::is_unit;
   return !Magnitude::is_unit;
@@ -48,12 +53,19 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class KeysBloc
   using T = typename Kernel::Scalar;
   const Index count = keys.rows();
   KeyTerms<T> terms;
+  if constexpr (kernels::ProductKernel<Kernel>) {
+    const Index d = kernel.feature_dimension(keys.cols());  // throws unless d >= 1
+    if constexpr (kernels::DistanceKernel<typename Kernel::FeatureKernel>)
+      terms.squared_norms = keys.leftCols(d).rowwise().squaredNorm();
+    if constexpr (kernels::DistanceKernel<typename Kernel::PositionKernel>)
+      terms.position_squared_norms = keys.rightCols(keys.cols() - d).rowwise().squaredNorm();
+  }
   Eigen::VectorXd log_terms = Eigen::VectorXd::Zero(count);
   if constexpr (kernels::FeatureKernel<Kernel>) kernel.features(keys, terms.features, log_terms);
   if constexpr (has_key_bias<Kernel, Magnitude>()) {
     for (Index j = 0; j < count; ++j) {
       if constexpr (!Magnitude::is_unit) log_terms(j) += magnitude.log_magnitude(keys.row(j));
-      if constexpr (kernels::DotProductKernel<Kernel>)
+      if constexpr (kernels::DotProductKernel<Kernel> || kernels::ProductKernel<Kernel>)
         log_terms(j) += kernel.log_key_term(keys.row(j));
     }
     terms.key_bias = log_terms.cast<T>();

@@ -3,7 +3,7 @@
 /// The `Kernel` concept: the similarity \f$\kappa(q, k)\f$ of the kernel smoother
 /// \f$ out_i = \sum_j w_{ij} v_j / \sum_j w_{ij},\ w_{ij} = \kappa(q_i, k_j)\,\mu(k_j) \f$.
 ///
-/// A kernel declares one of three forms; the engine picks its evaluation from the form:
+/// A kernel declares one of five forms; the engine picks its evaluation from the form:
 ///  - `DotProductForm`: \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$. Runs as one GEMM plus
 ///    a per-key bias \f$g(k)\f$ and an online softmax: the cost of softmax attention. The query
 ///    term \f$f(q)\f$ cancels in the ratio and is never computed.
@@ -17,6 +17,12 @@
 ///    (random features). Runs as a GEMM of query features against key features computed once per
 ///    key, then either the online softmax (\f$h\f$ gives \f$\log\kappa\f$) or direct
 ///    normalisation (\f$h\f$ gives \f$\kappa\f$).
+///  - `ProductForm`: \f$\kappa((f_q,t_q),(f_k,t_k)) = \kappa_F(f_q,f_k)\,\kappa_T(t_q,t_k)\f$ on
+///    inputs \f$[f \mid t]\f$ whose last \f$d_t\f$ columns are positions (DESIGN 1.8, see
+///    `Product`). Both factors are dot-product or distance kernels, so \f$\log\kappa = \log\kappa_F
+///    + \log\kappa_T\f$: each factor runs as a GEMM on its own columns (one GEMM for two
+///    dot-product factors), their key terms add up to one per-key bias, then the same online
+///    softmax.
 ///
 /// The smallest user-defined kernel (a dot-product kernel with a temperature):
 /// \code
@@ -47,6 +53,9 @@ struct DistanceForm {};
 struct DirectForm {};
 /// \f$\kappa(q,k) = h(\varphi(q)\cdot\psi(k))\f$ for a feature map.
 struct FeatureForm {};
+/// \f$\kappa((f_q,t_q),(f_k,t_k)) = \kappa_F(f_q,f_k)\,\kappa_T(t_q,t_k)\f$, two log-domain
+/// factors.
+struct ProductForm {};
 
 namespace detail {
 template <Real T>
@@ -110,8 +119,33 @@ concept FeatureKernel = KernelBase<K> && std::same_as<typename K::Form, FeatureF
   kernel.from_feature_dot(block);
 };
 
+/// A kernel the exact engine evaluates as \f$\log\kappa\f$ from a GEMM of its inputs themselves:
+/// a dot-product or a distance kernel. The factors of a product kernel are of this kind.
+template <class K>
+concept LogDomainKernel = DotProductKernel<K> || DistanceKernel<K>;
+
+/// A kernel on inputs \f$[f \mid t]\f$ (the last `position_dimension()` columns are t) with
+/// \f$\log\kappa = \log\kappa_F(f_q,f_k) + \log\kappa_T(t_q,t_k)\f$ for two log-domain kernels:
+/// `feature_kernel()` (\f$\kappa_F\f$, of type `FeatureKernel`), `position_kernel()`
+/// (\f$\kappa_T\f$, of type `PositionKernel`); `feature_dimension(d)` is \f$d - d_t\f$ for inputs
+/// of d columns and throws `InvalidArgument` unless it is at least 1; `log_key_term(k)` is the sum
+/// of the dot-product factors' key terms \f$g\f$ on their columns, and `has_key_term` is false
+/// when it vanishes.
+template <class K>
+concept ProductKernel = KernelBase<K> && std::same_as<typename K::Form, ProductForm> &&
+    LogDomainKernel<typename K::FeatureKernel> && LogDomainKernel<typename K::PositionKernel> &&
+    requires(const K kernel, Index d, const detail::RowVector<typename K::Scalar> row) {
+  { kernel.feature_kernel() } -> std::convertible_to<const typename K::FeatureKernel&>;
+  { kernel.position_kernel() } -> std::convertible_to<const typename K::PositionKernel&>;
+  { kernel.position_dimension() } -> std::convertible_to<Index>;
+  { kernel.feature_dimension(d) } -> std::convertible_to<Index>;
+  { kernel.log_key_term(row) } -> std::convertible_to<double>;
+  { K::has_key_term } -> std::convertible_to<bool>;
+};
+
 /// Any kernel the engines can evaluate.
 template <class K>
-concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> || FeatureKernel<K>;
+concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> || FeatureKernel<K> ||
+    ProductKernel<K>;
 
 }  // namespace kernattn::kernels

@@ -1,0 +1,179 @@
+#pragma once
+/// \file
+/// `PositionalAttention<KernelF, KernelT, Magnitude, Mask>`: attention with the product kernel
+/// of features and positions of Tsai et al. (2019), DESIGN 1.8:
+/// \f$ out_i = \sum_{j\in M(i)} w_{ij} v_j / \sum_{j\in M(i)} w_{ij}\f$ with
+/// \f$w_{ij} = \kappa_F(f_i,f_j)\,\kappa_T(t_i,t_j)\,\mu(f_j)\f$.
+
+#include <type_traits>
+#include <utility>
+
+#include "kernattn/attention/arguments.hpp"
+#include "kernattn/attention/attention.hpp"
+#include "kernattn/attention/options.hpp"
+#include "kernattn/core/errors.hpp"
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/kernels/product.hpp"
+#include "kernattn/magnitude/feature_part.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/magnitude/none.hpp"
+#include "kernattn/mask/mask.hpp"
+#include "kernattn/mask/none.hpp"
+
+namespace kernattn {
+
+/// Exact attention whose keys are compared by features and by positions:
+/// \f$\kappa((f_q,t_q),(f_k,t_k)) = \kappa_F(f_q,f_k)\,\kappa_T(t_q,t_k)\f$ (`kernels::Product`),
+/// with the magnitude \f$\mu(f_k)\f$ of the key features alone and the set filter `MaskT`. The
+/// values carry no position: \f$out_i\f$ is a weighted mean of the \f$v_j\f$.
+///
+/// Inputs, one token per row: features Fq (\f$N_q \times H d\f$) and Fk (\f$N_k \times H d\f$),
+/// positions Tq (\f$N_q \times d_t\f$) and Tk (\f$N_k \times d_t\f$), values V
+/// (\f$N_k \times H d_v\f$); with a `BatchLayout` of B sequences and H heads, sequence b occupies
+/// rows \f$[bN, (b+1)N)\f$ of every argument (the positions too: one row per token) and head h
+/// the feature columns \f$[hd, (h+1)d)\f$ and value columns \f$[hd_v, (h+1)d_v)\f$. The
+/// positions are shared by every head: a position encodes where a token is, not what a head
+/// looks for. Positions can be any vectors, e.g. `sinusoidal_positions`, or raw indices as a
+/// one-column matrix.
+///
+/// Both kernels must be dot-product or distance kernels (see `kernels::Product`); each sees its
+/// own dimension (d for \f$\kappa_F\f$, \f$d_t\f$ for \f$\kappa_T\f$) for its defaults, and so does
+/// the magnitude (d). A call builds the per-head inputs \f$[f \mid t]\f$ for queries and keys
+/// (\f$(N_q + N_k)\,H\,(d + d_t)\f$ scalars, a copy; the values are read in place), then runs the
+/// exact streaming engine `Attention<Product<KernelF, KernelT>, FeaturePart<MagnitudeT>, MaskT>`.
+///
+/// Shapes: every inconsistent shape throws `InvalidArgument` naming the arguments and their
+/// shapes; d = 0 and \f$d_t\f$ = 0 throw too. Thread safety and bit-identity for every thread
+/// count are those of `Attention`.
+template <kernels::Kernel KernelF, kernels::Kernel KernelT,
+          magnitude::Magnitude MagnitudeT = magnitude::None, mask::Mask MaskT = mask::None>
+class PositionalAttention {
+ public:
+  using Scalar = typename KernelF::Scalar;
+  using FeatureKernel = KernelF;
+  using PositionKernel = KernelT;
+  using Magnitude = MagnitudeT;
+  using Mask = MaskT;
+  /// The kernel on the inputs \f$[f \mid t]\f$.
+  using Kernel = kernels::Product<KernelF, KernelT>;
+  /// The exact engine each call runs on those inputs.
+  using Engine = Attention<Kernel, magnitude::FeaturePart<MagnitudeT>, MaskT>;
+
+  PositionalAttention() = default;
+  explicit PositionalAttention(KernelF feature_kernel, KernelT position_kernel = {},
+                               MagnitudeT magnitude = {}, MaskT mask = {},
+                               ExecutionOptions options = {})
+      : feature_kernel_(std::move(feature_kernel)),
+        position_kernel_(std::move(position_kernel)),
+        magnitude_(std::move(magnitude)),
+        mask_(std::move(mask)),
+        options_(options) {
+    options_.validate();
+  }
+
+  [[nodiscard]] const KernelF& feature_kernel() const { return feature_kernel_; }
+  [[nodiscard]] const KernelT& position_kernel() const { return position_kernel_; }
+  [[nodiscard]] const MagnitudeT& magnitude() const { return magnitude_; }
+  [[nodiscard]] const MaskT& mask() const { return mask_; }
+  [[nodiscard]] const ExecutionOptions& options() const { return options_; }
+
+  /// The attention output, \f$N_q \times d_v\f$ (or \f$N_q \times H d_v\f$ for H heads).
+  template <class DFq, class DTq, class DFk, class DTk, class DV>
+  [[nodiscard]] Matrix<Scalar> operator()(const Eigen::MatrixBase<DFq>& Fq,
+                                          const Eigen::MatrixBase<DTq>& Tq,
+                                          const Eigen::MatrixBase<DFk>& Fk,
+                                          const Eigen::MatrixBase<DTk>& Tk,
+                                          const Eigen::MatrixBase<DV>& V,
+                                          BatchLayout layout = {}) const {
+    Matrix<Scalar> out(Fq.rows(), V.cols());
+    compute(Fq, Tq, Fk, Tk, V, out, layout);
+    return out;
+  }
+
+  /// Writes the attention output into `out` (a matrix, Map, Ref or block of the right shape),
+  /// which may overlap any input.
+  template <class DFq, class DTq, class DFk, class DTk, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+               const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+               const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
+    static_assert(std::is_same_v<typename DFq::Scalar, Scalar> &&
+                      std::is_same_v<typename DTq::Scalar, Scalar> &&
+                      std::is_same_v<typename DFk::Scalar, Scalar> &&
+                      std::is_same_v<typename DTk::Scalar, Scalar> &&
+                      std::is_same_v<typename DV::Scalar, Scalar> &&
+                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+                  "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
+    validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
+    const Index dt = Tq.cols();
+    const Engine engine(Kernel(feature_kernel_, position_kernel_, dt),
+                        magnitude::FeaturePart<MagnitudeT>(magnitude_, dt), mask_, options_);
+    engine.compute(with_positions(Fq, Tq, layout.heads), with_positions(Fk, Tk, layout.heads), V,
+                   out, layout);
+  }
+
+  /// Sets the number of threads (0 = the OpenMP default); returns *this.
+  PositionalAttention& set_threads(int threads) {
+    auto changed = options_;
+    changed.threads = threads;
+    changed.validate();
+    options_ = changed;
+    return *this;
+  }
+
+ private:
+  /// The shape checks, with messages in the caller's names.
+  template <class DFq, class DTq, class DFk, class DTk, class DV, class Out>
+  static void validate_shapes(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+                              const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+                              const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
+    using detail::shape_of;
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
+    require(Fk.cols() == Fq.cols(), "Fk has ", Fk.cols(), " columns but Fq has ", Fq.cols(),
+            " (queries and keys share the head dimension): Fq is ", shape_of(Fq), ", Fk is ",
+            shape_of(Fk));
+    require(Tq.cols() >= 1, "Tq is ", shape_of(Tq), ": the position dimension must be at least 1");
+    require(Tk.cols() == Tq.cols(), "Tk has ", Tk.cols(), " columns but Tq has ", Tq.cols(),
+            " (queries and keys share the position dimension): Tq is ", shape_of(Tq), ", Tk is ",
+            shape_of(Tk));
+    require(Tq.rows() == Fq.rows(), "Tq has ", Tq.rows(), " rows but Fq has ", Fq.rows(),
+            " (one position per query): Fq is ", shape_of(Fq), ", Tq is ", shape_of(Tq));
+    require(Tk.rows() == Fk.rows(), "Tk has ", Tk.rows(), " rows but Fk has ", Fk.rows(),
+            " (one position per key): Fk is ", shape_of(Fk), ", Tk is ", shape_of(Tk));
+    require(V.rows() == Fk.rows(), "V has ", V.rows(), " rows but Fk has ", Fk.rows(),
+            " (one value per key): Fk is ", shape_of(Fk), ", V is ", shape_of(V));
+    require(Fq.cols() % H == 0 && V.cols() % H == 0, "Fq (", shape_of(Fq), ") and V (", shape_of(V),
+            ") must have a multiple of ", H, " columns for ", H, " heads");
+    require(Fq.cols() / H >= 1, "Fq is ", shape_of(Fq),
+            ": the head dimension d must be at least 1");
+    require(Fq.rows() % B == 0 && Fk.rows() % B == 0, "Fq (", shape_of(Fq), ") and Fk (",
+            shape_of(Fk), ") must have a multiple of ", B, " rows for ", B, " sequences");
+    require(out.rows() == Fq.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
+            " but the attention output is ", shape_of(Fq.rows(), V.cols()),
+            " (Fq's rows x V's columns)");
+  }
+
+  /// The inputs \f$[f \mid t]\f$ of every head: head h occupies columns \f$[h(d + d_t),
+  /// (h+1)(d + d_t))\f$, its features first.
+  template <class DF, class DT>
+  [[nodiscard]] static Matrix<Scalar> with_positions(const Eigen::MatrixBase<DF>& F,
+                                                     const Eigen::MatrixBase<DT>& T, Index heads) {
+    const Index d = F.cols() / heads;
+    const Index dt = T.cols();
+    Matrix<Scalar> inputs(F.rows(), heads * (d + dt));
+    for (Index h = 0; h < heads; ++h) {
+      inputs.middleCols(h * (d + dt), d) = F.middleCols(h * d, d);
+      inputs.middleCols(h * (d + dt) + d, dt) = T;
+    }
+    return inputs;
+  }
+
+  KernelF feature_kernel_{};
+  KernelT position_kernel_{};
+  MagnitudeT magnitude_{};
+  MaskT mask_{};
+  ExecutionOptions options_{};
+};
+
+}  // namespace kernattn
