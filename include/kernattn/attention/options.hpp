@@ -28,7 +28,8 @@ struct ExecutionOptions {
   Index query_tile = 0;
   /// Keys per tile of the streaming loop; a tile of scores is query_tile x key_tile. Each thread
   /// keeps the buffers of the largest tile it has used (query_tile x (key_tile + d + d_v)
-  /// scalars) for its next call.
+  /// scalars, one more query_tile x key_tile for a product kernel whose position factor is a
+  /// distance kernel) for its next call.
   Index key_tile = 256;
 
   /// The query tile used for \f$N_q\f$ queries: `query_tile` if set, otherwise about a quarter
