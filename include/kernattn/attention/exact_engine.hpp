@@ -178,8 +178,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   // squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels, each factor's on its own columns
   // for product kernels; the query features of feature kernels (their log-scales cancel and are
   // dropped).
-  auto scaled_queries =
-      TileScratch<T>::template matrix_over<RowMajorMatrix<T>>(scratch.scaled_queries, rows, d);
+  auto scaled_queries = TileScratch<T>::matrix_over(scratch.scaled_queries, rows, d);
   Vector<T> query_squared_norms;
   Vector<T> position_query_squared_norms;
   if constexpr (kernels::FeatureKernel<Kernel>) {

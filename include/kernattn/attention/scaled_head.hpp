@@ -81,21 +81,35 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
       return mask::Pooled<Mask>{head_.mask(), factor_, tokens};
   }
 
-  /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows) in order.
+  /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows) in order, each window
+  /// summed token by token in double. Column by column, the full windows of a sequence are
+  /// viewed as an r x W matrix (one window per column), whose rows are added in order with one
+  /// lane per window; the ragged last window is summed on its own.
   template <class Tokens>
   [[nodiscard]] Matrix<Scalar> pooled(const Tokens& tokens, Index sequences) const {
+    using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+    const Index r = factor_;
     const Index count = tokens.rows() / sequences;
-    const Index windows = (count + factor_ - 1) / factor_;
+    const Index full = count / r;
+    const Index windows = (count + r - 1) / r;
+    const Index row_step = Tokens::IsRowMajor ? tokens.outerStride() : 1;
+    const Index column_step = Tokens::IsRowMajor ? 1 : tokens.outerStride();
     Matrix<Scalar> means(sequences * windows, tokens.cols());
+    Eigen::VectorXd sums(full);
     for (Index c = 0; c < tokens.cols(); ++c)
-      for (Index b = 0; b < sequences; ++b)
-        for (Index w = 0; w < windows; ++w) {
-          const Index first = b * count + w * factor_;
-          const Index size = std::min(factor_, count - w * factor_);
-          double sum = 0.0;
-          for (Index j = first; j < first + size; ++j) sum += double(tokens(j, c));
-          means(b * windows + w, c) = Scalar(sum / double(size));
+      for (Index b = 0; b < sequences; ++b) {
+        const Scalar* first = tokens.data() + b * count * row_step + c * column_step;
+        const Eigen::Map<const Matrix<Scalar>, 0, Stride> by_window(first, r, full,
+                                                                    Stride(r * row_step, row_step));
+        sums.head(full) = by_window.row(0).transpose().template cast<double>();
+        for (Index t = 1; t < r; ++t) sums += by_window.row(t).transpose().template cast<double>();
+        means.col(c).segment(b * windows, full) = (sums / double(r)).template cast<Scalar>();
+        if (windows > full) {
+          double last = 0.0;
+          for (Index j = full * r; j < count; ++j) last += double(first[j * row_step]);
+          means(b * windows + full, c) = Scalar(last / double(count - full * r));
         }
+      }
     return means;
   }
 
