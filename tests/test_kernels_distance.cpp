@@ -3,6 +3,7 @@
 // The library forms squared distances as |q|^2 + |k|^2 - 2 q.k; the reference's error model
 // (ref::detail::squared_distance_error) accounts for that cancellation.
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "catch.hpp"
@@ -100,4 +101,28 @@ TEMPLATE_TEST_CASE("Distance kernels stay accurate where a query coincides with 
                               ref::attention(p, ref::matern(1, l), none, all, u),
                               100 * std::sqrt(u));
   }
+}
+
+TEMPLATE_TEST_CASE("A key whose squared distance overflows weighs exactly zero, without NaN",
+                   "[kernels][distance][nonfinite]", float, double) {
+  using T = TestType;
+  // Key 3 is so far away that |k|^2 overflows to infinity: its Matern weight must be exactly 0
+  // (Eigen's vectorised float sqrt of infinity is NaN, so the kernels clamp the distance).
+  const ref::Problem p = ref::random_problem<T>(20, 12, 4, 3, 71);
+  ref::Problem far = p;
+  far.K.row(3).setConstant(double(std::sqrt(std::numeric_limits<T>::max())));
+  const ref::Problem without{p.Q, ref::MatrixXd(p.K.rows() - 1, p.K.cols()),
+                             ref::MatrixXd(p.V.rows() - 1, p.V.cols())};
+  ref::Problem rest = without;
+  rest.K << p.K.topRows(3), p.K.bottomRows(8);
+  rest.V << p.V.topRows(3), p.V.bottomRows(8);
+  const auto compare = [&](const auto& kernel, const ref::KernelModel& model) {
+    const ref::Matrix<T> out = check::run<T>(far, kernel);
+    CHECK(out.allFinite());
+    check::require_matches<T>(out, ref::attention(rest, model, ref::unit_magnitude(),
+                                                  ref::all_visible(20, 11), ref::unit_roundoff<T>));
+  };
+  compare(kernels::Laplacian<T>(), ref::matern(1, default_lengthscale(4)));
+  compare(kernels::Matern32<T>(), ref::matern(3, default_lengthscale(4)));
+  compare(kernels::Matern52<T>(), ref::matern(5, default_lengthscale(4)));
 }

@@ -39,14 +39,16 @@ class Matern {
   void log_from_squared_distance(Block&& block, Index d) const {
     const T rate = root_of_2nu() / lengthscale(d);
     // x = sqrt(2 nu) r / l. Eigen's vectorised float sqrt of infinity is NaN, so an infinite
-    // distance is mapped explicitly (it must give log kappa = -inf, a zero weight).
-    constexpr T infinity = std::numeric_limits<T>::infinity();
-    block = (block == infinity).select(infinity, block.max(T(0)).sqrt() * rate);
+    // squared distance is clamped to the largest finite one: its weight still underflows to
+    // exactly 0 next to any key at a finite distance.
+    block = block.max(T(0)).min(std::numeric_limits<T>::max()).sqrt() * rate;
     if constexpr (TwiceNu == 1) {
       block = -block;
     } else if constexpr (TwiceNu == 3) {
       block = block.log1p() - block;
     } else {
+      // x beyond sqrt(max)/2 (kappa = 0 to every digit) is clamped so that x^2 stays finite.
+      block = block.min(std::sqrt(std::numeric_limits<T>::max()) / T(2));
       block = (T(1) + block + block.square() / T(3)).log() - block;
     }
   }
