@@ -3,8 +3,11 @@
 // exponential-form kernel and a direct one. Rows that see no key must be exactly zero.
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "catch.hpp"
+#include "kernattn/mask/pooled.hpp"
+#include "kernattn/mask/seen_keys.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -27,6 +30,24 @@ void check_mask(const Mask& m, const ref::Visibility& visible, std::uint32_t see
 }
 
 constexpr Index huge = std::numeric_limits<Index>::max();
+
+/// Key j is seen when some query sees it, asked pair by pair of the bound mask.
+template <class Mask>
+ref::Flags seen_pair_by_pair(const Mask& m, const mask::Shape& shape) {
+  const auto bound = m.bind(shape);
+  ref::Flags seen = ref::Flags::Constant(shape.keys, false);
+  for (Index j = 0; j < shape.keys; ++j)
+    for (Index i = 0; i < shape.queries; ++i) seen(j) = seen(j) || bool(bound.visible(i, j));
+  return seen;
+}
+
+template <class Mask>
+void check_seen_keys(const Mask& m, const mask::Shape& shape) {
+  CAPTURE(shape.queries, shape.keys, shape.sequence);
+  const ref::Flags seen = mask::seen_keys(m.bind(shape), shape.queries, shape.keys);
+  REQUIRE(seen.size() == shape.keys);
+  CHECK((seen == seen_pair_by_pair(m, shape)).all());
+}
 
 }  // namespace
 
@@ -88,5 +109,31 @@ TEMPLATE_TEST_CASE("Key padding mask", "[masks][padding]", float, double) {
       CAPTURE(length);
       check_mask<T>(mask::KeyPadding::from_lengths({length}), ref::first_keys(29, 37, length), 324);
     }
+  }
+}
+
+TEST_CASE("seen_keys is the union of the keys the queries see", "[masks][seen_keys]") {
+  // Shapes across the 256-wide tiles of queries and keys, and the degenerate ones.
+  const std::vector<mask::Shape> shapes = {{600, 530}, {530, 600}, {37, 37}, {1, 300},
+                                           {300, 1},   {0, 12},    {12, 0}};
+  for (const mask::Shape& shape : shapes) {
+    check_seen_keys(mask::None{}, shape);
+    check_seen_keys(mask::Causal{}, shape);
+    check_seen_keys(mask::Window(3, 1), shape);
+    check_seen_keys(mask::Window(0, 0), shape);
+    check_seen_keys(mask::KeyPadding::from_lengths({shape.keys / 3}), shape);
+    check_seen_keys(mask::Window(20, 0) && mask::KeyPadding::from_lengths({shape.keys / 2}), shape);
+    check_seen_keys(mask::Boolean(ref::random_visibility(shape.queries, shape.keys, 0.002, 41)),
+                    shape);
+  }
+  SECTION("some keys seen by no query, per-sequence flags and pooled windows") {
+    const mask::Shape second{300, 280, 1, 2};
+    ref::Flags valid = ref::random_visibility(2 * 280, 1, 0.5, 42).col(0);
+    check_seen_keys(mask::KeyPadding::from_flags(valid), second);
+    check_seen_keys(mask::Pooled<mask::Causal>{mask::Causal{}, 3, 840}, mask::Shape{700, 280});
+    const ref::Flags seen = mask::seen_keys(mask::Window(2, 2).bind({600, 530}), 600, 530);
+    CHECK(seen.count() == 530);
+    const ref::Flags late = mask::seen_keys(mask::Causal{}.bind({5, 600}), 5, 600);
+    CHECK(late.all());
   }
 }

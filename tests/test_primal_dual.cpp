@@ -4,6 +4,7 @@
 // both engines, and errors.
 
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -18,19 +19,26 @@ namespace {
 
 using ref::MatrixXd;
 
-/// Q and K normalised feature by feature with the statistics of K (one sequence, one head),
-/// in double, then rounded to T: q' = (q - beta mean) / sqrt(var + eps), the same for k.
+/// Q and K normalised feature by feature with the statistics of `keys` (one sequence, one
+/// head), in double, then rounded to T: q' = (q - beta mean) / sqrt(var + eps), the same for k.
 template <class T>
-ref::Problem batch_normalised(const ref::Problem& p, double beta, double epsilon) {
+ref::Problem batch_normalised(const ref::Problem& p, double beta, double epsilon,
+                              const MatrixXd& keys) {
   ref::Problem out = p;
   for (Index c = 0; c < p.K.cols(); ++c) {
-    const double mean = p.K.col(c).mean();
-    const double variance = (p.K.col(c).array() - mean).square().mean();
+    const double mean = keys.col(c).mean();
+    const double variance = (keys.col(c).array() - mean).square().mean();
     const double scale = 1 / std::sqrt(variance + epsilon);
     out.Q.col(c) = ((p.Q.col(c).array() - beta * mean) * scale).matrix();
     out.K.col(c) = ((p.K.col(c).array() - beta * mean) * scale).matrix();
   }
   return ref::rounded<T>(out);
+}
+
+/// The same with the statistics of all keys of `p`.
+template <class T>
+ref::Problem batch_normalised(const ref::Problem& p, double beta, double epsilon) {
+  return batch_normalised<T>(p, beta, epsilon, p.K);
 }
 
 /// The rows of x averaged over windows of r (the last one ragged), summed in double in order and
@@ -136,6 +144,65 @@ TEMPLATE_TEST_CASE(
   const ref::Matrix<T> moved = attention(shifted.q<T>(), shifted.k<T>(), shifted.v<T>(), {B, H});
   const double tolerance = std::is_same_v<T, float> ? 1e-4 : 1e-12;
   CHECK((moved - out).cwiseAbs().maxCoeff() <= tolerance);
+}
+
+TEMPLATE_TEST_CASE(
+    "BatchNormalized takes its statistics over the keys some query sees: padded keys, "
+    "whatever they hold, change nothing",
+    "[batch_norm][padding]", float, double) {
+  using T = TestType;
+  const Index B = 2;
+  const Index n = 40;
+  const Index d = 5;
+  const std::vector<Index> lengths = {40, 23};
+  const ref::Problem p = ref::random_problem<T>(B * n, B * n, d, 3, 63, 1.5);
+  using Head = kernattn::Attention<kernels::Exponential<T>, magnitude::None, mask::KeyPadding>;
+  const kernattn::BatchNormalized<Head> attention(
+      Head(kernels::Exponential<T>(), {}, mask::KeyPadding::from_lengths(lengths)));
+  for (const double padding : {1e3, std::numeric_limits<double>::quiet_NaN()}) {
+    CAPTURE(padding);
+    ref::Problem padded = p;
+    padded.K.middleRows(n + lengths[1], n - lengths[1]).setConstant(padding);
+    const ref::Matrix<T> out = attention(padded.q<T>(), padded.k<T>(), padded.v<T>(), {B});
+    for (Index b = 0; b < B; ++b) {
+      const Index length = lengths[std::size_t(b)];
+      CAPTURE(b, length);
+      const ref::Problem valid{p.Q.middleRows(b * n, n), p.K.middleRows(b * n, length),
+                               p.V.middleRows(b * n, length)};
+      const ref::Reference expected =
+          ref::attention(batch_normalised<T>(valid, 1, 1e-5), ref::exponential(1 / std::sqrt(5.0)),
+                         ref::unit_magnitude(), ref::all_visible(n, length), ref::unit_roundoff<T>);
+      check::require_matches<T>(out.middleRows(b * n, n), expected);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("BatchNormalized under a Boolean mask leaves out the keys no query sees",
+                   "[batch_norm]", float, double) {
+  using T = TestType;
+  const Index nq = 20;
+  const Index nk = 30;
+  const Index d = 4;
+  ref::Problem p = ref::random_problem<T>(nq, nk, d, 2, 77, 0.5);
+  ref::Visibility visible = ref::random_visibility(nq, nk, 0.3, 78);
+  for (const Index j : {0, 7, 8, 9, 29}) {
+    visible.col(j).setConstant(false);
+    p.K.row(j).setConstant(-400);
+  }
+  visible.row(3).setConstant(false);
+  using Head = kernattn::Attention<kernels::Rbf<T>, magnitude::None, mask::Boolean>;
+  const kernattn::BatchNormalized<Head> attention(Head({}, {}, mask::Boolean(visible)), 0.5);
+  // The reference normalises with the statistics of the seen keys alone.
+  std::vector<Index> seen;
+  for (Index j = 0; j < nk; ++j)
+    if (visible.col(j).any()) seen.push_back(j);
+  REQUIRE(seen.size() <= std::size_t(nk) - 5);
+  MatrixXd seen_keys(Index(seen.size()), d);
+  for (std::size_t t = 0; t < seen.size(); ++t) seen_keys.row(Index(t)) = p.K.row(seen[t]);
+  const ref::Reference expected =
+      ref::attention(batch_normalised<T>(p, 0.5, 1e-5, seen_keys), ref::rbf(std::sqrt(double(d))),
+                     ref::unit_magnitude(), visible, ref::unit_roundoff<T>);
+  check::require_matches<T>(attention(p.q<T>(), p.k<T>(), p.v<T>()), expected);
 }
 
 TEMPLATE_TEST_CASE(

@@ -49,6 +49,7 @@
 #include "kernattn/mask/mask.hpp"
 #include "kernattn/mask/none.hpp"
 #include "kernattn/mask/pooled.hpp"
+#include "kernattn/mask/seen_keys.hpp"
 #include "kernattn/mask/window.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/random/philox.hpp"

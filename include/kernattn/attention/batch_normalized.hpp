@@ -9,19 +9,23 @@
 #include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/multi_head.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/mask/seen_keys.hpp"
 
 namespace kernattn {
 
 /// Runs `Head` on \f$\hat q = (q - \beta\mu_K)/\sqrt{\sigma_K^2 + \varepsilon}\f$ and
 /// \f$\hat k = (k - \beta\mu_K)/\sqrt{\sigma_K^2 + \varepsilon}\f$, feature by feature, with the
-/// mean \f$\mu_K = \frac1{N_k}\sum_j k_j\f$ and the (population) variance
-/// \f$\sigma_K^2 = \frac1{N_k}\sum_j (k_j - \mu_K)^2\f$ of the keys along the sequence, for each
-/// sequence and head separately; values are unchanged. \f$\beta \in [0, 1]\f$ (default 1)
-/// and \f$\varepsilon > 0\f$ (default \f$10^{-5}\f$). Any kernel, magnitude, mask and engine.
+/// mean \f$\mu_K = \frac1{|S|}\sum_{j \in S} k_j\f$ and the (population) variance
+/// \f$\sigma_K^2 = \frac1{|S|}\sum_{j \in S} (k_j - \mu_K)^2\f$ of the keys along the sequence, for
+/// each sequence and head separately; values are unchanged. \f$\beta \in [0, 1]\f$ (default 1) and
+/// \f$\varepsilon > 0\f$ (default \f$10^{-5}\f$). Any kernel, magnitude, mask and engine.
 ///
-/// The statistics are taken over all \f$N_k\f$ keys of a sequence, hidden ones included (they
-/// do not depend on the query); they are computed in double, two-pass, and \f$\hat q, \hat k\f$
-/// are rounded once to the scalar type. With \f$N_k = 0\f$ the inputs pass unchanged.
+/// \f$S = \bigcup_i M(i)\f$ holds the keys that at least one query of the sequence sees under
+/// the head's mask (`mask::seen_keys`; all keys for a head without `mask()`), so padded keys
+/// change nothing, whatever they hold. The statistics do not depend on the query: under a causal
+/// mask every query is normalised with the statistics of all the keys its sequence's queries
+/// see. They are computed in double, two-pass, and \f$\hat q, \hat k\f$ are rounded once to the
+/// scalar type. A sequence in which no query sees a key passes unchanged.
 template <AttentionHead Head>
 class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
  public:
@@ -53,6 +57,7 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
 
  private:
   friend class detail::AttentionCalls<BatchNormalized>;
+  using Flags = Eigen::Array<bool, Eigen::Dynamic, 1>;
 
   /// The head checks its own dimension.
   template <class DQ>
@@ -65,27 +70,40 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     const Index nk = K.rows() / B;
     Matrix<Scalar> queries = Q;
     Matrix<Scalar> keys = K;
-    if (nk > 0)
-      for (Index b = 0; b < B; ++b)
-        for (Index c = 0; c < K.cols(); ++c)
-          normalise_column(K.col(c).segment(b * nk, nk), queries.col(c).segment(b * nq, nq),
-                           keys.col(c).segment(b * nk, nk));
+    for (Index b = 0; b < B; ++b) {
+      const Flags seen = keys_seen_in(nq, nk, b, B);
+      const Index count = seen.count();
+      if (count == 0) continue;
+      for (Index c = 0; c < K.cols(); ++c)
+        normalise_column(K.col(c).segment(b * nk, nk), seen, count,
+                         queries.col(c).segment(b * nq, nq), keys.col(c).segment(b * nk, nk));
+    }
     head_.compute(queries, keys, V, out, layout);
   }
 
-  /// One feature of one sequence: the key statistics of `original_keys`, applied to `queries`
-  /// and `keys` in place.
+  /// The keys of sequence b that some query sees under the head's mask.
+  [[nodiscard]] Flags keys_seen_in(Index nq, Index nk, Index b, Index B) const {
+    if constexpr (requires { head_.mask(); })
+      return mask::seen_keys(head_.mask().bind(mask::Shape{nq, nk, b, B}), nq, nk);
+    else
+      return nq == 0 ? Flags::Zero(nk) : Flags::Ones(nk);
+  }
+
+  /// One feature of one sequence: the statistics of the `count` keys of `original_keys` flagged
+  /// in `seen`, applied to `queries` and `keys` in place.
   template <class Column, class Target>
-  void normalise_column(const Column& original_keys, Target queries, Target keys) const {
-    const Index count = original_keys.size();
+  void normalise_column(const Column& original_keys, const Flags& seen, Index count, Target queries,
+                        Target keys) const {
     double sum = 0.0;
-    for (Index j = 0; j < count; ++j) sum += double(original_keys(j));
+    for (Index j = 0; j < original_keys.size(); ++j)
+      if (seen(j)) sum += double(original_keys(j));
     const double mean = sum / double(count);
     double squares = 0.0;
-    for (Index j = 0; j < count; ++j) {
-      const double deviation = double(original_keys(j)) - mean;
-      squares = std::fma(deviation, deviation, squares);
-    }
+    for (Index j = 0; j < original_keys.size(); ++j)
+      if (seen(j)) {
+        const double deviation = double(original_keys(j)) - mean;
+        squares = std::fma(deviation, deviation, squares);
+      }
     const double scale = 1.0 / std::sqrt(squares / double(count) + epsilon_);
     const double shift = beta_ * mean;
     const auto normalise = [&](auto& column) {
