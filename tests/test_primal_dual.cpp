@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -299,6 +300,47 @@ TEMPLATE_TEST_CASE(
       quadratic(columns(p.q<T>()), columns(p.k<T>()), p.v<T>().leftCols(2));
   const double tolerance = std::is_same_v<T, float> ? 1e-4 : 1e-12;
   CHECK((fast - exact).cwiseAbs().maxCoeff() <= tolerance * exact.cwiseAbs().maxCoeff());
+}
+
+TEMPLATE_TEST_CASE(
+    "ScaledHead over the linear engine with causal filters (a pooled causal filter "
+    "is a prefix per query) agrees with the exact engine on the same features",
+    "[scaled_heads][causal]", float, double) {
+  using T = TestType;
+  const Index d = 4;
+  using Map = kernattn::features::Positive<T>;
+  const Map map = Map::draw(64, d, {9, 2});
+  const auto padding = mask::KeyPadding::from_lengths({31});
+  const auto compare = [&](const auto& causal_filter, const ref::Problem& p, Index r,
+                           kernattn::LinearOptions options) {
+    using Filter = std::remove_cvref_t<decltype(causal_filter)>;
+    using Linear = kernattn::LinearAttention<Map, magnitude::None, Filter>;
+    using Quadratic = kernattn::Attention<kernels::RandomFeature<Map>, magnitude::None, Filter>;
+    const kernattn::ScaledHead<Linear> linear(Linear(map, {}, causal_filter, options), r);
+    const kernattn::ScaledHead<Quadratic> quadratic(
+        Quadratic(kernels::RandomFeature<Map>(map), {}, causal_filter), r);
+    const ref::Matrix<T> fast = linear(p.q<T>(), p.k<T>(), p.v<T>());
+    const ref::Matrix<T> exact = quadratic(p.q<T>(), p.k<T>(), p.v<T>());
+    const double tolerance = std::is_same_v<T, float> ? 1e-4 : 1e-12;
+    CHECK((fast - exact).cwiseAbs().maxCoeff() <= tolerance * exact.cwiseAbs().maxCoeff());
+    // Rows that see no pooled key are zero in both.
+    for (Index i = 0; i < exact.rows(); ++i)
+      if (exact.row(i).isZero(0)) CHECK(fast.row(i).isZero(0));
+  };
+  for (const auto& [nq, nk] : {std::pair<Index, Index>{37, 37}, {12, 37}, {45, 33}}) {
+    const ref::Problem p = ref::random_problem<T>(nq, nk, d, 3, 81);
+    for (const Index r : {1, 2, 3, 5, 8, 40}) {
+      // Chunks of 1 and 4 queries put whole windows' jumps inside and between chunks.
+      for (const Index chunk : {1, 4, 64}) {
+        CAPTURE(nq, nk, r, chunk);
+        kernattn::LinearOptions options;
+        options.chunk = chunk;
+        options.tile = 3;
+        compare(mask::Causal{}, p, r, options);
+        if (nk >= 31) compare(mask::Causal{} && padding, p, r, options);
+      }
+    }
+  }
 }
 
 TEMPLATE_TEST_CASE("BN and SH combine in either order", "[batch_norm][scaled_heads]", float,

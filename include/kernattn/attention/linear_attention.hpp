@@ -25,42 +25,48 @@ namespace detail {
 
 /// Which set filters the linear engine evaluates, and whether they are causal. A filter that
 /// depends on the query in any other way (a window, a boolean mask) has no prefix-sum form.
+/// A causal filter also gives `visible_count(mask, nq, nk)`: a function of query i, the number
+/// \f$n_i\f$ of leading keys it may see (padding aside), non-decreasing in i.
 template <class M>
 struct LinearMaskTraits {
   static constexpr bool supported = false;
   static constexpr bool causal = false;
 };
-template <>
-struct LinearMaskTraits<mask::None> {
+
+/// Filters that do not depend on the query.
+struct QueryIndependentFilter {
   static constexpr bool supported = true;
   static constexpr bool causal = false;
 };
-template <>
-struct LinearMaskTraits<mask::KeyPadding> {
-  static constexpr bool supported = true;
-  static constexpr bool causal = false;
-};
-template <>
-struct LinearMaskTraits<mask::Causal> {
+
+/// `mask::Causal`, alone or with padding: \f$n_i = i + N_k - N_q + 1\f$, clamped to
+/// \f$[0, N_k]\f$.
+struct CausalFilter {
   static constexpr bool supported = true;
   static constexpr bool causal = true;
+
+  template <class M>
+  [[nodiscard]] static auto visible_count(const M&, Index nq, Index nk) {
+    return [shift = nk - nq + 1, nk](Index i) { return std::clamp<Index>(i + shift, 0, nk); };
+  }
 };
+
 template <>
-struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>> {
-  static constexpr bool supported = true;
-  static constexpr bool causal = true;
-};
+struct LinearMaskTraits<mask::None> : QueryIndependentFilter {};
 template <>
-struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>> {
-  static constexpr bool supported = true;
-  static constexpr bool causal = true;
-};
+struct LinearMaskTraits<mask::KeyPadding> : QueryIndependentFilter {};
+template <>
+struct LinearMaskTraits<mask::Causal> : CausalFilter {};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>> : CausalFilter {};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>> : CausalFilter {};
 
 }  // namespace detail
 
 namespace mask {
 /// The set filters `LinearAttention` accepts: `None`, `Causal`, `KeyPadding` and
-/// `Causal && KeyPadding` (either order).
+/// `Causal && KeyPadding` (either order), and `Pooled` ones of these (`ScaledHead`).
 template <class M>
 concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 }  // namespace mask
@@ -155,11 +161,12 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
     const auto out_of = [&](Index b, Index h) { return out.block(b * nq, h * dv, nq, dv); };
 
     if constexpr (detail::LinearMaskTraits<Mask>::causal) {
+      const auto visible_count = detail::LinearMaskTraits<Mask>::visible_count(mask_, nq, nk);
       parallel_for(B * H, threads, [&](Index item) {
         const Index b = item / H;
         const Index h = item % H;
         detail::attend_causal(map_, magnitude_, queries_of(b, h), keys_of(b, h), values_of(b, h),
-                              key_valid_of(b), options_, out_of(b, h));
+                              visible_count, key_valid_of(b), options_, out_of(b, h));
       });
     } else {
       const Index tile = options_.tile;

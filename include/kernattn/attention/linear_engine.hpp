@@ -171,28 +171,26 @@ void read_state(const Map& map, const Queries& queries,
                                         floor, out);
 }
 
-/// Causal attention of one sequence and head, chunk after chunk (DESIGN 1.9, "chunked"):
-/// query \f$i\f$ sees keys \f$j \le i + N_k - N_q\f$ (the alignment of `mask::Causal`).
+/// Causal attention of one sequence and head, chunk after chunk (DESIGN 1.9, "chunked"): query
+/// \f$i\f$ sees the first \f$n_i\f$ = `visible_count(i)` keys, \f$n_i\f$ non-decreasing in \f$i\f$
+/// (`mask::Causal`: \f$n_i = i + N_k - N_q + 1\f$, clamped to \f$[0, N_k]\f$).
 ///
-/// Before chunk \f$[i_0, i_1)\f$ the state holds every key all its queries see,
-/// \f$j < i_0 + o\f$ (\f$o = N_k - N_q\f$). The chunk's own keys \f$[i_0 + o, i_1 + o)\f$ are
-/// weighted directly: query \f$i\f$ takes the first \f$i - i_0 + 1\f$ of them, relative to its own
+/// Before chunk \f$[i_0, i_1)\f$ the state takes in keys up to \f$b = \max(n_{i_0} - 1, 0)\f$
+/// (exclusive), which every query of the chunk sees. The chunk's keys \f$[b, n_{i_1 - 1})\f$ are
+/// weighted directly: query \f$i\f$ takes the first \f$n_i - b\f$ of them, relative to its own
 /// reference \f$r_i = \max(m, \max_{\text{visible chunk keys}} \ell_j)\f$, so a later key, however
 /// large, never underflows an earlier one. Then the chunk's keys join the state. Each token's
 /// features are computed once.
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
-          class Values, class KeyValid, class Out>
+          class Values, class VisibleCount, class KeyValid, class Out>
 void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
-                   const Keys& keys, const Values& values, const KeyValid& key_valid,
-                   const LinearOptions& options, Out&& out) {
+                   const Keys& keys, const Values& values, const VisibleCount& visible_count,
+                   const KeyValid& key_valid, const LinearOptions& options, Out&& out) {
   using T = typename Map::Scalar;
   const Index nq = queries.rows();
-  const Index nk = keys.rows();
-  const Index offset = nk - nq;
   const Index dv = values.cols();
   LinearState<T> state(map.feature_dimension(), dv);
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
-
   const auto consume = [&](Index begin, Index end) {
     for (Index first = begin; first < end; first += options.tile) {
       const Index count = std::min(options.tile, end - first);
@@ -200,15 +198,16 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
       add_keys_to_state(scratch, values.middleRows(first, count), state);
     }
   };
-  consume(0, std::clamp<Index>(offset, 0, nk));
 
   Matrix<T> query_features;
   Eigen::VectorXd query_log_scales;
   Matrix<T> weights;
+  Index in_state = 0;
   for (Index first_query = 0; first_query < nq; first_query += options.chunk) {
     const Index rows = std::min(options.chunk, nq - first_query);
-    const Index key_begin = std::clamp<Index>(first_query + offset, 0, nk);
-    const Index key_end = std::clamp<Index>(first_query + rows + offset, 0, nk);
+    const Index key_begin = std::max(visible_count(first_query) - 1, in_state);
+    consume(in_state, key_begin);
+    const Index key_end = visible_count(first_query + rows - 1);
     const Index chunk_keys = key_end - key_begin;
 
     query_log_scales.setZero(rows);
@@ -226,7 +225,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
     Index seen = 0;
     for (Index r = 0; r < rows; ++r) {
       const Index visible =
-          std::clamp<Index>(first_query + r + offset + 1 - key_begin, 0, chunk_keys);
+          std::clamp<Index>(visible_count(first_query + r) - key_begin, 0, chunk_keys);
       visible_keys[std::size_t(r)] = visible;
       for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
       const double reference = std::max(state.log_reference, prefix_max);
@@ -255,6 +254,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
                                           options.denominator_floor,
                                           out.middleRows(first_query, rows));
     add_keys_to_state(scratch, values.middleRows(key_begin, chunk_keys), state);
+    in_state = key_end;
   }
 }
 

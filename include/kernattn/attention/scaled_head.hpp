@@ -17,11 +17,21 @@
 namespace kernattn {
 
 namespace detail {
-/// Pooled padding is still padding: the linear engine evaluates it like `KeyPadding`.
-template <>
-struct LinearMaskTraits<mask::Pooled<mask::KeyPadding>> {
-  static constexpr bool supported = true;
-  static constexpr bool causal = false;
+/// The linear engine evaluates every pooled filter it evaluates unpooled: pooled padding is still
+/// padding, and a pooled causal filter keeps its prefix form. Query i sees \f$t_i\f$ leading
+/// tokens, so the \f$\lfloor t_i / r\rfloor\f$ windows that end inside them, and all
+/// \f$\lceil N/r\rceil\f$ windows (the ragged one too) once \f$t_i = N\f$.
+template <class Inner>
+requires LinearMaskTraits<Inner>::supported struct LinearMaskTraits<mask::Pooled<Inner>>
+    : LinearMaskTraits<Inner> {
+  [[nodiscard]] static auto visible_count(const mask::Pooled<Inner>& pooled, Index nq,
+                                          Index windows) requires LinearMaskTraits<Inner>::causal {
+    return [tokens_seen = LinearMaskTraits<Inner>::visible_count(pooled.inner, nq, pooled.tokens),
+            factor = pooled.factor, tokens = pooled.tokens, windows](Index i) {
+      const Index seen = tokens_seen(i);
+      return seen == tokens ? windows : seen / factor;
+    };
+  }
 };
 }  // namespace detail
 
@@ -32,9 +42,9 @@ struct LinearMaskTraits<mask::Pooled<mask::KeyPadding>> {
 ///
 /// Set filters follow `mask::Pooled`: a pooled key is visible to a query only when every token in
 /// its window is (under `Causal`, once the window's last token is). `mask::None` stays `None`;
-/// with `LinearAttention` the filter may be `None` or `KeyPadding` (a pooled causal filter has no
-/// prefix form). The pooled means are summed in double in token order and rounded once. With
-/// r = 1 the head runs on the inputs unchanged, bit for bit.
+/// `LinearAttention` takes the pooled form of every filter it takes (a pooled causal filter is
+/// still a prefix of the keys for each query). The pooled means are summed in double in token order
+/// and rounded once. With r = 1 the head runs on the inputs unchanged, bit for bit.
 ///
 /// `Head` needs `mask()` and `with_mask(mask)` (`Attention`, `LinearAttention`,
 /// `BatchNormalized` of either).
