@@ -48,6 +48,9 @@
 //   BM_MultiHeadIndependent the same heads drawn independently
 //       The coupling acts when the heads are drawn (once, outside the timed loop), so the two
 //       must run equally fast: their ratio is the copula's cost per call.
+//   BM_DrawIndependent      MultiHead::draw of those 8 heads (8 x 128 frequencies of d = 64,
+//   BM_DrawGaussianCopula   each head's Fourier map built), independent, with the Gaussian
+//   BM_DrawStudentTCopula   copula above and with a t copula (nu = 4); items = frequencies
 //
 //   BM_Graph/nnz            GraphAttention (softmax kernel) over a random graph with 32
 //                           neighbours per node, N = nnz / 32 in {1024, 4096}, one head of
@@ -89,6 +92,7 @@
 #include <kernattn/kernattn.hpp>
 #include <random>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -366,6 +370,25 @@ void register_multi_head_benchmarks() {
       "BM_MultiHeadIndependent",
       MultiHead<Linear>::draw(coupling::Independent{}, recipes, kHeadDim, stream, one),
       linear_flops_all);
+
+  // The draws themselves, where the coupling does its work.
+  const auto register_draw = [&](const char* name, const auto& coupler) {
+    using Coupler = std::remove_cvref_t<decltype(coupler)>;
+    benchmark::RegisterBenchmark(
+        name,
+        [coupler, recipes, stream](benchmark::State& state) {
+          for (auto _ : state) {
+            auto heads = MultiHead<Linear, Coupler>::draw(coupler, recipes, kHeadDim, stream);
+            benchmark::DoNotOptimize(heads);
+          }
+          state.SetItemsProcessed(state.iterations() * kHeads * kCoupledFrequencies);
+        })
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  };
+  register_draw("BM_DrawIndependent", coupling::Independent{});
+  register_draw("BM_DrawGaussianCopula", coupling::GaussianCopula(correlation));
+  register_draw("BM_DrawStudentTCopula", coupling::StudentTCopula(correlation, 4.0));
 }
 
 /// A graph of n nodes, each with kGraphDegree distinct random neighbours (self included by
