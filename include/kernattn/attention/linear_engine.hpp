@@ -191,6 +191,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
   const Index dv = values.cols();
   LinearState<T> state(map.feature_dimension(), dv);
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
+
   const auto consume = [&](Index begin, Index end) {
     for (Index first = begin; first < end; first += options.tile) {
       const Index count = std::min(options.tile, end - first);
