@@ -2,7 +2,11 @@
 # Installs whatever kernattn's build is missing: a C++ compiler, CMake >= 3.25, Ninja,
 # Eigen 3.4, Catch2 and Google Benchmark. Quick, and offline, when nothing is missing.
 # Package managers: apt-get (Debian/Ubuntu), dnf (Fedora), Homebrew (macOS).
+# With --clang (apt-get only) also Clang, its OpenMP runtime and libFuzzer, for the clang preset.
 set -euo pipefail
+
+with_clang=false
+[[ ${1:-} == --clang ]] && with_clang=true
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
@@ -37,7 +41,12 @@ install_apt() {
   have_cxx || missing+=(g++)
   cmake_is_recent || missing+=(cmake)
   have ninja || missing+=(ninja-build)
-  for pkg in libeigen3-dev catch2 libbenchmark-dev; do
+  local packages=(libeigen3-dev catch2 libbenchmark-dev)
+  if $with_clang; then
+    have clang++ || missing+=(clang)
+    packages+=(libomp-dev libclang-rt-dev)
+  fi
+  for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
       || missing+=("$pkg")
   done
