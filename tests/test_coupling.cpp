@@ -1,5 +1,5 @@
-// Couplings of the heads' spectral samplers (DESIGN 1.6): the Student-t CDF they rely on, the
-// validation of correlation matrices, Kendall's tau between coupled heads' noise, unchanged
+// Couplings of the heads' spectral samplers (docs/random_features.md): the Student-t CDF they rely
+// on, the validation of correlation matrices, Kendall's tau between coupled heads' noise, unchanged
 // marginals (Kolmogorov-Smirnov), the Student-t copula's tail dependence, and R = I against
 // independent heads.
 
@@ -163,6 +163,8 @@ TEST_CASE("Correlation matrices are validated and factors normalised", "[couplin
   infinite(0, 1) = INFINITY;
   REQUIRE_INVALID_ARGUMENT(coupling::GaussianCopula{infinite}, "non-finite");
   REQUIRE_INVALID_ARGUMENT(coupling::StudentTCopula(correlation_2(0.5), 0), "degrees_of_freedom");
+  REQUIRE_INVALID_ARGUMENT(coupling::StudentTCopula(correlation_2(0.5), INFINITY),
+                           "degrees_of_freedom must be a finite number >= 0.104");
 
   MatrixXd upper(2, 2);
   upper << 1, 0.5, 0, 1;
@@ -246,6 +248,61 @@ TEST_CASE(
   SECTION("Student-t copula, 4 degrees of freedom") {
     check_heads(kernattn::MultiHead<Four, coupling::StudentTCopula>::draw(
         coupling::StudentTCopula(R, 4), recipes, d, {78, 0}));
+  }
+}
+
+TEST_CASE(
+    "A Gaussian mixture head and a Gaussian head: coordinate i's noise of one is coupled with "
+    "coordinate i of the other",
+    "[coupling][gaussian_mixture]") {
+  // Every sampler makes coordinate i from uniform column i (the mixture's component is in column
+  // d), so a copula of correlation rho gives Kendall's tau (2/pi) asin(rho) between the heads'
+  // coordinate-i noise. The mixture's noise z_i = omega_i - s mu_qi is recovered from its
+  // frequencies: its signed components sit at -300, -100, 100, 300 with unit variance, so the
+  // nearest one is the one drawn (|z| <= 8.3 for every stream uniform).
+  const Index M = 128;
+  const Index d = 8;
+  Eigen::VectorXd weights(2);
+  weights << 0.5, 0.5;
+  MatrixXd means(2, d);
+  means.row(0).setConstant(100.0);
+  means.row(1).setConstant(300.0);
+  const spectral::GaussianMixture<double> mixture(weights, means, MatrixXd::Ones(2, d));
+  const auto recipes =
+      std::tuple(fourier_recipe(mixture, M), fourier_recipe(spectral::Gaussian<double>(1.0), M));
+  using Two = kernattn::Heads<FourierHead, FourierHead>;
+  const double rho = 0.9;
+  const double expected = 2 / std::numbers::pi * std::asin(rho);
+
+  const auto check_heads = [&](const auto& multi_head) {
+    const MatrixXd mixed = frequencies_of(std::get<0>(multi_head.heads()));
+    const MatrixXd plain = frequencies_of(std::get<1>(multi_head.heads()));
+    MatrixXd noise = mixed;
+    for (Index m = 0; m < M; ++m)
+      for (Index i = 0; i < d; ++i) {
+        const double centre =
+            std::copysign(std::abs(mixed(m, i)) < 200.0 ? 100.0 : 300.0, mixed(m, i));
+        noise(m, i) = mixed(m, i) - centre;
+      }
+    REQUIRE(noise.cwiseAbs().maxCoeff() < 9.0);  // each noise is its own component's
+    const Kendall same = kendall(entries(noise), entries(plain));
+    CAPTURE(same.tau, same.standard_error, expected);
+    CHECK(same.standard_error < 0.02);
+    CHECK(std::abs(same.tau - expected) <= 5 * same.standard_error);
+    // Coordinate i against coordinate i + 1 (the pairing of a mixture that spent column 0 on its
+    // component): independent.
+    const Kendall shifted =
+        kendall(entries(noise.leftCols(d - 1)), entries(plain.rightCols(d - 1)));
+    CAPTURE(shifted.tau, shifted.standard_error);
+    CHECK(std::abs(shifted.tau) <= 5 * shifted.standard_error);
+  };
+  SECTION("Gaussian copula") {
+    check_heads(kernattn::MultiHead<Two, coupling::GaussianCopula>::draw(
+        coupling::GaussianCopula(correlation_2(rho)), recipes, d, {91, 0}));
+  }
+  SECTION("Student-t copula, 4 degrees of freedom") {
+    check_heads(kernattn::MultiHead<Two, coupling::StudentTCopula>::draw(
+        coupling::StudentTCopula(correlation_2(rho), 4), recipes, d, {92, 0}));
   }
 }
 

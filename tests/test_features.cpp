@@ -1,7 +1,8 @@
-// Feature maps (DESIGN 1.4, 1.5): random Fourier features, the two-frequency (Yaglom) features of
-// the official implicit kernel attention code, and positive random features (FAVOR+), each
-// against a naive double-precision re-derivation from its frequencies; the positive features'
-// convergence to the softmax kernel and the variance advantage of orthogonal frequencies.
+// Feature maps (docs/random_features.md, docs/conventions.md): random Fourier features, the
+// two-frequency (Yaglom) features of the official implicit kernel attention code, and positive
+// random features (FAVOR+), each against a naive double-precision re-derivation from its
+// frequencies; the positive features' convergence to the softmax kernel and the variance advantage
+// of orthogonal frequencies.
 //
 // Rounding model (Higham, ch. 3; u = eps / 2 of the precision under test): a phase
 // p = omega . x formed in T as a length-d inner product errs by at most (d + 1) u sum_i |omega_i
@@ -281,6 +282,118 @@ TEMPLATE_TEST_CASE("Positive features are non-negative and exact in the log doma
   }
   // The large row's features themselves are below the smallest T: only the log domain holds them.
   CHECK(log_scales(N) + log_factor < log_min);
+}
+
+TEMPLATE_TEST_CASE("Positive with epsilon is Performer's feature times e^c, in the log domain",
+                   "[features]", float, double) {
+  // Performer's reference code: M^{-1/2} (exp(P - n - c) + eps) with P = Omega x~, n = |x~|^2 / 2
+  // and the row's c = max_m P_m; the map is that times e^c (so eps = 0 is the paper). Written out
+  // in double as log phi_m = c - log(M)/2 + log(exp(P_m - n - c) + eps).
+  using T = TestType;
+  constexpr Index M = 40, d = 16, N = 12;
+  const double epsilon = features::Positive<T>::performer_epsilon;
+  const ref::Matrix<T> frequencies = spectral::draw_frequencies(
+      spectral::Orthogonal<spectral::Gaussian<T>>(spectral::Gaussian<T>(T(1))), M, d,
+      RandomStream{16, 1});
+  const features::Positive<T> plain(frequencies);
+  const features::Positive<T> map(frequencies, std::nullopt, epsilon);
+  CHECK(map.epsilon() == epsilon);
+  const MatrixXd omega = frequencies.template cast<double>();
+  const double lambda = double(map.input_scale());
+
+  // Ordinary rows (eps e^n < 1, t = 0), rows where eps e^n > 1 (t = n + log eps > 0) and one with
+  // n = 300, whose e^n and e^-n overflow and underflow every T.
+  MatrixXd X(N + 2, d);
+  X.topRows(N) = ref::normal(N, d, 1511, 0.0, 0.5);
+  X.row(N) = ref::normal(1, d, 1512, 0.0, 2.5);
+  X.row(N + 1) = ref::normal(1, d, 1513);
+  X.row(N + 1) *= std::sqrt(600.0) / (lambda * X.row(N + 1).norm());
+  X = X.cast<T>().template cast<double>();
+
+  ref::Matrix<T> out, out_plain;
+  VectorXd log_scales = VectorXd::Zero(N + 2), log_scales_plain = VectorXd::Zero(N + 2);
+  map.features(X.cast<T>(), out, log_scales);
+  plain.features(X.cast<T>(), out_plain, log_scales_plain);
+  CHECK(out.allFinite());
+  CHECK(log_scales.allFinite());
+  CHECK((out.array() > T(0)).all());
+
+  constexpr double u = u_of<T>;
+  for (Index j = 0; j < X.rows(); ++j) {
+    const Row x_tilde = lambda * X.row(j);
+    const VectorXd phase = omega * x_tilde.transpose();
+    const double c = phase.maxCoeff();
+    const double half_norm = 0.5 * x_tilde.squaredNorm();
+    for (Index m = 0; m < M; ++m) {
+      const double naive_log =
+          c - 0.5 * std::log(double(M)) + std::log(std::exp(phase(m) - half_norm - c) + epsilon);
+      // As in the test above (the phases, the subtraction of c, the norm term, with lambda exact
+      // here), plus 4u for the shrink factor, the floor and their sum: log(a + eps) moves by at
+      // most the relative error of a.
+      const double sum_abs = abs_dot(omega.row(m), x_tilde);
+      const double tolerance = double(d + 1) * u * sum_abs +
+                               u * (std::abs(phase(m) - c) + sum_abs) + 10 * u +
+                               (double(d + 1) * u + 8 * ref::u_double) * half_norm;
+      CAPTURE(j, m, naive_log, tolerance, half_norm);
+      CHECK(std::abs(std::log(double(out(j, m))) + log_scales(j) - naive_log) <= tolerance);
+    }
+  }
+  // epsilon = 0 is the paper's map, bit for bit.
+  const features::Positive<T> zero(frequencies, std::nullopt, 0.0);
+  ref::Matrix<T> out_zero;
+  VectorXd log_scales_zero = VectorXd::Zero(N + 2);
+  zero.features(X.cast<T>(), out_zero, log_scales_zero);
+  CHECK((out_zero.array() == out_plain.array()).all());
+  CHECK((log_scales_zero.array() == log_scales_plain.array()).all());
+
+  REQUIRE_THROWS_WITH(features::Positive<T>(frequencies, std::nullopt, -1e-4),
+                      message_contains("Positive: epsilon must be a finite number >= 0"));
+  REQUIRE_THROWS_WITH(features::Positive<T>::draw(8, 4, {1, 0}, true, std::nullopt, INFINITY),
+                      message_contains("epsilon"));
+}
+
+TEST_CASE("Linear attention with Performer's epsilon matches the naive computation", "[features]") {
+  // out_i = sum_j w_ij v_j / sum_j w_ij, w_ij = phi(q_i).phi(k_j), with the naive phi_eps of the
+  // test above in double; entries N(0, 1) at d = 16, where eps moves the result by far more than
+  // the tolerance. Each weight is exact to (d + M) u relative (phases, exponentials, a length-M
+  // dot product), every weight is positive, so the output errs by at most twice that times
+  // max |v|; 8 times more covers the engine's and the reference's own sums.
+  constexpr Index M = 64, d = 16;
+  const ref::Problem p = ref::random_problem<double>(20, 50, d, 3, 1521);
+  const MatrixXd omega = spectral::draw_frequencies(
+      spectral::Orthogonal<spectral::Gaussian<double>>(spectral::Gaussian<double>(1.0)), M, d,
+      RandomStream{17, 0});
+  const double epsilon = features::Positive<double>::performer_epsilon;
+  const MatrixXd out = kernattn::LinearAttention<features::Positive<double>>(
+      features::Positive<double>(omega, std::nullopt, epsilon))(p.Q, p.K, p.V);
+  const MatrixXd paper = kernattn::LinearAttention<features::Positive<double>>(
+      features::Positive<double>(omega))(p.Q, p.K, p.V);
+
+  const double lambda = 1 / std::sqrt(std::sqrt(double(d)));
+  const auto phi = [&](const Row& x) {
+    const VectorXd phase = omega * (lambda * x).transpose();
+    const double c = phase.maxCoeff();
+    const double half_norm = 0.5 * lambda * lambda * x.squaredNorm();
+    return VectorXd(((phase.array() - half_norm).exp() + epsilon * std::exp(c)) /
+                    std::sqrt(double(M)));
+  };
+  MatrixXd expected(p.Q.rows(), p.V.cols());
+  for (Index i = 0; i < p.Q.rows(); ++i) {
+    const VectorXd fq = phi(p.Q.row(i));
+    VectorXd numerator = VectorXd::Zero(p.V.cols());
+    double denominator = 0;
+    for (Index j = 0; j < p.K.rows(); ++j) {
+      const double w = fq.dot(phi(p.K.row(j)));
+      numerator += w * p.V.row(j).transpose();
+      denominator += w;
+    }
+    expected.row(i) = numerator.transpose() / denominator;
+  }
+  const double tolerance = 16 * double(d + M) * ref::u_double * p.V.cwiseAbs().maxCoeff();
+  CAPTURE(tolerance, (out - expected).cwiseAbs().maxCoeff(),
+          (paper - expected).cwiseAbs().maxCoeff());
+  CHECK((out - expected).cwiseAbs().maxCoeff() <= tolerance);
+  CHECK((paper - expected).cwiseAbs().maxCoeff() > 1e6 * tolerance);
 }
 
 TEST_CASE("Positive features estimate exp(q.k / sqrt d) with error ~ M^{-1/2}", "[features]") {

@@ -197,7 +197,7 @@ TEST_CASE("Lp log magnitude of a huge key is finite and exact (log-domain norm)"
 
 TEST_CASE("Lp log magnitude never overflows in an intermediate power (p = 1 and 2 paths)",
           "[magnitude][pointwise]") {
-  // DESIGN 1.3 and lp.hpp: log mu = gamma |k|_p^a is computed "so no intermediate power
+  // lp.hpp: log mu = gamma |k|_p^a is computed "so no intermediate power
   // overflows, whatever p and the size of k". With a < p the result is finite even where |k|^p
   // (or a sum of |k_i|) is not representable.
   SECTION("p = 2, a = 1, entries 1e200: |k|_2 = 2e200 is finite, |k|_2^2 = 4e400 is not") {

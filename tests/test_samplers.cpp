@@ -360,19 +360,33 @@ TEMPLATE_TEST_CASE("GaussianMixture frequencies: the symmetric mixture at +-mu_q
     check_mean(mapped(x, [](double v) { return v * v; }), second, fourth - second * second,
                "second moment");
   }
-  SECTION("the first uniform picks the component and the sign") {
+  SECTION("the last uniform picks the component and the sign, coordinate i uses column i") {
     // Cumulative weights 0.2, 0.2, 0.5, 1: component 0 on [0, 0.2) (+ below 0.1), component 2
     // on [0.2, 0.5) (+ below 0.35), component 3 on [0.5, 1) (+ below 0.75); component 1 never.
     const std::vector<std::pair<double, double>> cases = {{0.05, 0}, {0.15, 0}, {0.21, 2},
                                                           {0.4, 2},  {0.6, 3},  {0.9, 3}};
     const std::vector<double> signs = {1, -1, 1, -1, 1, -1};
-    MatrixXd uniforms = MatrixXd::Constant(Index(cases.size()), 1 + d, 0.5);  // z = 0
-    for (std::size_t k = 0; k < cases.size(); ++k) uniforms(Index(k), 0) = cases[k].first;
+    MatrixXd uniforms = MatrixXd::Constant(Index(cases.size()), d + 1, 0.5);  // z = 0
+    for (std::size_t k = 0; k < cases.size(); ++k) uniforms(Index(k), d) = cases[k].first;
     const MatrixXd omega = mixture.frequencies_from_uniforms(uniforms, d).template cast<double>();
     for (std::size_t k = 0; k < cases.size(); ++k) {
       const VectorXd expected = signs[k] * mu.row(Index(cases[k].second)).transpose();
-      INFO("u_0 = " << cases[k].first);
+      INFO("u_d = " << cases[k].first);
       CHECK((omega.row(Index(k)).transpose() - expected).cwiseAbs().maxCoeff() < 1e-12);
+    }
+    // Moving column i's uniform moves coordinate i alone, by sqrt(v_qi) Phi^-1(u).
+    for (Index i = 0; i < d; ++i) {
+      MatrixXd moved = uniforms.topRows(1);
+      moved(0, i) = 0.9;
+      const MatrixXd shifted =
+          mixture.frequencies_from_uniforms(moved, d).template cast<double>() - omega.topRows(1);
+      const double expected = std::sqrt(var(0, i)) * kernattn::random::normal_quantile(0.9);
+      // Both frequencies are rounded to T: a few units of T's epsilon times their size (< 3).
+      const double tolerance = 8.0 * std::numeric_limits<T>::epsilon() * 3.0;
+      for (Index c = 0; c < d; ++c) {
+        CAPTURE(i, c);
+        CHECK(std::abs(shifted(0, c) - (c == i ? expected : 0.0)) <= tolerance);
+      }
     }
   }
 }

@@ -91,10 +91,17 @@ class CorrelationFactor {
             ") has a non-finite entry");
   }
 
+  /// \f$L\f$ with each row divided by its norm, after an exact scaling by the power of 2 that
+  /// brings its largest magnitude into [1, 2): then neither the squares of huge entries overflow
+  /// nor those of tiny ones underflow (a row scaled by \f$10^{\pm200}\f$ normalises to the same
+  /// row), and a row that needed no scaling gives the same bits as without it.
   void set_factor(const Matrix<double>& lower) {
     factor_ = lower.triangularView<Eigen::Lower>();
     unit_rows_.assign(std::size_t(factor_.rows()), false);
     for (Index h = 0; h < factor_.rows(); ++h) {
+      const int exponent = std::ilogb(factor_.row(h).cwiseAbs().maxCoeff());
+      factor_.row(h) =
+          factor_.row(h).unaryExpr([exponent](double v) { return std::ldexp(v, -exponent); });
       factor_.row(h) /= factor_.row(h).norm();
       unit_rows_[std::size_t(h)] =
           factor_(h, h) == 1.0 && (h == 0 || factor_.row(h).head(h).cwiseAbs().maxCoeff() == 0.0);

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The `Coupling` concept: how the spectral samplers of H heads share their randomness
-/// (DESIGN 1.6).
+/// (docs/random_features.md).
 ///
 /// Every sampler turns an \f$M \times n_u\f$ matrix of uniforms into its frequencies
 /// (`spectral::SpectralSampler`). A coupling draws those uniforms for all heads at once: for

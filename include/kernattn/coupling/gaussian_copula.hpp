@@ -15,7 +15,7 @@ namespace kernattn::coupling {
 /// \f$u_h\f$ (`head_stream(stream, h)`), \f$z = L\varepsilon \sim N(0, R)\f$, and head h gets
 /// \f$\Phi(z_h)\f$. Each head's uniforms stay uniform (so its sampler keeps its marginal law),
 /// and Kendall's \f$\tau\f$ between heads g and h is \f$(2/\pi)\arcsin R_{gh}\f$ for any
-/// monotone transform of them (DESIGN 1.6).
+/// monotone transform of them (docs/random_features.md).
 ///
 /// A head whose row of \f$L\f$ is \f$e_h\f$ (independent of the heads before it) gets its own
 /// uniforms unchanged, the exact value of \f$\Phi(\Phi^{-1}(u_h))\f$: with \f$R = I\f$ every

@@ -22,11 +22,18 @@ namespace kernattn::coupling {
 /// The shared \f$w\f$ couples every head, so \f$R = I\f$ does not give independent heads.
 class StudentTCopula {
  public:
+  /// The smallest degrees of freedom: below \f$\nu = 0.1033\f$ the shared
+  /// \f$w = \chi^{2\,-1}_\nu(2^{-53})/\nu\f$ of the extreme uniform leaves the normal doubles
+  /// (\f$\log w \approx -73.5/\nu\f$), and \f$t = z/\sqrt w\f$ loses its digits or becomes
+  /// infinite. Any larger finite \f$\nu\f$ works (`random::student_t_cdf` has a large-\f$\nu\f$
+  /// form); as \f$\nu \to \infty\f$ the copula tends to `GaussianCopula`.
+  static constexpr double min_degrees_of_freedom = 0.104;
+
   /// From the correlation matrix \f$R\f$ (checked like `GaussianCopula`'s) and the degrees of
-  /// freedom \f$\nu > 0\f$.
+  /// freedom \f$\nu\f$, finite and at least `min_degrees_of_freedom`.
   StudentTCopula(const Matrix<double>& correlation, double degrees_of_freedom)
       : factor_(correlation, "StudentTCopula"), degrees_of_freedom_(degrees_of_freedom) {
-    require_positive_finite(degrees_of_freedom_, "StudentTCopula", "degrees_of_freedom");
+    require_degrees_of_freedom();
   }
 
   /// From a lower-triangular factor, normalised as in `GaussianCopula::from_factor`.
@@ -52,7 +59,9 @@ class StudentTCopula {
       for (Index m = 0; m < rows; ++m) {
         for (Index h = 0; h < heads; ++h)
           normals[std::size_t(h)] = random::normal_quantile(uniforms[std::size_t(h)](m, c));
-        const double scale = 1.0 / std::sqrt(random::chi_square_quantile(nu, mixing(m, c)) / nu);
+        // w / nu as Gamma^-1(nu/2) / (nu/2): chi-square / nu without overflow for huge nu.
+        const double scale =
+            1.0 / std::sqrt(random::gamma_quantile(0.5 * nu, mixing(m, c)) / (0.5 * nu));
         for (Index h = 0; h < heads; ++h)
           uniforms[std::size_t(h)](m, c) = inside_unit_interval(
               random::student_t_cdf(nu, factor_.correlated(h, normals) * scale));
@@ -63,7 +72,15 @@ class StudentTCopula {
  private:
   StudentTCopula(CorrelationFactor factor, double degrees_of_freedom)
       : factor_(std::move(factor)), degrees_of_freedom_(degrees_of_freedom) {
-    require_positive_finite(degrees_of_freedom_, "StudentTCopula", "degrees_of_freedom");
+    require_degrees_of_freedom();
+  }
+
+  void require_degrees_of_freedom() const {
+    require(
+        std::isfinite(degrees_of_freedom_) && degrees_of_freedom_ >= min_degrees_of_freedom,
+        "StudentTCopula: degrees_of_freedom must be a finite number >= ", min_degrees_of_freedom,
+        " (below it the chi-square of the extreme uniform 2^-53 underflows), got ",
+        degrees_of_freedom_);
   }
 
   CorrelationFactor factor_;

@@ -2,7 +2,8 @@
 /// \file
 /// The `FeatureMap` concept: a finite-dimensional map \f$\varphi: \mathbb{R}^d \to
 /// \mathbb{R}^D\f$ whose inner products estimate a kernel, \f$\varphi(q)\cdot\varphi(k) \approx
-/// \kappa(q, k)\f$ (DESIGN 1.4). Feature maps drive both the quadratic random-feature kernels
+/// \kappa(q, k)\f$ (docs/random_features.md). Feature maps drive both the quadratic random-feature
+/// kernels
 /// (`kernels::FeatureKernel`) and the linear-time engine (`LinearAttention`).
 ///
 /// Rows are tokens: `features(X, out, log_scales)` maps an \f$N \times d\f$ block to the

@@ -2,6 +2,7 @@
 /// \file
 /// Positive random features for the softmax kernel (Performer, FAVOR+).
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <utility>
@@ -20,24 +21,42 @@ namespace kernattn::features {
 /// \f$\exp(q\cdot k/\sqrt d)\f$ by default, estimated with non-negative features
 /// (Choromanski et al. 2021).
 ///
-/// Stabilisers (DESIGN 1.4): features are returned as \f$M^{-1/2}\exp(\Omega\tilde x_j - c_j)\f$,
-/// \f$c_j = \max_m \omega_m\cdot\tilde x_j\f$, with the log-scale \f$s_j = c_j -
+/// Stabilisers (docs/random_features.md): features are returned as \f$M^{-1/2}\exp(\Omega\tilde x_j
+/// - c_j)\f$, \f$c_j = \max_m \omega_m\cdot\tilde x_j\f$, with the log-scale \f$s_j = c_j -
 /// \lVert\tilde x_j\rVert^2/2\f$ (`has_log_scale`). For a query that is Performer's per-row
 /// maximum (the factor cancels); for keys the engines combine \f$s_j\f$ across keys in the log
 /// domain: the role of Performer's one global key maximum, without its overflow or underflow.
+///
+/// `epsilon` (default 0, the paper): Performer's reference code adds \f$\varepsilon = 10^{-4}\f$
+/// (`performer_epsilon`) to its stabilised features, \f$M^{-1/2}(\exp(\Omega\tilde x -
+/// \lVert\tilde x\rVert^2/2 - c) + \varepsilon)\f$. With \f$\varepsilon > 0\f$ the map is that
+/// feature times \f$e^{c(x)}\f$, \f$c(x) = \max_m \omega_m\cdot\tilde x\f$:
+/// \f[ \varphi^+_\varepsilon(x) = M^{-1/2}\big(\exp(\Omega\tilde x - \lVert\tilde
+///     x\rVert^2/2) + \varepsilon\, e^{c(x)}\big), \f]
+/// the paper's map at \f$\varepsilon = 0\f$ and, for queries, Performer's query feature up to a
+/// per-query factor (which cancels). Performer's key features take \f$c\f$ as one
+/// maximum over all keys instead, which a map of one row at a time cannot know; see
+/// docs/random_features.md for the conventions and the size of the differences. Computed as
+/// \f$M^{-1/2}(\exp(\Omega\tilde x - c - t) + \varepsilon e^{n - t})\f$ with the log-scale
+/// \f$c - n + t\f$, \f$n = \lVert\tilde x\rVert^2/2\f$ and \f$t = \max(0, n + \log\varepsilon)\f$,
+/// so no term overflows.
 template <Real T>
 class Positive {
  public:
   using Scalar = T;
   static constexpr bool non_negative = true;
   static constexpr bool has_log_scale = true;
+  /// The \f$\varepsilon\f$ of Performer's reference code (`softmax_kernel_transformation`).
+  static constexpr double performer_epsilon = 1e-4;
 
-  /// From an \f$M \times d\f$ matrix of standard normal frequency rows and the input scale
-  /// \f$\lambda\f$ (default \f$d^{-1/4}\f$).
-  explicit Positive(Matrix<T> frequencies, std::optional<T> input_scale = std::nullopt)
-      : frequencies_t_(std::move(frequencies)) {
+  /// From an \f$M \times d\f$ matrix of standard normal frequency rows, the input scale
+  /// \f$\lambda\f$ (default \f$d^{-1/4}\f$) and \f$\varepsilon \ge 0\f$ (default 0).
+  explicit Positive(Matrix<T> frequencies, std::optional<T> input_scale = std::nullopt,
+                    double epsilon = 0.0)
+      : frequencies_t_(std::move(frequencies)), epsilon_(epsilon) {
     detail::require_frequencies(frequencies_t_, "Positive", "the frequencies");
     if (input_scale) require_positive_finite(*input_scale, "Positive", "input_scale");
+    require_non_negative_finite(epsilon, "Positive", "epsilon");
     input_scale_ =
         input_scale ? *input_scale : T(1) / std::sqrt(std::sqrt(T(frequencies_t_.cols())));
     frequencies_t_.transposeInPlace();
@@ -47,21 +66,23 @@ class Positive {
   /// features (`Orthogonal<Gaussian>`, lower variance) unless `orthogonal` is false.
   [[nodiscard]] static Positive draw(Index frequencies, Index d, random::RandomStream stream,
                                      bool orthogonal = true,
-                                     std::optional<T> input_scale = std::nullopt) {
+                                     std::optional<T> input_scale = std::nullopt,
+                                     double epsilon = 0.0) {
     const spectral::Gaussian<T> standard(T(1));
     Matrix<T> omega = orthogonal ? spectral::draw_frequencies(
                                        spectral::Orthogonal<spectral::Gaussian<T>>(standard),
                                        frequencies, d, stream)
                                  : spectral::draw_frequencies(standard, frequencies, d, stream);
-    return Positive(std::move(omega), input_scale);
+    return Positive(std::move(omega), input_scale, epsilon);
   }
 
   [[nodiscard]] Index input_dimension() const { return frequencies_t_.rows(); }
   [[nodiscard]] Index feature_dimension() const { return frequencies_t_.cols(); }
   [[nodiscard]] T input_scale() const { return input_scale_; }
+  [[nodiscard]] double epsilon() const { return epsilon_; }
 
   /// \f$M^{-1/2}\exp(\Omega\tilde x_j - c_j)\f$, adding \f$c_j - \lVert\tilde x_j\rVert^2/2\f$
-  /// to `log_scales(j)`.
+  /// to `log_scales(j)`; with \f$\varepsilon > 0\f$ the form above.
   template <class X>
   void features(const Eigen::MatrixBase<X>& x, Matrix<T>& out, Eigen::VectorXd& log_scales) const {
     Vector<T> row_max;
@@ -70,6 +91,7 @@ class Positive {
     const Vector<T> squared_norms = x.rowwise().squaredNorm();  // column-wise: no strided rows
     for (Index j = 0; j < x.rows(); ++j)
       log_scales(j) += double(row_max(j)) - half_square_scale * double(squared_norms(j));
+    if (epsilon_ > 0.0) add_epsilon(half_square_scale, squared_norms, out, log_scales);
   }
 
  private:
@@ -84,8 +106,29 @@ class Positive {
       out.col(m).array() = factor * (out.col(m) - row_max).array().exp();
   }
 
+  /// Turns \f$M^{-1/2}\exp(\Omega\tilde x_j - c_j)\f$ into \f$M^{-1/2}(\exp(\Omega\tilde x_j -
+  /// c_j - t_j) + \varepsilon e^{n_j - t_j})\f$ and adds \f$t_j = \max(0, n_j + \log\varepsilon)\f$
+  /// to `log_scales(j)`.
+  void add_epsilon(double half_square_scale, const Vector<T>& squared_norms, Matrix<T>& out,
+                   Eigen::VectorXd& log_scales) const {
+    const double factor = 1.0 / std::sqrt(double(out.cols()));
+    const double log_epsilon = std::log(epsilon_);
+    Vector<T> shrink(out.rows());
+    Vector<T> floor(out.rows());
+    for (Index j = 0; j < out.rows(); ++j) {
+      const double n = half_square_scale * double(squared_norms(j));
+      const double t = std::max(0.0, n + log_epsilon);
+      shrink(j) = T(std::exp(-t));
+      floor(j) = T(factor * std::exp(n + log_epsilon - t));
+      log_scales(j) += t;
+    }
+    for (Index m = 0; m < out.cols(); ++m)  // column by column: no strided rows
+      out.col(m) = out.col(m).cwiseProduct(shrink) + floor;
+  }
+
   Matrix<T> frequencies_t_;  ///< \f$\Omega^T\f$, d x M.
   T input_scale_;
+  double epsilon_;
 };
 
 }  // namespace kernattn::features

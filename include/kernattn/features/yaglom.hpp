@@ -2,7 +2,9 @@
 /// \file
 /// The two-frequency (Yaglom) random features of the official implicit kernel attention code.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <utility>
 
@@ -12,8 +14,10 @@
 namespace kernattn::features {
 
 /// \f$\varphi(x) = \frac{1}{2\sqrt M}\,[\cos(c\,\Omega_1 x) + \cos(c\,\Omega_2 x);
-/// \sin(c\,\Omega_1 x) + \sin(c\,\Omega_2 x)] \in \mathbb{R}^{2M}\f$ (DESIGN 1.5), with two
-/// \f$M \times d\f$ frequency sets and a frequency scale \f$c\f$.
+/// \sin(c\,\Omega_1 x) + \sin(c\,\Omega_2 x)] \in \mathbb{R}^{2M}\f$ (docs/conventions.md), with
+/// two \f$M \times d\f$ frequency sets and a frequency scale \f$0 < c \le 1/\epsilon_T\f$ (beyond
+/// it even a unit frequency and input give a phase that T does not resolve to a radian) such that
+/// every \f$c\,\omega\f$ is finite in T (both checked).
 ///
 /// Then \f$\varphi(q)\cdot\varphi(k) = \frac{1}{4M}\sum_m \sum_{a,b\in\{1,2\}}
 /// \cos(c\,(\omega_{a,m}\cdot q - \omega_{b,m}\cdot k))\f$: a non-stationary (Yaglom-type)
@@ -35,6 +39,18 @@ class Yaglom {
             "Yaglom: the two frequency sets must have the same shape, got ",
             kernattn::detail::shape_of(first), " and ", kernattn::detail::shape_of(second));
     require_positive_finite(frequency_scale, "Yaglom", "frequency_scale");
+    const double largest_scale = 1.0 / double(std::numeric_limits<T>::epsilon());
+    require(double(frequency_scale) <= largest_scale, "Yaglom: frequency_scale c must lie in (0, ",
+            largest_scale, "] (1/epsilon of ", ScalarTraits<T>::name,
+            ": beyond it the phase c omega.x of a unit frequency and input is not resolved to a "
+            "radian, and the phases of ordinary inputs overflow), got ",
+            frequency_scale);
+    const double largest = std::max(first.cwiseAbs().maxCoeff(), second.cwiseAbs().maxCoeff());
+    const double limit = double(std::numeric_limits<T>::max());
+    require(double(frequency_scale) * largest <= limit,
+            "Yaglom: frequency_scale c = ", frequency_scale, " times the largest |frequency| ",
+            largest, " is beyond the largest ", ScalarTraits<T>::name, " ", limit,
+            "; for these frequencies c must be <= ", limit / largest);
     const Index M = first.rows();
     scaled_t_.resize(first.cols(), 2 * M);
     scaled_t_.leftCols(M) = frequency_scale * first.transpose();

@@ -4,7 +4,6 @@
 /// fixed at construction, or a rule applied to d when the kernel meets its inputs.
 
 #include <cmath>
-#include <optional>
 #include <string_view>
 
 #include "kernattn/core/errors.hpp"
@@ -45,14 +44,17 @@ class DimensionDefault {
   DimensionDefault(T value, std::string_view owner, std::string_view name) : value_(value) {
     require_positive_finite(value, owner, name);
   }
+  /// Whether the value is fixed (not the rule's).
+  [[nodiscard]] bool is_fixed() const { return value_ > T(0); }
   /// The value for head dimension `d`, in precision U (per-key terms resolve it in double).
   template <Real U = T>
   [[nodiscard]] U resolve(Index d) const {
-    return value_ ? U(*value_) : Rule::template at<U>(d);
+    return is_fixed() ? U(value_) : Rule::template at<U>(d);
   }
 
  private:
-  std::optional<T> value_;
+  /// The fixed value, or 0 for the rule (a fixed value is > 0).
+  T value_ = T(0);
 };
 
 }  // namespace kernattn::kernels

@@ -1,8 +1,10 @@
 #pragma once
 /// \file
-/// The generalised L^p magnitude of implicit kernel attention (DESIGN 1.3).
+/// The generalised L^p magnitude of implicit kernel attention (docs/conventions.md).
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "kernattn/core/errors.hpp"
@@ -21,53 +23,68 @@ inline constexpr int runtime_p = 0;
 /// `P` fixes p at compile time (`Lp<T, 1>`, `Lp<T, 2>`, or any positive integer);
 /// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed
 /// in double with \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$, so no intermediate
-/// power overflows, whatever p and the size of k.
+/// power overflows, whatever p and the size of k. For a finite key it is finite: a value beyond
+/// \f$\pm\f$`max_log_magnitude` (a small p, a large exponent or \f$\gamma\f$: \f$\lVert
+/// k\rVert_p\f$ grows like \f$d^{1/p}\f$) saturates there, and keys that saturate weigh the same.
 template <Real T, int P = runtime_p>
 class Lp {
   static_assert(P >= 0, "Lp: a compile-time p must be a positive integer (0 = runtime p)");
 
  public:
   static constexpr bool is_unit = false;
+  /// The largest \f$|\log\mu|\f$ returned, \f$2^{-4}\f$ of the largest double: room for the
+  /// engines to add kernel terms and subtract maxima in double without overflow.
+  static constexpr double max_log_magnitude = std::numeric_limits<double>::max() / 16.0;
 
   /// Runtime p (default 2), \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default
   /// 2).
   explicit Lp(T p = T(2), std::optional<T> gamma = std::nullopt,
               T exponent = T(2)) requires(P == runtime_p)
-      : p_(p), gamma_(gamma), exponent_(exponent) {
+      : p_(p), exponent_(exponent) {
     require_positive_finite(p, "Lp", "p");
-    validate();
+    set_gamma(gamma);
+    require_positive_finite(exponent_, "Lp", "exponent a");
   }
 
   /// Compile-time p = P, \f$\gamma\f$ (default \f$1/(2\sqrt d)\f$), exponent \f$a\f$ (default 2).
   explicit Lp(std::optional<T> gamma = std::nullopt, T exponent = T(2)) requires(P != runtime_p)
-      : p_(T(P)), gamma_(gamma), exponent_(exponent) {
-    validate();
+      : p_(T(P)), exponent_(exponent) {
+    set_gamma(gamma);
+    require_positive_finite(exponent_, "Lp", "exponent a");
   }
 
   [[nodiscard]] T p() const { return p_; }
   [[nodiscard]] T exponent() const { return exponent_; }
   /// \f$\gamma\f$ for head dimension d.
   [[nodiscard]] double gamma(Index d) const {
-    return gamma_ ? double(*gamma_) : 0.5 / std::sqrt(double(d));
+    return default_gamma_ ? 0.5 / std::sqrt(double(d)) : double(gamma_);
   }
 
-  /// \f$\log\mu(k) = \gamma\,\lVert k\rVert_p^a\f$. When a plain sum overflows although the
-  /// result need not (\f$\lVert k\rVert_2^2\f$ beyond the largest double with a < 2, say), it is
-  /// recomputed as \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
+  /// \f$\log\mu(k) = \gamma\,\lVert k\rVert_p^a\f$, clamped to \f$\pm\f$`max_log_magnitude`
+  /// for a finite key. When a plain sum overflows although the result need not
+  /// (\f$\lVert k\rVert_2^2\f$ beyond the largest double with a < 2, say), it is recomputed as
+  /// \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
     const auto key = k.template cast<double>();
     const double g = gamma(key.size());
     const double direct = g * norm_power(key);
-    if (std::isfinite(direct) || !key.allFinite()) return direct;
+    if (!key.allFinite()) return direct;
     if (g == 0.0) return 0.0;
-    return std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm(key)), g);
+    const double value =
+        std::isfinite(direct)
+            ? direct
+            : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm(key)), g);
+    return std::clamp(value, -max_log_magnitude, max_log_magnitude);
   }
 
  private:
-  void validate() const {
-    if (gamma_) require_finite(*gamma_, "Lp", "gamma");
-    require_positive_finite(exponent_, "Lp", "exponent a");
+  /// Stores \f$\gamma\f$, or marks the default \f$1/(2\sqrt d)\f$ (a flag rather than a
+  /// `std::optional` member, which GCC 14 wrongly reports as maybe uninitialized).
+  void set_gamma(const std::optional<T>& gamma) {
+    default_gamma_ = !gamma.has_value();
+    gamma_ = gamma.value_or(T(0));
+    require_finite(gamma_, "Lp", "gamma");
   }
 
   /// \f$\lVert k\rVert_p^a\f$: exact sums for p = 2 and p = 1, the log-domain form otherwise.
@@ -95,7 +112,8 @@ class Lp {
   }
 
   T p_;
-  std::optional<T> gamma_;
+  T gamma_ = T(0);
+  bool default_gamma_ = true;
   T exponent_;
 };
 

@@ -23,8 +23,12 @@ class Cauchy {
   using Scalar = T;
 
   Cauchy() = default;
-  /// A fixed lengthscale \f$\ell > 0\f$.
-  explicit Cauchy(T lengthscale) : lengthscale_(lengthscale, "Cauchy", "lengthscale") {}
+  /// A fixed lengthscale \f$\ell \ge \tan(\pi(1/2 - 2^{-53}))/\max_T\f$ (\f$2.87\cdot10^{15}\f$
+  /// over the largest T), so that every frequency is finite in T.
+  explicit Cauchy(T lengthscale) : lengthscale_(lengthscale, "Cauchy", "lengthscale") {
+    require_lengthscale_range(lengthscale, random::cauchy_quantile(1.0 - smallest_uniform),
+                              "Cauchy", "Cauchy quantile");
+  }
 
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
 
@@ -34,9 +38,13 @@ class Cauchy {
     require_frequency_shape(uniforms.rows(), d, "Cauchy");
     require_uniforms(uniforms, d, "Cauchy");
     const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
-    return uniforms
-        .unaryExpr([&](double u) { return T(random::cauchy_quantile(u) * inverse_lengthscale); })
-        .eval();
+    Matrix<T> frequencies = uniforms
+                                .unaryExpr([&](double u) {
+                                  return T(random::cauchy_quantile(u) * inverse_lengthscale);
+                                })
+                                .eval();
+    require_finite_frequencies(frequencies, "Cauchy");
+    return frequencies;
   }
 
   /// \f$\exp(-\lVert r\rVert_1/\ell)\f$.

@@ -33,10 +33,18 @@ class GammaScaleMixture {
   GammaScaleMixture() = default;
   /// Shape \f$\alpha > 0\f$ with the default lengthscale.
   explicit GammaScaleMixture(T alpha) : alpha_(checked_alpha(alpha)) {}
-  /// Shape \f$\alpha > 0\f$ and lengthscale \f$\ell > 0\f$.
+  /// Shape \f$\alpha > 0\f$ and lengthscale \f$\ell > 0\f$ such that every frequency is finite
+  /// in T: \f$\ell \ge \Phi^{-1}(1 - 2^{-53})\sqrt{\tau_{\max}}/\max_T\f$ with the largest
+  /// precision \f$\tau_{\max} = \Gamma_\alpha^{-1}(1 - 2^{-53})/\alpha\f$ (at most
+  /// \f$1.5\cdot10^{15}\f$, near \f$\alpha = 10^{-15}\f$; so the default \f$\ell = d^{1/4}\f$
+  /// always is).
   GammaScaleMixture(T alpha, T lengthscale)
       : alpha_(checked_alpha(alpha)),
-        lengthscale_(lengthscale, "GammaScaleMixture", "lengthscale") {}
+        lengthscale_(lengthscale, "GammaScaleMixture", "lengthscale") {
+    require_lengthscale_range(lengthscale,
+                              largest_normal() * std::sqrt(precision(1.0 - smallest_uniform)),
+                              "GammaScaleMixture", "normal quantile times the root precision");
+  }
 
   [[nodiscard]] T alpha() const { return alpha_; }
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
@@ -53,6 +61,7 @@ class GammaScaleMixture {
       for (Index i = 0; i < d; ++i)
         frequencies(m, i) = T(random::normal_quantile(uniforms(m, i)) * scale);
     }
+    require_finite_frequencies(frequencies, "GammaScaleMixture");
     return frequencies;
   }
 

@@ -12,7 +12,7 @@ namespace kernattn::spectral {
 
 /// \f$\omega \sim N(0, \ell^{-2} I_d)\f$, the spectral density of the RBF kernel
 /// \f$\kappa(r) = \exp(-\lVert r\rVert^2/(2\ell^2))\f$; lengthscale \f$\ell\f$, default
-/// \f$d^{1/4}\f$ (the RBF kernel inside softmax attention, DESIGN 1.2).
+/// \f$d^{1/4}\f$ (the RBF kernel inside softmax attention, docs/conventions.md).
 ///
 /// Uniforms: \f$d\f$ per frequency, \f$\omega_i = \Phi^{-1}(u_i)/\ell\f$. Isotropic, with radius
 /// \f$\lVert\omega\rVert = \chi_d^{-1}(u)/\ell\f$.
@@ -22,8 +22,11 @@ class Gaussian {
   using Scalar = T;
 
   Gaussian() = default;
-  /// A fixed lengthscale \f$\ell > 0\f$.
-  explicit Gaussian(T lengthscale) : lengthscale_(lengthscale, "Gaussian", "lengthscale") {}
+  /// A fixed lengthscale \f$\ell \ge \Phi^{-1}(1 - 2^{-53})/\max_T\f$ (8.21 over the largest T),
+  /// so that every frequency is finite in T.
+  explicit Gaussian(T lengthscale) : lengthscale_(lengthscale, "Gaussian", "lengthscale") {
+    require_lengthscale_range(lengthscale, largest_normal(), "Gaussian", "normal quantile");
+  }
 
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
 
@@ -33,9 +36,13 @@ class Gaussian {
     require_frequency_shape(uniforms.rows(), d, "Gaussian");
     require_uniforms(uniforms, d, "Gaussian");
     const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
-    return uniforms
-        .unaryExpr([&](double u) { return T(random::normal_quantile(u) * inverse_lengthscale); })
-        .eval();
+    Matrix<T> frequencies = uniforms
+                                .unaryExpr([&](double u) {
+                                  return T(random::normal_quantile(u) * inverse_lengthscale);
+                                })
+                                .eval();
+    require_finite_frequencies(frequencies, "Gaussian");
+    return frequencies;
   }
 
   /// \f$\exp(-\lVert r\rVert^2/(2\ell^2))\f$.

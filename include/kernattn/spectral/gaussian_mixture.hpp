@@ -22,11 +22,15 @@ namespace kernattn::spectral {
 /// divided by their sum), `means` (\f$Q \times d\f$), `variances` (\f$Q \times d\f$, \f$> 0\f$).
 /// The dimension \f$d\f$ is that of the means.
 ///
-/// Uniforms: \f$1 + d\f$ per frequency. The first, \f$u_0\f$, picks the component \f$q\f$ whose
-/// sub-interval \f$[W_{q-1}, W_q)\f$ of the cumulative weights holds it, and the sign: \f$s = +1\f$
-/// in the lower half of that sub-interval, \f$-1\f$ in the upper half (so \f$u_0\f$ is uniform
-/// on the \f$2Q\f$ signed components). Then \f$\omega_i = s\mu_{qi} + \sqrt{v_{qi}}\,
-/// \Phi^{-1}(u_{1+i})\f$. Not isotropic.
+/// Uniforms: \f$d + 1\f$ per frequency, \f$\omega_i = s\mu_{qi} + \sqrt{v_{qi}}\,\Phi^{-1}(u_i)\f$
+/// from the first \f$d\f$ (coordinate i from column i, as in every sampler, so that a copula
+/// couples like with like) and the signed component from the last, \f$u_d\f$: the component
+/// \f$q\f$ whose sub-interval \f$[W_{q-1}, W_q)\f$ of the cumulative weights holds it, and the
+/// sign \f$s = +1\f$ in the lower half of that sub-interval, \f$-1\f$ in the upper half (so
+/// \f$u_d\f$ is uniform on the \f$2Q\f$ signed components). Not isotropic.
+///
+/// Every frequency is finite: \f$\sqrt{v_{qi}} \le \sqrt{\max_T}\f$, far below the rounding of
+/// \f$\mu_{qi}\f$ wherever \f$\mu_{qi}\f$ is near the largest T.
 template <Real T>
 class GaussianMixture {
  public:
@@ -74,17 +78,17 @@ class GaussianMixture {
   /// \f$d\f$, the number of columns of the means.
   [[nodiscard]] Index dimension() const { return means_.cols(); }
 
-  [[nodiscard]] Index uniforms_per_frequency(Index d) const { return 1 + d; }
+  [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d + 1; }
 
   [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
     require_frequency_shape(uniforms.rows(), d, "GaussianMixture");
     require_dimension(d);
-    require_uniforms(uniforms, 1 + d, "GaussianMixture");
+    require_uniforms(uniforms, d + 1, "GaussianMixture");
     const double* cumulative_begin = cumulative_weights_.data();
     const double* cumulative_end = cumulative_begin + cumulative_weights_.size();
     Matrix<T> frequencies(uniforms.rows(), d);
     for (Index m = 0; m < uniforms.rows(); ++m) {
-      const double u = uniforms(m, 0);
+      const double u = uniforms(m, d);
       // The first component whose cumulative weight exceeds u (empty sub-intervals of zero
       // weights are never chosen); u < 1 = the last cumulative weight, so one exists.
       const Index q = std::min<Index>(
@@ -94,8 +98,8 @@ class GaussianMixture {
       const double sign = u < 0.5 * (lower + cumulative_weights_(q)) ? 1.0 : -1.0;
       for (Index i = 0; i < d; ++i)
         frequencies(m, i) =
-            T(std::fma(std::sqrt(double(variances_(q, i))),
-                       random::normal_quantile(uniforms(m, 1 + i)), sign * double(means_(q, i))));
+            T(std::fma(std::sqrt(double(variances_(q, i))), random::normal_quantile(uniforms(m, i)),
+                       sign * double(means_(q, i))));
     }
     return frequencies;
   }

@@ -81,6 +81,8 @@ class Implicit {
     require(frequencies.rows() == noise.rows() && frequencies.cols() == d,
             "Implicit: the generator returned ", detail::shape_of(frequencies), " for noise of ",
             detail::shape_of(noise), ", expected ", detail::shape_of(noise.rows(), d));
+    require_finite_frequencies(frequencies, "Implicit",
+                               "the generator's output overflowed (or its noise was not finite)");
     return frequencies;
   }
 

@@ -24,8 +24,12 @@ class Laplace {
   using Scalar = T;
 
   Laplace() = default;
-  /// A fixed lengthscale \f$\ell > 0\f$.
-  explicit Laplace(T lengthscale) : lengthscale_(lengthscale, "Laplace", "lengthscale") {}
+  /// A fixed lengthscale \f$\ell \ge 52\log 2/\max_T\f$ (36.04 over the largest T), so that
+  /// every frequency is finite in T.
+  explicit Laplace(T lengthscale) : lengthscale_(lengthscale, "Laplace", "lengthscale") {
+    require_lengthscale_range(lengthscale, random::laplace_quantile(1.0 - smallest_uniform),
+                              "Laplace", "Laplace quantile");
+  }
 
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
 
@@ -35,9 +39,13 @@ class Laplace {
     require_frequency_shape(uniforms.rows(), d, "Laplace");
     require_uniforms(uniforms, d, "Laplace");
     const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
-    return uniforms
-        .unaryExpr([&](double u) { return T(random::laplace_quantile(u) * inverse_lengthscale); })
-        .eval();
+    Matrix<T> frequencies = uniforms
+                                .unaryExpr([&](double u) {
+                                  return T(random::laplace_quantile(u) * inverse_lengthscale);
+                                })
+                                .eval();
+    require_finite_frequencies(frequencies, "Laplace");
+    return frequencies;
   }
 
   /// \f$\prod_i 1/(1 + r_i^2/\ell^2)\f$.

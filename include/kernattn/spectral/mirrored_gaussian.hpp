@@ -1,9 +1,10 @@
 #pragma once
 /// \file
 /// The mirrored Gaussian: the base noise of the official Implicit Kernel Attention sampler
-/// (DESIGN 1.5).
+/// (docs/conventions.md).
 
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "kernattn/random/distributions.hpp"
@@ -17,8 +18,9 @@ namespace kernattn::spectral {
 /// negative half), so the sample is symmetric about 0:
 /// \f[ z_{m,i} = s_m \mu_i + \sigma_i \Phi^{-1}(u_{m,i}), \qquad
 ///     s_m = +1 \text{ for } m < \lceil M/2\rceil,\ -1 \text{ otherwise}. \f]
-/// Mean \f$\mu \in \mathbb{R}^d\f$ (finite), scale \f$\sigma \in \mathbb{R}^d\f$ (\f$> 0\f$); the
-/// dimension \f$d\f$ is theirs.
+/// Mean \f$\mu \in \mathbb{R}^d\f$ (finite), scale \f$\sigma \in \mathbb{R}^d\f$ (\f$> 0\f$), with
+/// \f$|\mu_i| + \sigma_i\Phi^{-1}(1 - 2^{-53}) \le \max_T\f$ so that the noise is finite in T;
+/// the dimension \f$d\f$ is theirs.
 ///
 /// Uniforms: \f$d\f$ per frequency. No closed-form kernel; usually the base of an `Implicit`
 /// sampler with a sign-symmetric `MlpGenerator`. Since the sign of a row depends on \f$M\f$, a
@@ -38,6 +40,12 @@ class MirroredGaussian {
               mean_(i));
       require(std::isfinite(scale_(i)) && scale_(i) > T(0), "MirroredGaussian: scale entry ", i,
               " must be a finite number > 0, got ", scale_(i));
+      const double largest = std::abs(double(mean_(i))) + double(scale_(i)) * largest_normal();
+      require(representable<T>(largest), "MirroredGaussian: mean entry ", i, " = ", mean_(i),
+              " and scale ", scale_(i), " make noise up to ", largest,
+              " (|mean| + scale times the normal quantile ", largest_normal(),
+              " of the extreme uniform 2^-53), beyond the largest ", ScalarTraits<T>::name, " ",
+              std::numeric_limits<T>::max());
     }
   }
 
@@ -63,6 +71,7 @@ class MirroredGaussian {
         noise(m, i) = T(
             std::fma(scale, random::normal_quantile(uniforms(m, i)), m < positive ? mean : -mean));
     }
+    require_finite_frequencies(noise, "MirroredGaussian");
     return noise;
   }
 

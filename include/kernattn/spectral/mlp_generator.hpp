@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// A dense network as the generator of an implicit sampler, with the parameter layout of the
-/// official IKA PyTorch code (DESIGN 1.5).
+/// official IKA PyTorch code (docs/conventions.md).
 
 #include <cmath>
 #include <cstddef>

@@ -68,6 +68,9 @@ class Orthogonal {
         for (Index i = 0; i < d; ++i) omega(begin + j, i) = Scalar(radius * q(i));
       }
     }
+    require_finite_frequencies(omega, "Orthogonal",
+                               "the base's radius, which grows like sqrt(d), overflowed (a "
+                               "lengthscale checked at d = 1 can be too small for this d)");
     return omega;
   }
 

@@ -10,6 +10,17 @@
 /// samples that depend only on (seed, stream); feeding it correlated uniforms (a copula) couples
 /// several samplers while each keeps its own marginal law.
 ///
+/// Column layout: every sampler here makes the noise of coordinate \f$i < d\f$ from uniform
+/// column \f$i\f$ and puts what a frequency needs beyond that (a shared chi-square, a mixture
+/// component, a radius) in the columns from \f$d\f$ on. A copula couples heads column by
+/// column, so coordinate i of one head is always coupled with coordinate i of another (see
+/// docs/random_features.md for what that coupling guarantees).
+///
+/// Ranges: a sampler's constructor checks that the frequencies of every uniform in
+/// \f$[2^{-53}, 1 - 2^{-53}]\f$ (all that `RandomStream` and the couplings produce) are finite
+/// in its scalar type, and `frequencies_from_uniforms` checks its result, so a parameter too
+/// extreme for the type is reported with the sampler, the parameter and its range.
+///
 /// The smallest user-defined sampler (iid uniform frequencies on \f$[-a, a]^d\f$, whose kernel
 /// is \f$\prod_i \sin(a r_i)/(a r_i)\f$):
 /// \code
@@ -24,11 +35,14 @@
 /// };
 /// \endcode
 
+#include <cmath>
 #include <concepts>
+#include <limits>
 #include <string_view>
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/random/distributions.hpp"
 #include "kernattn/random/philox.hpp"
 
 namespace kernattn::spectral {
@@ -74,6 +88,68 @@ concept IsotropicSampler = SpectralSampler<S> &&
     for (Index c = 0; c < cols; ++c)
       uniforms(m, c) = stream.uniform(std::uint64_t(m) * std::uint64_t(cols) + std::uint64_t(c));
   return uniforms;
+}
+
+/// The smallest uniform that `RandomStream` and the couplings produce, \f$2^{-53}\f$; the largest
+/// is \f$1 - 2^{-53}\f$.
+inline constexpr double smallest_uniform = 0x1p-53;
+
+/// \f$\Phi^{-1}(1 - 2^{-53}) \approx 8.21\f$: the largest standard normal made from those
+/// uniforms.
+[[nodiscard]] inline double largest_normal() { return -random::normal_quantile(smallest_uniform); }
+
+/// Whether a frequency of magnitude `largest` (computed in double, possibly infinite) is finite
+/// in T.
+template <Real T>
+[[nodiscard]] bool representable(double largest) {
+  return largest <= double(std::numeric_limits<T>::max());
+}
+
+/// `bound` rounded up to three significant digits, for a range in a message that the printed
+/// value itself satisfies.
+[[nodiscard]] inline double round_up_for_message(double bound) {
+  if (!(bound > 0.0) || !std::isfinite(bound)) return bound;
+  const double unit = std::pow(10.0, std::floor(std::log10(bound)) - 2.0);
+  return std::ceil(bound / unit) * unit;
+}
+
+/// Requires a fixed lengthscale \f$\ell\f$ with \f$q_{\max}/\ell\f$ finite in T, where
+/// \f$q_{\max}\f$ = `largest_standard` is the largest standard variate (`variate`, e.g. "normal
+/// quantile") the sampler makes from the uniforms in \f$[2^{-53}, 1 - 2^{-53}]\f$: the range is
+/// \f$\ell \ge q_{\max}/\max_T\f$.
+template <Real T>
+void require_lengthscale_range(T lengthscale, double largest_standard, std::string_view owner,
+                               std::string_view variate) {
+  const double largest = largest_standard / double(lengthscale);
+  require(representable<T>(largest), owner, ": lengthscale = ", lengthscale,
+          " makes frequencies up to ", largest, " (the ", variate, " ", largest_standard,
+          " of the extreme uniform 2^-53 over the lengthscale), beyond the largest ",
+          ScalarTraits<T>::name, " ", std::numeric_limits<T>::max(),
+          "; the lengthscale must be >= ",
+          round_up_for_message(largest_standard / double(std::numeric_limits<T>::max())));
+}
+
+/// What `require_finite_frequencies` says by default: the constructors check the parameters
+/// for the uniforms of the streams and couplings.
+inline constexpr std::string_view beyond_checked_uniforms =
+    "the parameters are checked for uniforms in [2^-53, 1 - 2^-53] (all that the streams and "
+    "couplings produce), and these uniforms lie closer to 0 or 1";
+
+/// Requires every frequency to be finite; names the sampler, the first bad entry and `reason`.
+template <class Frequencies>
+void require_finite_frequencies(const Frequencies& frequencies, std::string_view owner,
+                                std::string_view reason = beyond_checked_uniforms) {
+  if (frequencies.allFinite()) return;
+  Index row = 0;
+  Index col = 0;
+  while (std::isfinite(frequencies(row, col)))
+    if (++col == frequencies.cols()) {
+      col = 0;
+      ++row;
+    }
+  throw InvalidArgument(detail::concat(
+      owner, ": frequency (", row, ", ", col, ") is ", frequencies(row, col), ", not a finite ",
+      ScalarTraits<typename Frequencies::Scalar>::name, "; ", reason));
 }
 
 /// Requires \f$M \ge 1\f$ frequencies of dimension \f$d \ge 1\f$.

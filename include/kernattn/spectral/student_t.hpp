@@ -2,8 +2,10 @@
 /// \file
 /// The multivariate Student-t spectral sampler: the spectral density of the Matérn kernels.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "kernattn/kernels/parameter.hpp"
@@ -30,13 +32,36 @@ class StudentT {
   /// The largest \f$\nu'\f$ whose closed form `kernel_at` sums (\f$(\nu'+1)/2\f$ terms).
   static constexpr std::int64_t max_closed_form_degrees_of_freedom = 1000001;
 
-  /// \f$\nu' > 0\f$ degrees of freedom, lengthscale \f$d^{1/4}\f$.
+  /// \f$\nu'\f$ degrees of freedom, lengthscale \f$d^{1/4}\f$. \f$\nu'\f$ must be finite and large
+  /// enough for every frequency to be finite in T (see `largest_frequency`): \f$\nu' \ge
+  /// 0.104\f$ in double, \f$0.422\f$ in float.
   explicit StudentT(T degrees_of_freedom)
-      : degrees_of_freedom_(checked_degrees_of_freedom(degrees_of_freedom)) {}
-  /// \f$\nu' > 0\f$ degrees of freedom and a fixed lengthscale \f$\ell > 0\f$.
+      : degrees_of_freedom_(checked_degrees_of_freedom(degrees_of_freedom)) {
+    require_range();
+  }
+  /// \f$\nu'\f$ degrees of freedom and a fixed lengthscale \f$\ell > 0\f$, together such that
+  /// every frequency is finite in T.
   StudentT(T degrees_of_freedom, T lengthscale)
       : degrees_of_freedom_(checked_degrees_of_freedom(degrees_of_freedom)),
-        lengthscale_(lengthscale, "StudentT", "lengthscale") {}
+        lengthscale_(lengthscale, "StudentT", "lengthscale") {
+    require_range();
+  }
+
+  /// The largest \f$|\omega_i|\f$ made from uniforms in \f$[2^{-53}, 1 - 2^{-53}]\f$ (in double,
+  /// possibly infinite): \f$\Phi^{-1}(1 - 2^{-53})/(\ell\sqrt{w_{\min}/\nu'})\f$ with the
+  /// smallest chi-square \f$w_{\min} = \chi^{2\,-1}_{\nu'}(2^{-53})\f$, which a small
+  /// \f$\nu'\f$ makes vanishingly small (\f$\log w_{\min} \approx -73.5/\nu'\f$). A
+  /// \f$w_{\min}/\nu'\f$ below the normal doubles (\f$\nu' < 0.1033\f$) has lost its digits
+  /// and counts as infinite.
+  [[nodiscard]] static double largest_frequency(double degrees_of_freedom, double lengthscale) {
+    const double shape = 0.5 * degrees_of_freedom;
+    const double mean_one = shape > 0.0  // w / nu'
+                                ? random::gamma_quantile(shape, smallest_uniform) / shape
+                                : 0.0;
+    if (!(mean_one >= std::numeric_limits<double>::min()))
+      return std::numeric_limits<double>::infinity();
+    return largest_normal() / (lengthscale * std::sqrt(mean_one));
+  }
 
   [[nodiscard]] T degrees_of_freedom() const { return degrees_of_freedom_; }
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
@@ -50,11 +75,11 @@ class StudentT {
     const double l = lengthscale_.template resolve<double>(d);
     Matrix<T> frequencies(uniforms.rows(), d);
     for (Index m = 0; m < uniforms.rows(); ++m) {
-      const double w = random::chi_square_quantile(nu, uniforms(m, d));
-      const double scale = 1.0 / (l * std::sqrt(w / nu));
+      const double scale = 1.0 / (l * std::sqrt(chi_square_over_nu(nu, uniforms(m, d))));
       for (Index i = 0; i < d; ++i)
         frequencies(m, i) = T(random::normal_quantile(uniforms(m, i)) * scale);
     }
+    require_finite_frequencies(frequencies, "StudentT");
     return frequencies;
   }
 
@@ -98,16 +123,59 @@ class StudentT {
   [[nodiscard]] Index radial_uniforms(Index) const { return 2; }
   /// \f$\chi_d^{-1}(u_0) / (\ell\sqrt{\chi^{2\,-1}_{\nu'}(u_1)/\nu'})\f$.
   [[nodiscard]] double radius_from_uniforms(const double* uniforms, Index d) const {
-    const double nu = double(degrees_of_freedom_);
     return random::chi_quantile(double(d), uniforms[0]) /
            (lengthscale_.template resolve<double>(d) *
-            std::sqrt(random::chi_square_quantile(nu, uniforms[1]) / nu));
+            std::sqrt(chi_square_over_nu(double(degrees_of_freedom_), uniforms[1])));
   }
 
  private:
   static T checked_degrees_of_freedom(T degrees_of_freedom) {
     require_positive_finite(degrees_of_freedom, "StudentT", "degrees_of_freedom");
     return degrees_of_freedom;
+  }
+
+  /// \f$w/\nu'\f$ for \f$w = \chi^{2\,-1}_{\nu'}(u)\f$, as \f$\Gamma^{-1}_{\nu'/2}(u)/(\nu'/2)\f$:
+  /// the same value, without the overflow of \f$w\f$ near the largest double.
+  [[nodiscard]] static double chi_square_over_nu(double nu, double u) {
+    return random::gamma_quantile(0.5 * nu, u) / (0.5 * nu);
+  }
+
+  /// Requires `largest_frequency` to be finite in T, with the lengthscale (the default
+  /// \f$d^{1/4}\f$ at d = 1, its smallest); the message gives the smallest accepted
+  /// \f$\nu'\f$ for that lengthscale, found by bisection on \f$\log\nu'\f$.
+  void require_range() const {
+    const bool fixed = lengthscale_.is_fixed();
+    const double l = lengthscale_.template resolve<double>(1);
+    const double nu = double(degrees_of_freedom_);
+    const auto accepted = [&](double candidate) {
+      return representable<T>(largest_frequency(candidate, l));
+    };
+    if (accepted(nu)) return;
+    const auto head = [&] {
+      return detail::concat("StudentT: degrees_of_freedom = ", nu, " with lengthscale ", l,
+                            fixed ? "" : " (the default d^(1/4) at d = 1, its smallest)",
+                            " makes frequencies up to ", largest_frequency(nu, l),
+                            " for the extreme uniforms 2^-53, beyond the largest ",
+                            ScalarTraits<T>::name, " ", std::numeric_limits<T>::max());
+    };
+    double high = std::max(2.0 * nu, 1.0);
+    while (!accepted(high)) {
+      if (high > 1e280)
+        throw InvalidArgument(detail::concat(
+            head(), "; no degrees_of_freedom works with it: the lengthscale must be >= ",
+            round_up_for_message(largest_normal() / double(std::numeric_limits<T>::max())),
+            " (more for small degrees_of_freedom)"));
+      high *= 1e10;
+    }
+    double low = nu;
+    for (int step = 0; step < 64; ++step) {
+      const double middle = std::sqrt(low) * std::sqrt(high);
+      (accepted(middle) ? high : low) = middle;
+    }
+    const double bound = round_up_for_message(high);
+    throw InvalidArgument(detail::concat(
+        head(),
+        "; with this lengthscale degrees_of_freedom must be >= ", accepted(bound) ? bound : high));
   }
 
   T degrees_of_freedom_;
