@@ -18,14 +18,23 @@ namespace kernattn {
 /// mean \f$\mu_K = \frac1{|S|}\sum_{j \in S} k_j\f$ and the (population) variance
 /// \f$\sigma_K^2 = \frac1{|S|}\sum_{j \in S} (k_j - \mu_K)^2\f$ of the keys along the sequence, for
 /// each sequence and head separately; values are unchanged. \f$\beta \in [0, 1]\f$ (default 1) and
-/// \f$\varepsilon > 0\f$ (default \f$10^{-5}\f$). Any kernel, magnitude, mask and engine.
+/// \f$\varepsilon > 0\f$ (default \f$10^{-5}\f$). Any kernel, magnitude and engine.
 ///
-/// \f$S = \bigcup_i M(i)\f$ holds the keys that at least one query of the sequence sees under
-/// the head's mask (`mask::seen_keys`; all keys for a head without `mask()`), so padded keys
-/// change nothing, whatever they hold. The statistics do not depend on the query: under a causal
-/// mask every query is normalised with the statistics of all the keys its sequence's queries
-/// see. They are computed in double, two-pass, and \f$\hat q, \hat k\f$ are rounded once to the
-/// scalar type. A sequence in which no query sees a key passes unchanged.
+/// \f$S = \bigcup_i M(i)\f$ holds the keys that the queries of the sequence see under the head's
+/// mask (`mask::seen_keys`; all keys for a head without `mask()`), so padded keys change nothing,
+/// whatever they hold. The statistics are shared by every query of the sequence, so the mask must
+/// give every query the same keys: \f$M(i) \in \{\emptyset, S\}\f$ (a query that sees no key
+/// outputs zeros). Otherwise a query's output would depend, through \f$\mu_K\f$ and
+/// \f$\sigma_K\f$, on keys its mask hides: a call whose mask breaks the rule (`Causal` with more
+/// than one query, a `Window` narrower than the sequence, a `Boolean` mask whose non-empty rows
+/// differ, the pooled causal filters of `ScaledHead`) throws `InvalidArgument` naming a query and a
+/// key it does not see. `None`, `KeyPadding` and `Boolean` masks with equal rows pass. A
+/// `MultiHead` is refused at compile time: wrap its heads instead
+/// (`MultiHead<BatchNormalized<Head>>` takes the same statistics, column by column). See
+/// docs/primal_dual.md.
+///
+/// The statistics are computed in double, two-pass, and \f$\hat q, \hat k\f$ are rounded once to
+/// the scalar type. A sequence in which no query sees a key passes unchanged.
 template <AttentionHead Head>
 class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
  public:
@@ -41,10 +50,12 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
   [[nodiscard]] const Head& head() const { return head_; }
   [[nodiscard]] double beta() const { return beta_; }
   [[nodiscard]] double epsilon() const { return epsilon_; }
-  [[nodiscard]] decltype(auto) mask() const { return head_.mask(); }
+  [[nodiscard]] decltype(auto) mask() const requires requires(const Head& head) { head.mask(); }
+  { return head_.mask(); }
 
   /// The same normalisation around the head with another set filter.
   template <class NewMask>
+  requires requires(const Head& head, NewMask mask) { head.with_mask(std::move(mask)); }
   [[nodiscard]] auto with_mask(NewMask mask) const {
     using NewHead = decltype(head_.with_mask(std::move(mask)));
     return BatchNormalized<NewHead>(head_.with_mask(std::move(mask)), beta_, epsilon_);
@@ -81,12 +92,29 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     head_.compute(queries, keys, V, out, layout);
   }
 
-  /// The keys of sequence b that some query sees under the head's mask.
+  /// The keys of sequence b that the queries see under the head's mask, \f$S\f$; throws unless
+  /// every query sees either \f$S\f$ or nothing.
   [[nodiscard]] Flags keys_seen_in(Index nq, Index nk, Index b, Index B) const {
-    if constexpr (requires { head_.mask(); })
-      return mask::seen_keys(head_.mask().bind(mask::Shape{nq, nk, b, B}), nq, nk);
-    else
+    if constexpr (requires { head_.mask(); }) {
+      const auto bound = head_.mask().bind(mask::Shape{nq, nk, b, B});
+      Flags seen = mask::seen_keys(bound, nq, nk);
+      if (const auto unshared = mask::first_unshared_key(bound, nq, nk, seen))
+        throw InvalidArgument(detail::concat(
+            "BatchNormalized: the key statistics are shared by every query of a sequence, so "
+            "every query that sees a key must see the same keys; under the head's mask query ",
+            unshared->query, " of sequence ", b, " (", nq, " queries x ", nk,
+            " keys) does not see key ", unshared->key,
+            ", which another query sees (causal, window and pooled causal masks, and boolean "
+            "masks whose rows differ, would let an output depend on keys its mask hides)"));
+      return seen;
+    } else {
+      static_assert(
+          !requires { head_.heads(); },
+          "BatchNormalized: wrap each head of a MultiHead, not the MultiHead "
+          "(MultiHead<BatchNormalized<Head>> takes the same statistics column by column "
+          "and checks each head's mask)");
       return nq == 0 ? Flags::Zero(nk) : Flags::Ones(nk);
+    }
   }
 
   /// One feature of one sequence: the statistics of the `count` keys of `original_keys` flagged

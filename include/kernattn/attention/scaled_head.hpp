@@ -1,16 +1,21 @@
 #pragma once
 /// \file
 /// `ScaledHead<Head>` and `scaled_heads`: Attention-SH (Nguyen et al. 2024, DESIGN 1.7), heads
-/// that attend over keys and values pooled along the sequence.
+/// that attend over keys and values pooled along the sequence. The formulas and the rules for
+/// masks are in docs/primal_dual.md.
 
+#include <algorithm>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/linear_attention.hpp"
+#include "kernattn/attention/linear_engine.hpp"
 #include "kernattn/attention/multi_head.hpp"
-#include "kernattn/mask/key_padding.hpp"
+#include "kernattn/core/errors.hpp"
+#include "kernattn/core/threading.hpp"
 #include "kernattn/mask/none.hpp"
 #include "kernattn/mask/pooled.hpp"
 
@@ -33,21 +38,234 @@ requires LinearMaskTraits<Inner>::supported struct LinearMaskTraits<mask::Pooled
     };
   }
 };
+
+template <class Head>
+inline constexpr bool is_linear_attention = false;
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, mask::LinearMask Mask>
+inline constexpr bool is_linear_attention<LinearAttention<Map, Magnitude, Mask>> = true;
+
+template <class Head>
+inline constexpr bool unsupported_causal_head = false;
+
+/// The queries of one call of an exact head under a pooled causal filter.
+inline constexpr Index pooled_causal_group = 64;
+
+/// Queries [first, first + queries) of a bound `mask::PooledCausal` against its first `windows`
+/// windows (at least all that any of these queries sees), then their own partial windows in
+/// query order: the keys of one call of an exact head under `ScaledHead`. Only the group's own
+/// partial windows lie along the diagonal, so the call costs about `queries` keys per query more
+/// than the windows. Tiles take their coverage from the full filter; pairs are read from
+/// `visible`, the group's queries x keys, filled by `fill` (the engine asks for every pair of a
+/// partial tile, and most of a group's tiles are partial).
+template <class Full>
+struct PooledCausalGroup {
+  using Table = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic>;
+
+  const Full* full = nullptr;
+  const Table* visible = nullptr;
+  Index first = 0;
+  Index windows = 0;
+
+  /// The group's visibility table: each query's windows by halving a range until the full filter
+  /// calls it fully visible or hidden (\f$O(\log W)\f$ coverage calls per query under a causal
+  /// filter), then its own partial window.
+  static void fill(const Full& full, Index first, Index windows, Index queries, Table& table) {
+    table.setConstant(queries, windows + queries, false);
+    for (Index r = 0; r < queries; ++r) {
+      const Index i = first + r;
+      const auto split = [&](const auto& self, Index begin, Index end) -> void {
+        switch (full.coverage(mask::Range{i, i + 1}, mask::Range{begin, end})) {
+          case mask::Coverage::full:
+            table.row(r).segment(begin, end - begin).setConstant(true);
+            return;
+          case mask::Coverage::hidden:
+            return;
+          case mask::Coverage::partial:
+            break;
+        }
+        if (end - begin == 1) {
+          table(r, begin) = full.visible(i, begin);
+          return;
+        }
+        const Index middle = begin + (end - begin) / 2;
+        self(self, begin, middle);
+        self(self, middle, end);
+      };
+      if (windows > 0) split(split, 0, windows);
+      table(r, windows + r) = full.visible(i, full.count + i);
+    }
+  }
+
+  struct Bound {
+    const Full* full;
+    const Table* visible_pairs;
+    Index first;
+    Index windows;
+
+    [[nodiscard]] mask::Coverage coverage(mask::Range rows, mask::Range cols) const {
+      const mask::Range shifted{rows.begin + first, rows.end + first};
+      const mask::Range pooled{cols.begin, std::min(cols.end, windows)};
+      const mask::Range own{std::max(cols.begin, windows), cols.end};
+      if (own.begin >= own.end) return full->coverage(shifted, pooled);
+      const Index offset = full->count + first - windows;  // own key -> the full filter's key
+      const mask::Coverage mine =
+          full->coverage(shifted, mask::Range{own.begin + offset, own.end + offset});
+      if (pooled.begin >= pooled.end) return mine;
+      return full->coverage(shifted, pooled) == mine ? mine : mask::Coverage::partial;
+    }
+    [[nodiscard]] bool visible(Index i, Index key) const { return (*visible_pairs)(i, key); }
+  };
+
+  [[nodiscard]] Bound bind(const mask::Shape& shape) const {
+    require(shape.queries == visible->rows() && shape.keys == visible->cols(),
+            "ScaledHead: a group of ", visible->rows(), " queries over ", windows,
+            " windows was called with ", shape.queries, " queries and ", shape.keys, " keys");
+    return {full, visible, first, windows};
+  }
+};
+
+/// Whether key j of a tile (features and log-scales in `scratch`) poisons: the rule of
+/// `first_poisoned_key`, for one key.
+template <Real T>
+[[nodiscard]] bool poisons(const LinearScratch<T>& scratch, Index j) {
+  return !(scratch.log_scales(j) < std::numeric_limits<double>::infinity()) ||
+         !scratch.features.row(j).allFinite();
+}
+
+/// One sequence and head of a `ScaledHead` over `LinearAttention` under a causal filter: query i
+/// sees the first \f$f_i\f$ = `bound.whole_windows(i)` windows (f non-decreasing; a window that
+/// `bound` hides from the last query, which sees every token but the padded ones, weighs nothing)
+/// and its own partial window, row i of `partial_keys` and `partial_values`, when `bound`
+/// (`mask::PooledCausal`) lets it.
+///
+/// The chunks of `attend_causal` with one more key per query: before chunk \f$[i_0, i_1)\f$ the
+/// state takes in the windows every query of the chunk sees, \f$f_{i_0}\f$; the chunk's windows
+/// \f$[f_{i_0}, f_{i_1 - 1})\f$ and each query's partial window are weighted directly, relative to
+/// the query's own reference \f$r_i = \max(m, \ell \text{ of its visible chunk windows and partial
+/// window})\f$. A query's sums read only the windows, partial window and values it sees, one row at
+/// a time, so data it does not see, finite or not, never changes a bit of its output; a query
+/// that sees a window or partial window that poisons (see `first_poisoned_key`) outputs NaN.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Windows,
+          class WindowValues, class Partials, class PartialValues, class Bound, class Out>
+void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
+                          const Windows& windows, const WindowValues& window_values,
+                          const Partials& partial_keys, const PartialValues& partial_values,
+                          const Bound& bound, const LinearOptions& options, Out&& out) {
+  using T = typename Map::Scalar;
+  const Index nq = queries.rows();
+  const Index count = windows.rows();
+  const Index dv = window_values.cols();
+  const auto window_valid = [&](Index w) { return bound.visible(nq - 1, w); };
+  const auto partial_valid = [&](Index i) { return bound.visible(i, count + i); };
+  LinearState<T> state(map.feature_dimension(), dv);
+  LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
+  LinearScratch<T> own;
+
+  const auto consume = [&](Index begin, Index end) {
+    for (Index first = begin; first < end && !state.poisoned; first += options.tile) {
+      const Index tile = std::min(options.tile, end - first);
+      key_tile_features(map, magnitude, windows.middleRows(first, tile), first, window_valid,
+                        scratch);
+      add_keys_to_state(scratch, window_values.middleRows(first, tile), state);
+    }
+  };
+
+  Matrix<T> query_features;
+  Eigen::VectorXd query_log_scales;
+  Index in_state = 0;
+  for (Index first_query = 0; first_query < nq; first_query += options.chunk) {
+    const Index rows = std::min(options.chunk, nq - first_query);
+    const Index key_begin = std::max(bound.whole_windows(first_query), in_state);
+    consume(in_state, key_begin);
+    const Index key_end = std::max(bound.whole_windows(first_query + rows - 1), key_begin);
+    const Index chunk_keys = key_end - key_begin;
+
+    query_log_scales.setZero(rows);
+    map.features(queries.middleRows(first_query, rows), query_features, query_log_scales);
+    key_tile_features(map, magnitude, windows.middleRows(key_begin, chunk_keys), key_begin,
+                      window_valid, scratch);
+    key_tile_features(map, magnitude, partial_keys.middleRows(first_query, rows), first_query,
+                      partial_valid, own);
+    const Index first_poisoned = state.poisoned ? 0 : first_poisoned_key(scratch);
+
+    Matrix<T> weights = query_features * scratch.features.transpose();
+    Matrix<T> numerators = query_features * state.weighted_values;
+    const Vector<T> state_denominators = query_features * state.feature_sum;
+    const Vector<T> own_products = (query_features.array() * own.features.array()).rowwise().sum();
+    Vector<T> denominators(rows);
+    Eigen::VectorXd scale_sums(rows);
+    double prefix_max = -std::numeric_limits<double>::infinity();
+    Index seen = 0;
+    for (Index r = 0; r < rows; ++r) {
+      const Index visible =
+          std::clamp<Index>(bound.whole_windows(first_query + r) - key_begin, 0, chunk_keys);
+      if (state.poisoned || visible > first_poisoned || poisons(own, r)) {
+        // It sees a window or a partial window that poisons: NaN, as in `attend_causal`.
+        denominators(r) = std::numeric_limits<T>::quiet_NaN();
+        scale_sums(r) = std::numeric_limits<double>::quiet_NaN();
+        continue;
+      }
+      for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
+      const double reference = std::max({state.log_reference, prefix_max, own.log_scales(r)});
+      const double state_factor = exp_difference(state.log_reference, reference);
+      double scale_sum = state.scale_sum * state_factor;
+      for (Index c = 0; c < chunk_keys; ++c) {
+        const double factor = c < visible ? exp_difference(scratch.log_scales(c), reference) : 0.0;
+        weights(r, c) = factor == 0.0 ? T(0) : weights(r, c) * T(factor);
+        scale_sum += factor;
+      }
+      const double own_factor = exp_difference(own.log_scales(r), reference);
+      const T own_weight = own_factor == 0.0 ? T(0) : own_products(r) * T(own_factor);
+      scale_sums(r) = scale_sum + own_factor;
+      denominators(r) =
+          state_denominators(r) * T(state_factor) + weights.row(r).head(visible).sum() + own_weight;
+
+      auto numerator = numerators.row(r);
+      numerator *= T(state_factor);
+      const auto seen_values = window_values.middleRows(key_begin, visible);
+      if (seen_values.allFinite()) {
+        numerator.noalias() += weights.row(r).head(visible) * seen_values;
+      } else {
+        for (Index c = 0; c < visible; ++c)
+          if (window_valid(key_begin + c)) numerator += weights(r, c) * seen_values.row(c);
+      }
+      if (own_factor != 0.0) numerator += own_weight * partial_values.row(first_query + r);
+    }
+    write_guarded_rows<Map::non_negative>(numerators, denominators, scale_sums,
+                                          options.denominator_floor,
+                                          out.middleRows(first_query, rows));
+    add_keys_to_state(scratch, window_values.middleRows(key_begin, chunk_keys), state);
+    in_state = key_end;
+  }
+}
 }  // namespace detail
 
 /// Runs `Head` with the keys and values mean-pooled over windows of r = `factor` tokens, the
 /// queries at full length: pooled key \f$\bar k_w = \frac1{|W_w|}\sum_{j\in W_w} k_j\f$ (and
 /// \f$\bar v_w\f$ likewise) over window \f$W_w = [w r, \min((w+1) r, N_k))\f$, the last window
-/// ragged, for \f$w < \lceil N_k/r\rceil\f$. The head's cost in the keys falls by r.
+/// ragged, for \f$w < W = \lceil N_k/r\rceil\f$. The head's cost in the keys falls by r.
 ///
-/// Set filters follow `mask::Pooled`: a pooled key is visible to a query only when every token in
-/// its window is (under `Causal`, once the window's last token is). `mask::None` stays `None`;
-/// `LinearAttention` takes the pooled form of every filter it takes (a pooled causal filter is
-/// still a prefix of the keys for each query). The pooled means are summed in double in token order
-/// and rounded once. With r = 1 the head runs on the inputs unchanged, bit for bit.
+/// Set filters: a pooled key is visible to a query only when every token in its window is
+/// (`mask::Pooled`); `mask::None` stays `None`. Under a causal filter (`Causal`, alone or
+/// intersected with another filter: `mask::has_causal_limit`) query i, which may see the first
+/// \f$t_i\f$ tokens, also sees its **partial window**: the mean \f$\bar k_{P_i}, \bar v_{P_i}\f$ of
+/// the tokens \f$P_i = [\lfloor t_i/r\rfloor r, t_i)\f$ of its current window that it has seen,
+/// when \f$t_i\f$ is neither a multiple of r nor \f$N_k\f$ and the filter lets it see all of
+/// \f$P_i\f$ (`mask::PooledCausal`). So no query sees a token after its limit, and the first r - 1
+/// queries of a causal sequence attend over the tokens they have seen instead of outputting
+/// zeros. An exact head runs once per group of 64 queries, over the windows the group's last query
+/// sees followed by the group's own partial windows (`detail::PooledCausalGroup`: at most 64 keys
+/// per query more than the windows), the groups in parallel; `LinearAttention` keeps its prefix
+/// state over the windows and adds each query's partial window directly, in linear time.
 ///
-/// `Head` needs `mask()` and `with_mask(mask)` (`Attention`, `LinearAttention`,
-/// `BatchNormalized` of either).
+/// The pooled means are summed in double in token order and rounded once (a partial window's
+/// mean at the end of its window is the window's mean, bit for bit); with r = 1 the head runs on
+/// the inputs unchanged, bit for bit. Any factor \f$r \ge 1\f$ costs \f$O(N d)\f$ to pool.
+/// \f$N_k = 0\f$ gives zeros and \f$N_q = 0\f$ an empty output, without calling the head.
+///
+/// `Head` needs `mask()` and `with_mask(mask)`: `Attention`, `LinearAttention`, or a
+/// `BatchNormalized` of `Attention` (which refuses the pooled causal filters, whose queries see
+/// different keys).
 template <AttentionHead Head>
 class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
  public:
@@ -59,14 +277,30 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
 
   [[nodiscard]] const Head& head() const { return head_; }
   [[nodiscard]] Index factor() const { return factor_; }
+  /// The head's set filter over the tokens (before pooling).
+  [[nodiscard]] decltype(auto) mask() const requires requires(const Head& head) { head.mask(); }
+  { return head_.mask(); }
 
+  /// The same pooling around the head with another set filter.
+  template <class NewMask>
+  requires requires(const Head& head, NewMask mask) { head.with_mask(std::move(mask)); }
+  [[nodiscard]] auto with_mask(NewMask mask) const {
+    using NewHead = decltype(head_.with_mask(std::move(mask)));
+    return ScaledHead<NewHead>(head_.with_mask(std::move(mask)), factor_);
+  }
+
+  /// Sets the threads of the head and of the groups of queries under a causal filter (0 = the
+  /// OpenMP default).
   ScaledHead& set_threads(int threads) {
     head_.set_threads(threads);
+    threads_ = threads;
     return *this;
   }
 
  private:
   friend class detail::AttentionCalls<ScaledHead>;
+  template <class H>
+  using MaskOf = std::remove_cvref_t<decltype(std::declval<const H&>().mask())>;
 
   /// The head checks its own dimension.
   template <class DQ>
@@ -78,53 +312,160 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
       head_.compute(Q, K, V, out, layout);
       return;
     }
-    const Index nk = K.rows() / layout.sequences;
-    head_.with_mask(pooled_mask(nk))
-        .compute(Q, pooled(K, layout.sequences), pooled(V, layout.sequences), out, layout);
+    const Index B = layout.sequences;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    // No query sees a key, or there is nothing to write: no pooling, no blocks of empty inputs.
+    if (nq == 0 || nk == 0 || V.cols() == 0) {
+      out.setZero();
+      return;
+    }
+    if constexpr (mask::has_causal_limit<MaskOf<Head>>)
+      run_causal(Q, K, V, out, layout);
+    else
+      head_.with_mask(pooled_mask(nk))
+          .compute(Q, window_means(K, B), window_means(V, B), out, layout);
   }
 
   [[nodiscard]] auto pooled_mask(Index tokens) const {
-    using Mask = std::remove_cvref_t<decltype(head_.mask())>;
-    if constexpr (std::is_same_v<Mask, mask::None>)
+    if constexpr (std::is_same_v<MaskOf<Head>, mask::None>)
       return mask::None{};
     else
-      return mask::Pooled<Mask>{head_.mask(), factor_, tokens};
+      return mask::Pooled<MaskOf<Head>>{head_.mask(), factor_, tokens};
   }
 
-  /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows) in order, each window
-  /// summed token by token in double. Column by column, the full windows of a sequence are
-  /// viewed as an r x W matrix (one window per column), whose rows are added in order with one
-  /// lane per window; the ragged last window is summed on its own.
+  /// Under a causal filter: the windows and every query's partial window (`mask::PooledCausal`).
+  template <class Queries, class Keys, class Values, class Out>
+  void run_causal(const Queries& Q, const Keys& K, const Values& V, Out& out,
+                  BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index W = mask::pooled_windows(nk, factor_);
+    const mask::PooledCausal<MaskOf<Head>> filter{head_.mask(), factor_, nk};
+    using Bound = decltype(filter.bind(mask::Shape{}));
+    std::vector<Bound> bounds;
+    bounds.reserve(std::size_t(B));
+    for (Index b = 0; b < B; ++b) bounds.push_back(filter.bind(mask::Shape{nq, W + nq, b, B}));
+
+    // Sequence b: W windows from row b W, and N_q partial windows from row b N_q.
+    Matrix<Scalar> window_keys(B * W, K.cols());
+    Matrix<Scalar> window_values(B * W, V.cols());
+    Matrix<Scalar> partial_keys(B * nq, K.cols());
+    Matrix<Scalar> partial_values(B * nq, V.cols());
+    for (Index b = 0; b < B; ++b) {
+      write_window_means(K, b * nk, nk, window_keys.middleRows(b * W, W));
+      write_window_means(V, b * nk, nk, window_values.middleRows(b * W, W));
+      write_partial_means(K, b * nk, bounds[std::size_t(b)], partial_keys.middleRows(b * nq, nq));
+      write_partial_means(V, b * nk, bounds[std::size_t(b)], partial_values.middleRows(b * nq, nq));
+    }
+
+    if constexpr (detail::is_linear_attention<Head>) {
+      const Index d = Q.cols() / H;
+      const Index dv = V.cols() / H;
+      require(d == head_.feature_map().input_dimension(), "ScaledHead: the head dimension is ", d,
+              " (Q is ", detail::shape_of(Q), " for ", H,
+              " head(s)) but the LinearAttention's feature map takes d = ",
+              head_.feature_map().input_dimension());
+      const LinearOptions& options = head_.options();
+      parallel_for(B * H, resolve_thread_count(options.threads), [&](Index item) {
+        const Index b = item / H;
+        const Index h = item % H;
+        detail::attend_pooled_causal(
+            head_.feature_map(), head_.magnitude(), Q.block(b * nq, h * d, nq, d),
+            window_keys.block(b * W, h * d, W, d), window_values.block(b * W, h * dv, W, dv),
+            partial_keys.block(b * nq, h * d, nq, d), partial_values.block(b * nq, h * dv, nq, dv),
+            bounds[std::size_t(b)], options, out.block(b * nq, h * dv, nq, dv));
+      });
+    } else if constexpr (requires { head_.with_mask(detail::PooledCausalGroup<Bound>{}); }) {
+      // Groups of queries, each against the windows its last query sees and its own partial
+      // windows; one call of the head per group, the groups in parallel.
+      constexpr Index group = detail::pooled_causal_group;
+      const Index groups = nq / group + (nq % group != 0 ? 1 : 0);
+      parallel_for(B * groups, resolve_thread_count(threads_), [&](Index item) {
+        const Index b = item / groups;
+        const Index first = item % groups * group;
+        const Index rows = std::min(group, nq - first);
+        const Bound& bound = bounds[std::size_t(b)];
+        const Index seen = bound.whole_windows(first + rows - 1);
+        Matrix<Scalar> keys(seen + rows, K.cols());
+        Matrix<Scalar> values(seen + rows, V.cols());
+        keys.topRows(seen) = window_keys.middleRows(b * W, seen);
+        keys.bottomRows(rows) = partial_keys.middleRows(b * nq + first, rows);
+        values.topRows(seen) = window_values.middleRows(b * W, seen);
+        values.bottomRows(rows) = partial_values.middleRows(b * nq + first, rows);
+        typename detail::PooledCausalGroup<Bound>::Table visible;
+        detail::PooledCausalGroup<Bound>::fill(bound, first, seen, rows, visible);
+        head_.with_mask(detail::PooledCausalGroup<Bound>{&bound, &visible, first, seen})
+            .compute(Q.middleRows(b * nq + first, rows), keys, values,
+                     out.middleRows(b * nq + first, rows), BatchLayout{1, H});
+      });
+    } else {
+      static_assert(detail::unsupported_causal_head<Head>,
+                    "ScaledHead: under a causal mask the head must be a LinearAttention or take "
+                    "any set filter in with_mask (Attention, or a BatchNormalized Attention)");
+    }
+  }
+
+  /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows), sequence after sequence.
   template <class Tokens>
-  [[nodiscard]] Matrix<Scalar> pooled(const Tokens& tokens, Index sequences) const {
-    using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
-    const Index r = factor_;
+  [[nodiscard]] Matrix<Scalar> window_means(const Tokens& tokens, Index sequences) const {
     const Index count = tokens.rows() / sequences;
-    const Index full = count / r;
-    const Index windows = (count + r - 1) / r;
-    const Index row_step = Tokens::IsRowMajor ? tokens.outerStride() : 1;
-    const Index column_step = Tokens::IsRowMajor ? 1 : tokens.outerStride();
+    const Index windows = mask::pooled_windows(count, factor_);
     Matrix<Scalar> means(sequences * windows, tokens.cols());
-    Eigen::VectorXd sums(full);
-    for (Index c = 0; c < tokens.cols(); ++c)
-      for (Index b = 0; b < sequences; ++b) {
-        const Scalar* first = tokens.data() + b * count * row_step + c * column_step;
-        const Eigen::Map<const Matrix<Scalar>, 0, Stride> by_window(first, r, full,
-                                                                    Stride(r * row_step, row_step));
-        sums.head(full) = by_window.row(0).transpose().template cast<double>();
-        for (Index t = 1; t < r; ++t) sums += by_window.row(t).transpose().template cast<double>();
-        means.col(c).segment(b * windows, full) = (sums / double(r)).template cast<Scalar>();
-        if (windows > full) {
-          double last = 0.0;
-          for (Index j = full * r; j < count; ++j) last += double(first[j * row_step]);
-          means(b * windows + full, c) = Scalar(last / double(count - full * r));
-        }
-      }
+    for (Index b = 0; b < sequences; ++b)
+      write_window_means(tokens, b * count, count, means.middleRows(b * windows, windows));
     return means;
+  }
+
+  /// The means of the windows of the `count` tokens from row `first` of `tokens` (at least one
+  /// token and one column), one row per window: each window summed in double in token order, then
+  /// divided by its size and rounded once. Every token is read once, whatever r.
+  template <class Tokens, class Target>
+  void write_window_means(const Tokens& tokens, Index first, Index count, Target&& means) const {
+    for (Index c = 0; c < tokens.cols(); ++c)
+      for (Index w = 0; w < means.rows(); ++w) {
+        const Index begin = w * factor_;  // < count: no overflow
+        const Index end = begin + std::min(factor_, count - begin);
+        double sum = double(tokens(first + begin, c));
+        for (Index j = begin + 1; j < end; ++j) sum += double(tokens(first + j, c));
+        means(w, c) = Scalar(sum / double(end - begin));
+      }
+  }
+
+  /// Row i: the mean of query i's partial window \f$P_i\f$ (`bound.partial_tokens(i)`) of the
+  /// tokens from row `first` of `tokens`, zero when it has none. The limits \f$t_i\f$ do not
+  /// decrease, so one running sum per window serves every query in it and every token is read
+  /// at most once; each sum runs in token order from the window's first token, as in
+  /// `write_window_means`.
+  template <class Tokens, class Bound, class Target>
+  void write_partial_means(const Tokens& tokens, Index first, const Bound& bound,
+                           Target&& means) const {
+    for (Index c = 0; c < tokens.cols(); ++c) {
+      Index window_begin = -1;
+      Index summed_to = 0;
+      double sum = 0.0;
+      for (Index i = 0; i < means.rows(); ++i) {
+        const mask::Range span = bound.partial_tokens(i);
+        if (span.begin >= span.end) {
+          means(i, c) = Scalar(0);
+          continue;
+        }
+        if (span.begin != window_begin) {
+          window_begin = span.begin;
+          sum = double(tokens(first + span.begin, c));
+          summed_to = span.begin + 1;
+        }
+        for (; summed_to < span.end; ++summed_to) sum += double(tokens(first + summed_to, c));
+        means(i, c) = Scalar(sum / double(span.end - span.begin));
+      }
+    }
   }
 
   Head head_;
   Index factor_ = 1;
+  int threads_ = 0;
 };
 
 /// Attention-SH: one `ScaledHead` of `head` per pooling factor, head h pooling by `factors[h]`.
