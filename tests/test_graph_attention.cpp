@@ -544,3 +544,167 @@ TEMPLATE_TEST_CASE("A neighbour whose log-weight is -inf weighs exactly zero", "
     CHECK(check::zero_row(out, 0));
   }
 }
+
+TEMPLATE_TEST_CASE("An edge stored more than once is one edge", "[graph][duplicates]", float,
+                   double) {
+  // N(i) is a set, as in the dense mask: an uncompressed matrix with a repeated insert, a summed
+  // entry, and a Map over CSR arrays that repeat (and disorder) column indices all give the
+  // output of the graph without repeats, bit for bit.
+  using T = TestType;
+  constexpr Index n = 50, d = 6, dv = 3;
+  const Graph g = random_graph(n, n, 0.12, 3, 5101);
+  const ref::Problem p = ref::random_problem<T>(n, n, d, dv, 5102);
+  const ref::Matrix<T> Q = p.q<T>(), K = p.k<T>(), V = p.v<T>();
+  // Every third edge of each row stored twice, the repeat right after it or at the row's end.
+  auto stored = std::vector<std::vector<Index>>(std::size_t(n));
+  for (Index i = 0; i < n; ++i) {
+    const auto& row = g.neighbours[std::size_t(i)];
+    auto& out = stored[std::size_t(i)];
+    for (std::size_t t = 0; t < row.size(); ++t) {
+      out.push_back(row[t]);
+      if (t % 3 == 0) out.push_back(row[t]);
+    }
+    if (!row.empty()) out.push_back(row.front());
+  }
+  Eigen::SparseMatrix<T, Eigen::RowMajor> uncompressed(n, n);
+  Eigen::VectorXi sizes(n);
+  for (Index i = 0; i < n; ++i) sizes(i) = int(stored[std::size_t(i)].size()) + 2;
+  uncompressed.reserve(sizes);
+  for (Index i = 0; i < n; ++i)
+    for (const Index j : stored[std::size_t(i)]) uncompressed.insertBackUncompressed(i, j) = T(1);
+  REQUIRE_FALSE(uncompressed.isCompressed());
+  std::vector<int> starts{0}, columns;
+  std::vector<T> values;
+  for (Index i = 0; i < n; ++i) {
+    auto row = stored[std::size_t(i)];
+    std::reverse(row.begin(), row.end());
+    for (const Index j : row) columns.push_back(int(j));
+    values.resize(columns.size(), T(1));
+    starts.push_back(int(columns.size()));
+  }
+  const Eigen::Map<const Eigen::SparseMatrix<T, Eigen::RowMajor>> map(
+      n, n, Index(columns.size()), starts.data(), columns.data(), values.data());
+  std::vector<Eigen::Triplet<T>> triplets;
+  for (Index i = 0; i < n; ++i)
+    for (const Index j : g.neighbours[std::size_t(i)]) {
+      triplets.emplace_back(i, j, T(1));
+      triplets.emplace_back(i, j, T(-1));  // summed to a stored 0: still one edge
+    }
+  Eigen::SparseMatrix<T, Eigen::RowMajor> summed(n, n);
+  summed.setFromTriplets(triplets.begin(), triplets.end());
+  for_each_form<T>(d, [&](const auto& kernel, const auto& mu) {
+    const GraphAttention graph(kernel, mu);
+    const ref::Matrix<T> expected = graph(g.adjacency<T>(), Q, K, V);
+    CHECK(check::identical(graph(uncompressed, Q, K, V), expected));
+    CHECK(check::identical(graph(map, Q, K, V), expected));
+    CHECK(check::identical(graph(summed, Q, K, V), expected));
+    {
+      INFO("converted from column-major storage with the repeats");
+      const Eigen::SparseMatrix<T, Eigen::ColMajor> column_major = map;
+      CHECK(check::identical(graph(column_major, Q, K, V), expected));
+    }
+    {
+      INFO("with self-loops, some stored twice already");
+      const GraphAttention looped(kernel, mu, GraphOptions{0, true});
+      CHECK(check::identical(looped(uncompressed, Q, K, V), looped(g.adjacency<T>(), Q, K, V)));
+    }
+  });
+  {
+    INFO("against the dense engine with the same boolean mask");
+    const GraphAttention graph(kernels::Matern32<T>(), magnitude::Lp<T>(T(3)));
+    const ref::Reference expected =
+        edge_reference(p, g, ref::matern(3, std::pow(double(d), 0.25)),
+                       ref::lp(3, ref::default_gamma(d), 2), ref::unit_roundoff<T>);
+    const ref::Matrix<T> out = graph(uncompressed, Q, K, V);
+    check::require_matches<T>(out, expected);
+    check::require_close(out,
+                         check::run<T>(p, kernels::Matern32<T>(), magnitude::Lp<T>(T(3)),
+                                       mask::Boolean(g.visibility())),
+                         2 * expected.bound);
+  }
+}
+
+TEST_CASE("An adjacency with an index outside its shape or a broken structure is rejected",
+          "[graph][errors]") {
+  // Maps over the caller's CSR (or CSC) arrays: nothing is read out of bounds (the ASan build
+  // checks that), and the message names the adjacency, the index and the shape.
+  using Matrix = ref::Matrix<float>;
+  using RowMap = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor>>;
+  using ColumnMap = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::ColMajor>>;
+  const GraphAttention<kernels::Exponential<float>> graph;
+  const Matrix Q = ref::normal(5, 4, 5201).cast<float>(), K = ref::normal(7, 4, 5202).cast<float>(),
+               V = ref::normal(7, 3, 5203).cast<float>();
+  const std::vector<float> values(8, 1.0f);
+  SECTION("a column index past the last key") {
+    const std::vector<int> starts{0, 2, 3, 5, 6, 8}, columns{0, 3, 6, 1, 7, 2, 4, 5};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, starts.data(), columns.data(), values.data()), Q, K, V),
+        "adjacency: row 2 stores column index 7, outside [0, 7) (adjacency is 5x7)");
+  }
+  SECTION("a negative column index") {
+    const std::vector<int> starts{0, 2, 3, 5, 6, 8}, columns{0, 3, 6, 1, 4, 2, -1, 5};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, starts.data(), columns.data(), values.data()), Q, K, V),
+        "adjacency: row 4 stores column index -1, outside [0, 7) (adjacency is 5x7)");
+  }
+  SECTION("a row index past the last query, in column-major storage") {
+    const std::vector<int> starts{0, 1, 2, 3, 4, 5, 6, 8}, rows{0, 1, 2, 3, 4, 0, 1, 9};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(ColumnMap(5, 7, 8, starts.data(), rows.data(), values.data()), Q, K, V),
+        "adjacency: column 6 stores row index 9, outside [0, 5) (adjacency is 5x7)");
+  }
+  SECTION("an outer index array that decreases or overruns the entries") {
+    const std::vector<int> columns{0, 3, 6, 1, 4, 2, 4, 5};
+    const std::vector<int> decreasing{0, 4, 3, 5, 6, 8};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, decreasing.data(), columns.data(), values.data()), Q, K, V),
+        "adjacency: its outer index array must be non-decreasing, but row 1 starts at entry 4 "
+        "and row 2 at entry 3 (adjacency is 5x7)");
+    const std::vector<int> overrun{0, 2, 3, 5, 6, 9};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, overrun.data(), columns.data(), values.data()), Q, K, V),
+        "adjacency: its outer index array ends at entry 9 but it declares 8 stored entries");
+    const std::vector<int> negative{-1, 2, 3, 5, 6, 7};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, negative.data(), columns.data(), values.data()), Q, K, V),
+        "adjacency: its outer index array starts at -1, below 0");
+  }
+  SECTION("an uncompressed row that holds more entries than its space") {
+    const std::vector<int> starts{0, 2, 3, 5, 6, 8}, columns{0, 3, 6, 1, 4, 2, 4, 5},
+        counts{2, 1, 3, 1, 2};
+    REQUIRE_INVALID_ARGUMENT(
+        graph(RowMap(5, 7, 8, starts.data(), columns.data(), values.data(), counts.data()), Q, K,
+              V),
+        "adjacency: row 2 holds 3 entries from entry 3, but the next row "
+        "starts at entry 5 (adjacency is 5x7)");
+  }
+  SECTION("a valid Map is read as it is") {
+    const std::vector<int> starts{0, 2, 3, 5, 6, 8}, columns{0, 3, 6, 1, 4, 2, 4, 5};
+    const Matrix out =
+        graph(RowMap(5, 7, 8, starts.data(), columns.data(), values.data()), Q, K, V);
+    CHECK(out.allFinite());
+  }
+}
+
+TEMPLATE_TEST_CASE("Distance kernels are accurate on self-loops, where q = k", "[graph][distance]",
+                   float, double) {
+  // Keys = queries: every self-loop has r = 0. Squared distances are computed directly per edge,
+  // so the reference's bound holds there as everywhere (the expansion |q|^2 + |k|^2 - 2 q.k
+  // would be only sqrt(u)-accurate in r).
+  using T = TestType;
+  constexpr Index n = 120, d = 32, dv = 4;
+  const Graph g = random_graph(n, n, 0.05, 4, 5301);
+  ref::Problem p = ref::random_problem<T>(n, n, d, dv, 5302);
+  p.K = p.Q;
+  const GraphOptions loops{0, true};
+  const double l = std::pow(double(d), 0.25);
+  const auto check_kernel = [&](const auto& kernel, const ref::KernelModel& model) {
+    const ref::Matrix<T> out = GraphAttention(kernel, magnitude::None{}, loops)(
+        g.adjacency<T>(), p.q<T>(), p.k<T>(), p.v<T>());
+    check::require_matches<T>(out, edge_reference(p, g.with_self_loops(), model,
+                                                  ref::unit_magnitude(), ref::unit_roundoff<T>));
+  };
+  check_kernel(kernels::Laplacian<T>(), ref::matern(1, l));
+  check_kernel(kernels::Matern52<T>(), ref::matern(5, l));
+  check_kernel(kernels::RationalQuadratic<T>(), ref::rational_quadratic(1, l));
+}

@@ -1,12 +1,14 @@
 // The distance kernels (Matern 1/2 = Laplacian, 3/2, 5/2 and RationalQuadratic), with every
 // magnitude, against the naive double-precision kernel smoother of tests/support/reference.hpp.
-// The library forms squared distances as |q|^2 + |k|^2 - 2 q.k; the reference's error model
-// (ref::detail::squared_distance_error) accounts for that cancellation.
+// The library forms squared distances as |q|^2 + |k|^2 - 2 q.k and recomputes them directly where
+// that cancels; the reference's error model (ref::detail::squared_distance_error) states both
+// bounds. Inputs near the end of the floating-point range: test_extreme_inputs.cpp.
 #include <cmath>
 #include <limits>
 #include <type_traits>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -76,8 +78,9 @@ TEMPLATE_TEST_CASE("RationalQuadratic attention matches the reference for every 
 
 TEMPLATE_TEST_CASE("Distance kernels stay accurate where a query coincides with a key",
                    "[kernels][distance]", float, double) {
-  // r = 0 is where |q|^2 + |k|^2 - 2 q.k cancels completely (and may round below 0, which must
-  // be clamped, not turned into NaN by the square root).
+  // r = 0 is where |q|^2 + |k|^2 - 2 q.k cancels completely (and may round below 0). The engine
+  // recomputes such pairs directly, so even Matern 1/2, whose log kappa has slope 1 in r at r = 0,
+  // is as accurate as anywhere else: the reference's bound, with the usual informative limit.
   using T = TestType;
   ref::Problem p = ref::random_problem<T>(12, 30, 8, 4, 95);
   p.Q.topRows(6) = p.K.middleRows(3, 6);
@@ -85,44 +88,51 @@ TEMPLATE_TEST_CASE("Distance kernels stay accurate where a query coincides with 
   constexpr double u = ref::unit_roundoff<T>;
   const double l = default_lengthscale(8);
   const auto none = ref::unit_magnitude();
-  SECTION("Matern 3/2, 5/2 and RationalQuadratic are flat at r = 0: the usual accuracy") {
-    check::require_matches<T>(check::run<T>(p, kernels::Matern32<T>()),
+  for (const kernattn::ExecutionOptions& options : check::tilings) {
+    CAPTURE(options.query_tile, options.key_tile);
+    const auto run = [&](const auto& kernel) {
+      return check::run<T>(p, kernel, magnitude::None{}, mask::None{}, options);
+    };
+    check::require_matches<T>(run(kernels::Matern12<T>()),
+                              ref::attention(p, ref::matern(1, l), none, all, u));
+    check::require_matches<T>(run(kernels::Matern32<T>()),
                               ref::attention(p, ref::matern(3, l), none, all, u));
-    check::require_matches<T>(check::run<T>(p, kernels::Matern52<T>()),
+    check::require_matches<T>(run(kernels::Matern52<T>()),
                               ref::attention(p, ref::matern(5, l), none, all, u));
-    check::require_matches<T>(check::run<T>(p, kernels::RationalQuadratic<T>()),
+    check::require_matches<T>(run(kernels::RationalQuadratic<T>()),
                               ref::attention(p, ref::rational_quadratic(1, l), none, all, u));
-  }
-  SECTION("Matern 1/2 has slope 1 in r at r = 0: r, and so log kappa, is only sqrt(u)-accurate") {
-    // An error dr2 ~ (d + 3) u (2|k|)^2 in r^2 = 0 gives r ~ sqrt(dr2): with |k|^2 ~ d = 8 that
-    // is ~ 19 sqrt(u) in r, so outputs of size ~1 may err by ~ 2 * 19 sqrt(u) / l. Only this
-    // section, whose data are ill-conditioned on purpose, allows a bound up to 100 sqrt(u).
-    check::require_matches<T>(check::run<T>(p, kernels::Matern12<T>()),
-                              ref::attention(p, ref::matern(1, l), none, all, u),
-                              100 * std::sqrt(u));
   }
 }
 
-TEMPLATE_TEST_CASE("A key whose squared distance overflows weighs exactly zero, without NaN",
-                   "[kernels][distance][nonfinite]", float, double) {
+TEMPLATE_TEST_CASE("A distant key weighs exactly zero; one beyond the numeric range is rejected",
+                   "[kernels][distance][range]", float, double) {
   using T = TestType;
-  // Key 3 is so far away that |k|^2 overflows to infinity: its Matern weight must be exactly 0
-  // (Eigen's vectorised float sqrt of infinity is NaN, so the kernels clamp the distance).
+  // Key 3 far away: sqrt(max)/8 in each of 4 coordinates keeps (|q| + |k|)^2 below the range
+  // limit max/8 (docs/numerics.md), so its Matern weight underflows to exactly 0. With sqrt(max)
+  // in each coordinate |k|^2 would overflow: the call throws, naming the pair.
   const ref::Problem p = ref::random_problem<T>(20, 12, 4, 3, 71);
+  const double largest = double(std::numeric_limits<T>::max());
   ref::Problem far = p;
-  far.K.row(3).setConstant(double(std::sqrt(std::numeric_limits<T>::max())));
+  far.K.row(3).setConstant(double(T(std::sqrt(largest) / 8)));
   const ref::Problem without{p.Q, ref::MatrixXd(p.K.rows() - 1, p.K.cols()),
                              ref::MatrixXd(p.V.rows() - 1, p.V.cols())};
   ref::Problem rest = without;
   rest.K << p.K.topRows(3), p.K.bottomRows(8);
   rest.V << p.V.topRows(3), p.V.bottomRows(8);
+  ref::Problem beyond = p;
+  beyond.K.row(3).setConstant(double(T(std::sqrt(largest))));
   const auto compare = [&](const auto& kernel, const ref::KernelModel& model) {
     const ref::Matrix<T> out = check::run<T>(far, kernel);
     CHECK(out.allFinite());
     check::require_matches<T>(out, ref::attention(rest, model, ref::unit_magnitude(),
                                                   ref::all_visible(20, 11), ref::unit_roundoff<T>));
+    REQUIRE_INVALID_ARGUMENT(check::run<T>(beyond, kernel), "Attention: query 0 (norm ");
+    REQUIRE_INVALID_ARGUMENT(check::run<T>(beyond, kernel), ") and key 3 (norm ");
+    REQUIRE_INVALID_ARGUMENT(check::run<T>(beyond, kernel),
+                             "of Q and K are too large for the distance kernel in ");
   };
   compare(kernels::Laplacian<T>(), ref::matern(1, default_lengthscale(4)));
   compare(kernels::Matern32<T>(), ref::matern(3, default_lengthscale(4)));
   compare(kernels::Matern52<T>(), ref::matern(5, default_lengthscale(4)));
+  compare(kernels::RationalQuadratic<T>(), ref::rational_quadratic(1, default_lengthscale(4)));
 }

@@ -145,3 +145,50 @@ TEMPLATE_TEST_CASE("A padded NaN or infinity changes nothing", "[nonfinite][padd
     }
   }
 }
+
+TEMPLATE_TEST_CASE("A key whose log-weight is -inf weighs exactly zero in every tiling",
+                   "[nonfinite]", float, double) {
+  // Key 5 is (-inf, 0, 0, 0) and every query is positive, so q.k = -inf: log kappa = -inf for
+  // Exponential and Rbf (whose key term is -inf too). Its value is huge, so any weight short of
+  // exactly 0 (Eigen's vectorised exp(-inf) is ~1e-39 in float, ~1e-308 in double) would show.
+  // Query 0 sees only key 5: all its visible log-weights are -inf, and it outputs zeros like a
+  // query that sees no key, whatever the tiles.
+  using T = TestType;
+  constexpr Index nq = 40, nk = 30, d = 4, hidden = 5;
+  ref::Problem p = ref::random_problem<T>(nq, nk, d, 3, 741);
+  p.Q = p.Q.cwiseAbs() + ref::MatrixXd::Constant(nq, d, 0.125);
+  p.K.row(hidden) << -infinity, 0, 0, 0;
+  p.V.row(hidden).setConstant(double(std::numeric_limits<T>::max() / 4));
+  p = ref::rounded<T>(p);
+  ref::Visibility visible = ref::all_visible(nq, nk);
+  visible.row(0).setConstant(false);
+  visible(0, hidden) = true;
+  ref::Problem without = p;
+  without.K.resize(nk - 1, d);
+  without.K << p.K.topRows(hidden), p.K.bottomRows(nk - hidden - 1);
+  without.V.resize(nk - 1, 3);
+  without.V << p.V.topRows(hidden), p.V.bottomRows(nk - hidden - 1);
+  ref::Visibility rest(nq, nk - 1);
+  rest << visible.leftCols(hidden), visible.rightCols(nk - hidden - 1);
+  const std::vector<kernattn::ExecutionOptions> tilings = {
+      kernattn::ExecutionOptions{}, {0, 1, 1}, {0, 3, 5}, {0, 16, 3}, {0, 7, 64}, {0, 64, 6}};
+  const auto compare = [&](const auto& kernel, const ref::KernelModel& model) {
+    const ref::Reference expected =
+        ref::attention(without, model, ref::unit_magnitude(), rest, ref::unit_roundoff<T>);
+    for (const kernattn::ExecutionOptions& options : tilings) {
+      CAPTURE(options.query_tile, options.key_tile);
+      const Out<T> out =
+          check::run<T>(p, kernel, magnitude::None{}, mask::Boolean(visible), options);
+      CHECK(check::zero_row(out, 0));
+      check::require_matches<T>(out, expected);
+    }
+  };
+  {
+    INFO("Exponential");
+    compare(kernels::Exponential<T>(), ref::exponential(1 / std::sqrt(double(d))));
+  }
+  {
+    INFO("Rbf");
+    compare(kernels::Rbf<T>(), ref::rbf(std::sqrt(double(d))));
+  }
+}

@@ -228,6 +228,28 @@ TEMPLATE_TEST_CASE(
   }
 }
 
+TEMPLATE_TEST_CASE("Distance position kernels are accurate for non-integer positions far from 0",
+                   "[positional][distance]", float, double) {
+  // Positions t = 1000.3 + 0.37 j, one column (as for ALiBi-like distances): every |t_q - t_k| is
+  // small next to |t|, where t_q^2 + t_k^2 - 2 t_q t_k cancels, and the queries are the last Nq
+  // tokens, so each meets its own position (r = 0). The engine recomputes those squared distances
+  // directly: the reference's bound holds, with the usual informative limit.
+  using T = TestType;
+  Positional p = problem<T>(1181);
+  p.Tk = MatrixXd(Nk, 1);
+  for (Index j = 0; j < Nk; ++j) p.Tk(j, 0) = 1000.3 + 0.37 * double(j);
+  p.Tk = in<T>(p.Tk);
+  p.Tq = p.Tk.bottomRows(Nq);
+  SECTION("Exponential x Laplacian, lengthscale 2") {
+    check_pair<T>(p, kernels::Exponential<T>(), kernels::Laplacian<T>(T(2)),
+                  ref::exponential(default_scale(D)), ref::matern(1, 2.0));
+  }
+  SECTION("Matern32 x RationalQuadratic, lengthscale 3") {
+    check_pair<T>(p, kernels::Matern32<T>(), kernels::RationalQuadratic<T>(T(1), T(3)),
+                  ref::matern(3, default_lengthscale(D)), ref::rational_quadratic(1, 3.0));
+  }
+}
+
 TEMPLATE_TEST_CASE("The product kernel's value is the product of the two kernels' values",
                    "[positional]", float, double) {
   using T = TestType;

@@ -136,12 +136,15 @@ namespace detail {
 /// sum_l |q_l k_l|: what the rounding error of the inner product q.k scales with.
 inline double abs_dot(const Row& q, const Row& k) { return (q.array() * k.array()).abs().sum(); }
 
-/// The library forms r^2 = |q|^2 + |k|^2 - 2 q.k: inner products of length d plus two additions,
-/// so |error| <= (d + 3) u (|q|^2 + |k|^2 + 2 sum|q_l k_l|) <= (d + 3) u (|q| + |k|)^2. This
-/// cancellation is why distance kernels in float are less accurate near q = k.
+/// The library forms r^2 = |q|^2 + |k|^2 - 2 q.k (inner products of length d plus two additions,
+/// |error| <= (d + 3) u (|q|^2 + |k|^2 + 2 sum|q_l k_l|) <= (d + 3) u (|q| + |k|)^2), keeps it
+/// where r^2 >= (|q|^2 + |k|^2) / 4 and recomputes sum_l (q_l - k_l)^2 below that, so every
+/// squared distance is also within 8 (d + 2) u r^2 (docs/numerics.md): relatively accurate even
+/// where q = k.
 inline double squared_distance_error(const Row& q, const Row& k, double u) {
   const double size = q.norm() + k.norm();
-  return double(q.size() + 3) * u * size * size;
+  const double d = double(q.size());
+  return std::min((d + 3) * u * size * size, 8 * (d + 2) * u * (q - k).squaredNorm());
 }
 
 /// The error of r = sqrt(r^2) given an error `dr2` in r^2: dr2 / (2r), and never more than

@@ -6,12 +6,14 @@
 
 #include <Eigen/SparseCore>
 #include <algorithm>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/key_terms.hpp"
+#include "kernattn/attention/log_weight_range.hpp"
 #include "kernattn/attention/options.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
@@ -52,9 +54,73 @@ template <class Adjacency>
                                typename Adjacency::StorageIndex>(a);
 }
 
+/// Requires the structure of a sparse adjacency to be one the engine can read safely: every
+/// stored index within the shape. A compressed object given as it is (a `SparseMatrix`, or a
+/// `Map` or `Ref` over the caller's arrays, in either storage order) is read from its arrays: its
+/// outer index array must be non-decreasing from a start >= 0 and end within the entries it
+/// declares, an uncompressed one's per-row counts must fit between consecutive starts, and every
+/// inner index must lie in [0, inner size). Any other expression is read through its iterators,
+/// whose inner indices are checked the same way. O(outer size + nnz), once per call.
+template <class Adjacency>
+void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
+  const Adjacency& a = adjacency.derived();
+  const std::string_view outer_name = Adjacency::IsRowMajor ? "row" : "column";
+  const std::string_view inner_name = Adjacency::IsRowMajor ? "column" : "row";
+  const Index inner_size = a.innerSize();
+  const auto require_index = [&](Index outer, Index inner) {
+    require(0 <= inner && inner < inner_size, "adjacency: ", outer_name, " ", outer, " stores ",
+            inner_name, " index ", inner, ", outside [0, ", inner_size, ") (adjacency is ",
+            shape_of(a), ")");
+  };
+  if constexpr (std::is_base_of_v<Eigen::SparseCompressedBase<Adjacency>, Adjacency>) {
+    const Index outer_size = a.outerSize();
+    if (outer_size == 0) return;
+    const auto* starts = a.outerIndexPtr();
+    const auto* counts = a.innerNonZeroPtr();
+    const auto* indices = a.innerIndexPtr();
+    const Index first = starts[0];
+    const Index last = starts[outer_size];
+    require(first >= 0, "adjacency: its outer index array starts at ", first,
+            ", below 0 (adjacency is ", shape_of(a), ")");
+    require(!a.isCompressed() || last - first <= a.nonZeros(),
+            "adjacency: its outer index array ends at entry ", last, " but it declares ",
+            a.nonZeros(), " stored entries from entry ", first, " (adjacency is ", shape_of(a),
+            ")");
+    // The structure first, so that no index is read outside [first, last).
+    for (Index outer = 0; outer < outer_size; ++outer) {
+      const Index begin = starts[outer];
+      const Index next = starts[outer + 1];
+      require(begin <= next, "adjacency: its outer index array must be non-decreasing, but ",
+              outer_name, " ", outer, " starts at entry ", begin, " and ", outer_name, " ",
+              outer + 1, " at entry ", next, " (adjacency is ", shape_of(a), ")");
+      const Index count = counts == nullptr ? next - begin : Index(counts[outer]);
+      require(0 <= count && count <= next - begin, "adjacency: ", outer_name, " ", outer, " holds ",
+              count, " entries from entry ", begin, ", but the next ", outer_name,
+              " starts at entry ", next, " (adjacency is ", shape_of(a), ")");
+    }
+    for (Index outer = 0; outer < outer_size; ++outer) {
+      const Index begin = starts[outer];
+      const Index end = counts == nullptr ? starts[outer + 1] : begin + Index(counts[outer]);
+      for (Index p = begin; p < end; ++p) require_index(outer, Index(indices[p]));
+    }
+  } else {
+    const Eigen::internal::evaluator<Adjacency> entries(a);
+    for (Index outer = 0; outer < a.outerSize(); ++outer)
+      for (typename Eigen::internal::evaluator<Adjacency>::InnerIterator entry(entries, outer);
+           entry; ++entry)
+        require_index(outer, Index(entry.index()));
+  }
+}
+
 /// Attends rows [first_row, first_row + queries.rows()) of one sequence and head over their
 /// neighbourhoods (rows of the row-major `adjacency`) and writes their output rows. `keys` holds
 /// one row per key (the key features for feature kernels) and `values` one row per value.
+///
+/// Row i's neighbourhood \f$N(i)\f$ is the set of column indices its row stores, visited in
+/// increasing order: an index stored twice is one edge. A distance kernel's squared distances
+/// are computed directly, \f$\sum_l (q_l - k_l)^2\f$, at the cost of the inner product, so they
+/// are accurate to \f$(d + 2)\,u\,r^2\f$ however close a neighbour is. The pairs of each row are
+/// checked against the numeric range (`LogWeightRange`) before any arithmetic.
 ///
 /// Row i gathers its neighbours' scores into a buffer, maps them with the kernel once, and
 /// normalises them stably, relative to a row maximum \f$m_i\f$ over its neighbours only:
@@ -82,21 +148,23 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
   const Index rows = queries.rows();
   const Index d = queries.cols();
 
-  // The queries, scaled once per block of rows, as in the dense engine: a q for dot-product and
-  // direct kernels, -2 q for the squared distances |q|^2 + |k|^2 - 2 q.k of distance kernels; the
-  // query features of feature kernels (their log-scales cancel and are dropped).
+  // The queries once per block of rows: a q for dot-product and direct kernels, the queries
+  // themselves for distance kernels (row-major, like the keys); the query features of feature
+  // kernels (their log-scales cancel and are dropped).
   RowMajorMatrix<T> scaled_queries;
-  Vector<T> query_squared_norms;
   Matrix<T> query_features;
   if constexpr (kernels::DistanceKernel<Kernel>) {
-    scaled_queries = T(-2) * queries;
-    query_squared_norms = queries.rowwise().squaredNorm();
+    scaled_queries = queries;
   } else if constexpr (kernels::FeatureKernel<Kernel>) {
     Eigen::VectorXd query_log_scales = Eigen::VectorXd::Zero(rows);
     kernel.features(queries, query_features, query_log_scales);
   } else {
     scaled_queries = kernel.dot_scale(d) * queries;
   }
+
+  const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
+  Eigen::ArrayXXd query_norms;
+  range.norms(queries, query_norms);
 
   std::vector<Index> neighbours;
   Eigen::Array<T, Eigen::Dynamic, 1> buffer;
@@ -110,10 +178,13 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     neighbours.clear();
     for (typename Adjacency::InnerIterator edge(adjacency, node); edge; ++edge)
       neighbours.push_back(edge.index());
-    if (add_self_loops && std::find(neighbours.begin(), neighbours.end(), node) == neighbours.end())
-      neighbours.insert(
-          std::find_if(neighbours.begin(), neighbours.end(), [node](Index j) { return j > node; }),
-          node);
+    if (!std::is_sorted(neighbours.begin(), neighbours.end()))
+      std::sort(neighbours.begin(), neighbours.end());
+    neighbours.erase(std::unique(neighbours.begin(), neighbours.end()), neighbours.end());
+    if (add_self_loops) {
+      const auto at = std::lower_bound(neighbours.begin(), neighbours.end(), node);
+      if (at == neighbours.end() || *at != node) neighbours.insert(at, node);
+    }
 
     const auto count = Index(neighbours.size());
     if (count == 0) {
@@ -123,14 +194,15 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     if (buffer.size() < count) buffer.resize(count);
     auto scores = buffer.head(count);
     const auto neighbour = [&](Index t) { return neighbours[std::size_t(t)]; };
+    range.require_keys("GraphAttention", node, query_norms.row(i), terms.range_norms,
+                       terms.range_key_terms, neighbours);
 
     for (Index t = 0; t < count; ++t) {
       const Index j = neighbour(t);
       if constexpr (kernels::FeatureKernel<Kernel>)
         scores(t) = query_features.row(i).dot(keys.row(j));
       else if constexpr (kernels::DistanceKernel<Kernel>)
-        scores(t) = scaled_queries.row(i).dot(keys.row(j)) +
-                    (query_squared_norms(i) + terms.squared_norms(j));
+        scores(t) = (scaled_queries.row(i) - keys.row(j)).squaredNorm();
       else
         scores(t) = scaled_queries.row(i).dot(keys.row(j));
     }
@@ -184,10 +256,21 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
 /// The adjacency: any `Eigen::SparseMatrixBase` expression of any scalar type (`bool`, `float`,
 /// ...) and storage order. **Every stored entry is an edge** \f$i \to j\f$ ("query i sees key
 /// j"); the stored values are ignored, so an explicitly stored zero is an edge too (call
-/// `prune()` on the matrix first to drop those). A row-major `SparseMatrix` (or `Map`/`Ref` of
-/// one) is read in place; anything else is converted to row-major once per call. A node without
-/// neighbours (an empty row) outputs zeros. `GraphOptions::add_self_loops` adds \f$(i, i)\f$ to
-/// every row that lacks it.
+/// `prune()` on the matrix first to drop those). An edge stored more than once (an uncompressed
+/// matrix with a repeated insert, a `Map` whose row repeats a column index) is one edge:
+/// \f$N(i)\f$ is a set, as in the dense mask. A row-major `SparseMatrix` (or `Map`/`Ref` of
+/// one) is read in place; anything else is converted to row-major once per call. Every call
+/// first checks the adjacency's stored structure (see `detail::validate_adjacency`): an index
+/// outside the shape, a decreasing outer index array or counts that overrun it throw
+/// `InvalidArgument` naming the adjacency, the index and the shape, never read out of bounds. A
+/// node without neighbours (an empty row) outputs zeros. `GraphOptions::add_self_loops` adds
+/// \f$(i, i)\f$ to every row that lacks it.
+///
+/// Numerics (docs/numerics.md): distance kernels' squared distances are computed directly per
+/// edge, so a node attending to itself or to a near-duplicate is as accurate as any other pair;
+/// the numeric range of log-weights is that of the dense engine, checked for the edges only (a
+/// pair beyond it throws `InvalidArgument`), and a node whose neighbours' log-weights are all
+/// \f$-\infty\f$ outputs zeros.
 ///
 /// Q is \f$N_q\times d\f$, K is \f$N_k\times d\f$, V is \f$N_k\times d_v\f$, or the batch x
 /// heads layout of `BatchLayout`: every head uses the same adjacency, and so does every one of
@@ -254,6 +337,7 @@ class GraphAttention {
     require(!options_.add_self_loops || nq == nk,
             "GraphOptions::add_self_loops needs a square adjacency (N_q = N_k), but adjacency is ",
             detail::shape_of(adjacency));
+    detail::validate_adjacency(adjacency);
     const auto& rows = detail::row_major_adjacency(adjacency);
     detail::with_input_views(
         Q, K, V, out,

@@ -2,8 +2,11 @@
 /// \file
 /// The per-key work of the exact engine, done once per key and never once per pair.
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
+#include "kernattn/attention/log_weight_range.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
@@ -25,6 +28,12 @@ struct KeyTerms {
   /// Feature form: the scaled key features \f$\tilde\varphi(k_j)\f$, one row per key (their
   /// log-scales \f$s_j\f$ are in `key_bias`).
   Matrix<T> features;
+  /// The range checks (`LogWeightRange`): the norms of key j on each log-domain factor's columns
+  /// (N_k x factors, in double), -1 for a key with a non-finite entry.
+  Eigen::ArrayXXd range_norms;
+  /// \f$|g(k_j) + \log\mu(k_j)|\f$ in double (infinite if it is NaN), 0 for a key with a
+  /// non-finite entry; empty when `key_bias` is.
+  Eigen::ArrayXd range_key_terms;
   /// How many value rows before j hold a non-finite entry (size N_k + 1); empty when none does.
   std::vector<Index> nonfinite_values_before;
 
@@ -62,11 +71,19 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class KeysBloc
   }
   Eigen::VectorXd log_terms = Eigen::VectorXd::Zero(count);
   if constexpr (kernels::FeatureKernel<Kernel>) kernel.features(keys, terms.features, log_terms);
+  LogWeightRange<T>::of(kernel, keys.cols()).norms(keys, terms.range_norms);
   if constexpr (has_key_bias<Kernel, Magnitude>()) {
+    terms.range_key_terms.resize(count);
+    const Eigen::Array<bool, Eigen::Dynamic, 1> finite = finite_rows(keys);
     for (Index j = 0; j < count; ++j) {
       if constexpr (!Magnitude::is_unit) log_terms(j) += magnitude.log_magnitude(keys.row(j));
       if constexpr (kernels::DotProductKernel<Kernel> || kernels::ProductKernel<Kernel>)
         log_terms(j) += kernel.log_key_term(keys.row(j));
+      // A NaN from finite data must fail the range check: it counts as infinitely large.
+      terms.range_key_terms(j) = !finite(j) ? 0.0
+                                 : std::isnan(log_terms(j))
+                                     ? std::numeric_limits<double>::infinity()
+                                     : std::abs(log_terms(j));
     }
     terms.key_bias = log_terms.cast<T>();
   }

@@ -47,9 +47,11 @@ class Matern {
     } else if constexpr (TwiceNu == 3) {
       block = block.log1p() - block;
     } else {
-      // x beyond sqrt(max)/2 (kappa = 0 to every digit) is clamped so that x^2 stays finite.
-      block = block.min(std::sqrt(std::numeric_limits<T>::max()) / T(2));
-      block = (T(1) + block + block.square() / T(3)).log() - block;
+      // Only inside the logarithm is x capped at c = sqrt(max)/2, so that x^2 stays finite: for
+      // x > c that changes log(1 + x + x^2/3) by at most 2 log(x/c), far below the rounding of
+      // the term -x (> c) it is added to, so distant keys keep their order.
+      const T cap = std::sqrt(std::numeric_limits<T>::max()) / T(2);
+      block = (T(1) + block.min(cap) + block.min(cap).square() / T(3)).log() - block;
     }
   }
 
