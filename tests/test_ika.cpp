@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "invalid_argument.hpp"
 #include "reference.hpp"
 
 namespace features = kernattn::features;
@@ -166,6 +167,26 @@ TEMPLATE_TEST_CASE("make_ika_reference is the official IKA attention", "[ika]", 
   CHECK(std::abs(official.gamma(d) - 0.5 / std::sqrt(std::sqrt(double(d)))) <=
         4 * u * official.gamma(d));
   REQUIRE_THROWS_AS(kernattn::ika_reference_magnitude(T(2), 0), kernattn::InvalidArgument);
+}
+
+TEST_CASE("make_ika_reference names W1 and W2 as given when their shape is wrong",
+          "[ika][errors]") {
+  // The official layout is d x M, one frequency per column; messages name that shape, never the
+  // transposed one the features are stored in.
+  const ref::Matrix<float> w = ref::normal(4, 3, 3011).cast<float>();
+  REQUIRE_INVALID_ARGUMENT(
+      kernattn::make_ika_reference(ref::Matrix<float>(4, 0), ref::Matrix<float>(4, 0), 2.0f),
+      "make_ika_reference: W1 is 4x0 but must be d x M with d >= 1 (the head "
+      "dimension, rows) and M >= 1 (the number of frequencies, one per "
+      "column)");
+  REQUIRE_INVALID_ARGUMENT(
+      kernattn::make_ika_reference(ref::Matrix<float>(0, 3), ref::Matrix<float>(0, 3), 2.0f),
+      "make_ika_reference: W1 is 0x3 but must be d x M");
+  REQUIRE_INVALID_ARGUMENT(kernattn::make_ika_reference(w, ref::Matrix<float>(4, 0), 2.0f),
+                           "make_ika_reference: W2 is 4x0 but must have the shape of W1, 4x3");
+  REQUIRE_INVALID_ARGUMENT(kernattn::make_ika_reference(w, ref::Matrix<float>(w.transpose()), 2.0f),
+                           "make_ika_reference: W2 is 3x4 but must have the shape of W1, 4x3");
+  CHECK(kernattn::make_ika_reference(w, w, 2.0f).kernel().feature_map().feature_dimension() == 6);
 }
 
 TEMPLATE_TEST_CASE("RandomFeature<Fourier> in the exact engine is the naive kernel smoother",

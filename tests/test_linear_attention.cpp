@@ -375,8 +375,9 @@ void check_magnitudes(const ref::Problem& p, BatchLayout layout, const Map& map,
   const Index d = p.Q.cols() / layout.heads;
   for (const double power : {1.5, 2.0, 3.0}) {
     CAPTURE(power);
-    check_engines<T>(p, layout, map, naive, magnitude::Lp<T>(T(power)),
-                     ref::lp(power, ref::default_gamma(d), 2), mask, visible);
+    const magnitude::Lp<T> mu{T(power)};
+    check_engines<T>(p, layout, map, naive, mu, ref::lp(power, ref::default_gamma(d), 2), mask,
+                     visible);
   }
 }
 
@@ -832,6 +833,83 @@ TEMPLATE_TEST_CASE("Non-finite padded keys change nothing; a visible NaN value p
   {
     INFO("Positive");
     both(maps.positive);
+  }
+}
+
+TEMPLATE_TEST_CASE("A NaN or an infinity in a key or a query reaches exactly the rows that see it",
+                   "[linear][nonfinite]", float, double) {
+  // One entry of key j (first, middle, last) or of query 7 is NaN, +inf or -inf. Every query that
+  // sees key j, and query 7 itself, must output a whole row of NaN in both engines (the weight is
+  // NaN: phi of a non-finite token, or log mu = NaN or +inf); every other row must come out
+  // exactly as without the poison, so no other key of the poisoned key's tile or chunk is lost.
+  // Key 10 starts a tile for tiles of 1 and 5 and lies inside a chunk of 7; key 0 starts every
+  // tile and chunk, key 19 ends them.
+  using T = TestType;
+  constexpr Index d = 6, dv = 3, n = 20, poisoned_query = 7;
+  const Maps<T> maps = Maps<T>::make(d, 2551);
+  const ref::Problem p = batch_problem<T>(1, 1, n, n, d, dv, 2552);
+  const auto check_poison = [&](const auto& map, const auto& mu, const auto& mask, bool causal) {
+    using Map = std::remove_cvref_t<decltype(map)>;
+    using Magnitude = std::remove_cvref_t<decltype(mu)>;
+    using Mask = std::remove_cvref_t<decltype(mask)>;
+    const kernattn::Attention<kernels::RandomFeature<Map>, Magnitude, Mask> exact(
+        kernels::RandomFeature<Map>(map), mu, mask, kernattn::ExecutionOptions{1});
+    for (const double poison :
+         {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+          -std::numeric_limits<double>::infinity()}) {
+      for (const Index key : {Index(-1), Index(0), Index(10), Index(19)}) {
+        // key = -1: the poison is in query 7.
+        CAPTURE(poison, key);
+        ref::Matrix<T> Q = p.q<T>(), K = p.k<T>();
+        if (key < 0)
+          Q(poisoned_query, 1) = T(poison);
+        else
+          K(key, 2) = T(poison);
+        ref::Flags nan_rows = ref::Flags::Constant(n, false);
+        for (Index i = 0; i < n; ++i)
+          nan_rows(i) = key < 0 ? i == poisoned_query : !causal || i >= key;
+        const ref::Matrix<T> expected = exact(Q, K, p.v<T>());
+        for (Index i = 0; i < n; ++i) {
+          CAPTURE(i);
+          REQUIRE(expected.row(i).array().isNaN().all() == bool(nan_rows(i)));
+          REQUIRE(expected.row(i).allFinite() == !nan_rows(i));
+        }
+        for (const LinearOptions& options : linear_tilings) {
+          CAPTURE(options.tile, options.chunk);
+          const LinearAttention<Map, Magnitude, Mask> linear(map, mu, mask, options);
+          const ref::Matrix<T> clean = linear(p.q<T>(), p.k<T>(), p.v<T>());
+          const ref::Matrix<T> out = linear(Q, K, p.v<T>());
+          REQUIRE(clean.allFinite());
+          CHECK((out.array().isNaN() == expected.array().isNaN()).all());
+          for (Index i = 0; i < n; ++i) {
+            if (nan_rows(i)) continue;
+            CAPTURE(i);
+            CHECK(check::identical(out.row(i), clean.row(i)));
+          }
+          const ref::Matrix<T> a = out.array().isNaN().select(T(0), out);
+          const ref::Matrix<T> b = expected.array().isNaN().select(T(0), expected);
+          CHECK(relative_difference(a, b) <= identity_tolerance<T>);
+        }
+      }
+    }
+  };
+  const auto both_masks = [&](const auto& map, const auto& mu) {
+    {
+      INFO("no mask");
+      check_poison(map, mu, mask::None{}, false);
+    }
+    {
+      INFO("causal");
+      check_poison(map, mu, mask::Causal{}, true);
+    }
+  };
+  {
+    INFO("Positive");
+    both_masks(maps.positive, magnitude::None{});
+  }
+  {
+    INFO("Fourier x Lp(1.5)");
+    both_masks(maps.fourier, magnitude::Lp<T>(T(1.5)));
   }
 }
 

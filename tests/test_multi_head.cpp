@@ -193,9 +193,36 @@ TEST_CASE("MultiHead rejects bad input with messages that name it", "[multi_head
   using Linear = kernattn::LinearAttention<kernattn::features::Positive<float>>;
   const kernattn::MultiHead<Linear> linear(
       std::vector(2, Linear(kernattn::features::Positive<float>::draw(8, 3, {0, 0}))));
+  // A head's own check names its slice; the multi-head names the caller's Q, K and V first.
   REQUIRE_INVALID_ARGUMENT(
       linear(Q.leftCols(8), Q.leftCols(8), V),
-      "the head dimension is 4 (Q is 10x4 for 1 head(s)) but the feature map takes d = 3");
+      "MultiHead: head 0 of 2 (columns [0, 4) of Q 10x8 and K 10x8, columns [0, 4) of V 10x8, 1 "
+      "sequence(s)): LinearAttention: the head dimension is 4 (Q is 10x4 for 1 head(s)) but the "
+      "feature map takes d = 3");
+  REQUIRE_INVALID_ARGUMENT(linear(Q, Q, V, {2}),
+                           "MultiHead: head 0 of 2 (columns [0, 8) of Q 10x16 and K 10x16, "
+                           "columns [0, 4) of V 10x8, 2 sequence(s)): LinearAttention: the head "
+                           "dimension is 8");
+
+  // The failing head is named, and with several failures the first one, for any thread count.
+  using Padded =
+      kernattn::Attention<kernels::Exponential<float>, magnitude::None, mask::KeyPadding>;
+  using Mixed = kernattn::MultiHead<kernattn::Heads<Head, Padded, Padded>>;
+  const Padded fits(kernels::Exponential<float>(), {}, mask::KeyPadding::from_lengths({10}));
+  const Padded too_long(kernels::Exponential<float>(), {}, mask::KeyPadding::from_lengths({11}));
+  for (const int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    const Mixed second_fails({Head(), too_long, fits}, {threads});
+    REQUIRE_INVALID_ARGUMENT(second_fails(Q.leftCols(12), Q.leftCols(12), V.leftCols(6)),
+                             "MultiHead: head 1 of 3 (columns [4, 8) of Q 10x12 and K 10x12, "
+                             "columns [2, 4) of V 10x6, 1 sequence(s)): KeyPadding: valid length "
+                             "11 exceeds the 10 keys of sequence 0");
+    const Mixed both_fail({Head(), too_long, too_long}, {threads});
+    REQUIRE_INVALID_ARGUMENT(both_fail(Q.leftCols(12), Q.leftCols(12), V.leftCols(6)),
+                             "MultiHead: head 1 of 3");
+    CHECK(Mixed({Head(), fits, fits}, {threads})(Q.leftCols(12), Q.leftCols(12), V.leftCols(6))
+              .allFinite());
+  }
 
   const auto recipe = kernattn::SampledHead{
       kernattn::spectral::Gaussian<float>(1.0f), 0, [](kernattn::Matrix<float> omega) {

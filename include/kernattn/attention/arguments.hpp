@@ -4,6 +4,7 @@
 /// checks with their messages, and the detour through a temporary when the output overlaps an
 /// input.
 
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -27,7 +28,9 @@ concept EigenDense =
     std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
 
 /// Checks Q, K, V and out for one call in the batch x heads `layout`; the messages name the
-/// argument and both shapes.
+/// argument and both shapes. The layout is checked first, before anything is allocated: B and H
+/// are >= 1, \f$B H\f$ fits in `Index`, and B is at most the rows of Q and of K unless they
+/// have none (an empty call allows any B, and stores nothing per sequence).
 template <class DQ, class DK, class DV, class Out>
 void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
                                const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
@@ -35,6 +38,12 @@ void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matr
   const Index B = layout.sequences;
   const Index H = layout.heads;
   require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
+  require(B <= std::numeric_limits<Index>::max() / H, "BatchLayout: ", B, " sequences x ", H,
+          " heads overflow the index type (at most ", std::numeric_limits<Index>::max(),
+          " sequence-head pairs)");
+  require((Q.rows() == 0 || B <= Q.rows()) && (K.rows() == 0 || B <= K.rows()), "BatchLayout: ", B,
+          " sequences but Q is ", shape_of(Q), " and K is ", shape_of(K),
+          ": each sequence needs at least one row of Q and of K unless Q or K has no rows");
   require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
           " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ",
           shape_of(K));
@@ -67,6 +76,27 @@ void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK
   } else {
     body(queries, keys, values, out);
   }
+}
+
+/// Finishes a call with nothing to attend, one without queries, keys or value columns, and says
+/// whether it did. Its output is zeros (a query that sees no key outputs zeros) and the mask is
+/// checked against the shape of the first sequence only: such a call stores nothing per sequence
+/// and forms no block of its inputs (an empty matrix may have no storage, and Eigen forms the
+/// address of a block by offsetting the matrix's, a null pointer then).
+template <mask::Mask Mask, class Out>
+[[nodiscard]] bool finish_empty_call(const Mask& mask, Index queries, Index keys, Index sequences,
+                                     Out& out) {
+  if (queries > 0 && keys > 0 && out.cols() > 0) return false;
+  static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences}));
+  out.setZero();
+  return true;
+}
+
+/// `m.middleCols(first, count)`, formed at column 0 when `m` has no entries: every block of it is
+/// empty then, and an empty matrix may have no storage to offset.
+template <class M>
+[[nodiscard]] auto columns_of(M& m, Index first, Index count) {
+  return m.middleCols(m.size() == 0 ? 0 : first, count);
 }
 
 /// The set filter bound to each of the B sequences of a call.

@@ -4,6 +4,7 @@
 /// \f$ out_i = \sum_{j\in M(i)} w_{ij} v_j / \sum_{j\in M(i)} w_{ij}\f$ with
 /// \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$, composed at compile time.
 
+#include <concepts>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -21,6 +22,12 @@
 
 namespace kernattn {
 
+namespace detail {
+/// Whether every part of a composition has a default value.
+template <class... Parts>
+concept AllDefaultInitializable = (std::default_initializable<Parts> && ...);
+}  // namespace detail
+
 /// Exact attention with kernel `KernelT`, magnitude `MagnitudeT` and set filter `MaskT`.
 ///
 /// Inputs are one token per row: Q is \f$N_q\times d\f$, K is \f$N_k\times d\f$, V is
@@ -29,8 +36,10 @@ namespace kernattn {
 /// kernel's (float or double).
 ///
 /// Shapes and empty inputs: \f$N_q = 0\f$ gives an empty output, \f$N_k = 0\f$ gives zeros (no
-/// query sees a key), \f$d_v = 0\f$ gives an \f$N_q \times 0\f$ output; \f$d = 0\f$ and every
-/// inconsistent shape throw `InvalidArgument` naming the argument and the shapes.
+/// query sees a key), \f$d_v = 0\f$ gives an \f$N_q \times 0\f$ output; such a call checks the
+/// mask against the first sequence only and stores nothing per sequence. \f$d = 0\f$, every
+/// inconsistent shape and an impossible `BatchLayout` throw `InvalidArgument` naming the
+/// argument and the shapes.
 ///
 /// Thread safety: a const Attention may be used from many threads at once. Results are
 /// bit-identical for every thread count.
@@ -43,7 +52,12 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   using Magnitude = MagnitudeT;
   using Mask = MaskT;
 
-  Attention() = default;
+  /// The default kernel, magnitude and mask, for compositions where each has one. Constrained
+  /// rather than defaulted: then `std::is_default_constructible` is simply false for a mask
+  /// such as `mask::Window` (no default), which lets `std::optional` and containers of such
+  /// compositions compile with every compiler.
+  Attention() requires detail::AllDefaultInitializable<Kernel, Magnitude, Mask>
+      : kernel_(), magnitude_(), mask_() {}
   explicit Attention(Kernel kernel, Magnitude magnitude = {}, Mask mask = {},
                      ExecutionOptions options = {})
       : kernel_(std::move(kernel)),
@@ -81,6 +95,7 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     const Index dv = V.cols() / H;
     const int threads = resolve_thread_count(options_.threads);
 
+    if (detail::finish_empty_call(mask_, nq, nk, B, out)) return;
     const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
 
     const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
@@ -109,9 +124,9 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     });
   }
 
-  Kernel kernel_{};
-  Magnitude magnitude_{};
-  Mask mask_{};
+  Kernel kernel_;
+  Magnitude magnitude_;
+  Mask mask_;
   ExecutionOptions options_{};
 };
 

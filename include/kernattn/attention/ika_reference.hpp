@@ -34,12 +34,19 @@ using IkaReferenceAttention =
 /// \f$\log\big((\varphi(q)\cdot\varphi(k)/(4M))^2 + 10^{-5}\big) + (\lVert q\rVert_p^2 +
 /// \lVert k\rVert_p^2)/(2\sqrt{\sqrt d})\f$ with the official Yaglom features of frequency scale
 /// \f$2\pi\f$. Gives the official attention weights (in inference: the official code applies
-/// dropout to the norm term when training).
+/// dropout to the norm term when training). Throws unless \f$W_1\f$ and \f$W_2\f$ have the same
+/// shape with \f$d \ge 1\f$ and \f$M \ge 1\f$, naming them as given.
 template <Real T, mask::Mask MaskT = mask::None>
 [[nodiscard]] IkaReferenceAttention<T, MaskT> make_ika_reference(const Matrix<T>& w1,
                                                                  const Matrix<T>& w2, T p,
                                                                  MaskT mask = {},
                                                                  ExecutionOptions options = {}) {
+  require(w1.rows() >= 1 && w1.cols() >= 1, "make_ika_reference: W1 is ", detail::shape_of(w1),
+          " but must be d x M with d >= 1 (the head dimension, rows) and M >= 1 (the number of "
+          "frequencies, one per column)");
+  require(w2.rows() == w1.rows() && w2.cols() == w1.cols(), "make_ika_reference: W2 is ",
+          detail::shape_of(w2), " but must have the shape of W1, ", detail::shape_of(w1),
+          " (d x M)");
   return IkaReferenceAttention<T, MaskT>(
       kernels::IkaEnergy<features::Yaglom<T>>(features::Yaglom<T>::from_official(w1, w2)),
       ika_reference_magnitude(p, w1.rows()), std::move(mask), options);

@@ -80,6 +80,10 @@ concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 ///
 /// - Padding removes keys from the numerator and the denominator; a non-finite value of a
 ///   padded key changes nothing.
+/// - Non-finite data reach exactly the outputs that see them, as in `Attention`: a NaN or an
+///   infinity in a visible key makes the whole row of every query that sees the key NaN (under
+///   `Causal`, the rows from that key on), one in a query its own row unless it sees no key, and
+///   a NaN in a visible value the matching column of the rows that see it.
 /// - Causal (`mask::Causal`, aligned bottom-right): prefix state carried across chunks of
 ///   `LinearOptions::chunk` queries, the diagonal blocks evaluated directly.
 /// - The magnitude is folded into the key features in the log domain (see linear_engine.hpp), so
@@ -146,6 +150,7 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
     const Index dv = V.cols() / H;
     const int threads = resolve_thread_count(options_.threads);
 
+    if (detail::finish_empty_call(mask_, nq, nk, B, out)) return;
     const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
     // Padding does not depend on the query, and the last query sees every key that is not
     // padding under each supported filter (causal masks align it with the last key).
@@ -177,7 +182,7 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
         const Index h = item % H;
         auto& scratch = detail::LinearScratch<Scalar>::of_this_thread();
         const auto key_valid = key_valid_of(b);
-        for (Index first = 0; first < nk; first += tile) {
+        for (Index first = 0; first < nk && !states[std::size_t(item)].poisoned; first += tile) {
           const Index count = std::min(tile, nk - first);
           detail::key_tile_features(map_, magnitude_, keys_of(b, h).middleRows(first, count), first,
                                     key_valid, scratch);
@@ -201,8 +206,8 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   }
 
   FeatureMap map_;
-  Magnitude magnitude_{};
-  Mask mask_{};
+  Magnitude magnitude_;
+  Mask mask_;
   LinearOptions options_{};
 };
 

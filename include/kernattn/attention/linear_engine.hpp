@@ -24,6 +24,9 @@
 
 namespace kernattn::detail {
 
+/// The log-scale of a key that counts for nothing (\f$e^{\ell} = 0\f$).
+inline constexpr double log_of_zero = -std::numeric_limits<double>::infinity();
+
 /// \f$e^{a - b}\f$, exactly 0 when \f$a = -\infty\f$.
 [[nodiscard]] inline double exp_difference(double a, double b) {
   return a == -std::numeric_limits<double>::infinity() ? 0.0 : std::exp(a - b);
@@ -32,10 +35,13 @@ namespace kernattn::detail {
 /// The sums over the keys seen so far, relative to their largest log-scale.
 template <Real T>
 struct LinearState {
-  Matrix<T> weighted_values;                                        ///< \f$S\f$, D x d_v.
-  Vector<T> feature_sum;                                            ///< \f$z\f$, D.
-  double scale_sum = 0.0;                                           ///< \f$Z\f$.
-  double log_reference = -std::numeric_limits<double>::infinity();  ///< \f$m\f$.
+  Matrix<T> weighted_values;           ///< \f$S\f$, D x d_v.
+  Vector<T> feature_sum;               ///< \f$z\f$, D.
+  double scale_sum = 0.0;              ///< \f$Z\f$.
+  double log_reference = log_of_zero;  ///< \f$m\f$.
+  /// A key summed so far poisons (see `first_poisoned_key`): every query that sees the state
+  /// outputs NaN, and the sums are left as they are.
+  bool poisoned = false;
 
   LinearState(Index features, Index value_dimension)
       : weighted_values(Matrix<T>::Zero(features, value_dimension)),
@@ -79,7 +85,7 @@ void key_tile_features(const Map& map, const Magnitude& magnitude, const Keys& k
   map.features(keys, scratch.features, scratch.log_scales);
   for (Index j = 0; j < count; ++j) {
     if (!key_valid(first_key + j)) {
-      scratch.log_scales(j) = -std::numeric_limits<double>::infinity();
+      scratch.log_scales(j) = log_of_zero;
       scratch.features.row(j).setZero();
     } else if constexpr (!Magnitude::is_unit) {
       scratch.log_scales(j) += magnitude.log_magnitude(keys.row(j));
@@ -87,20 +93,45 @@ void key_tile_features(const Map& map, const Magnitude& magnitude, const Keys& k
   }
 }
 
+/// The first key of a tile (features and log-scales in `scratch`) that poisons, or the tile's
+/// size when none does. A key poisons when its log-scale is NaN or \f$+\infty\f$ or one of its
+/// features is not finite (it holds a NaN or an infinity): its weight is then NaN for every query,
+/// so, as in the exact engine, every query that sees it outputs NaN. A rejected key never poisons
+/// (its features are zero, its log-scale \f$-\infty\f$).
+template <Real T>
+[[nodiscard]] Index first_poisoned_key(const LinearScratch<T>& scratch) {
+  const Index count = scratch.log_scales.size();
+  const auto poisons = [&](Index j) {
+    return !(scratch.log_scales(j) < std::numeric_limits<double>::infinity()) ||
+           !scratch.features.row(j).allFinite();
+  };
+  if ((scratch.log_scales.array() < std::numeric_limits<double>::infinity()).all() &&
+      scratch.features.allFinite())
+    return count;
+  for (Index j = 0; j < count; ++j)
+    if (poisons(j)) return j;
+  return count;
+}
+
 /// Adds the keys of a tile (features and log-scales in `scratch`) with their values to the
 /// state: \f$S \mathrel{+}= \sum_j e^{\ell_j - m}\tilde\varphi(k_j) v_j^T\f$, and \f$z\f$, \f$Z\f$.
-/// A rejected key contributes exactly nothing, even when its value is not finite.
+/// A rejected key contributes exactly nothing, even when its value is not finite; a key that
+/// poisons (see `first_poisoned_key`) poisons the state.
 template <Real T, class Values>
 void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearState<T>& state) {
   const Index count = values.rows();
-  if (count == 0) return;
+  if (count == 0 || state.poisoned) return;
+  if (first_poisoned_key(scratch) < count) {
+    state.poisoned = true;
+    return;
+  }
   state.raise_reference(scratch.log_scales.maxCoeff());
-  if (state.log_reference == -std::numeric_limits<double>::infinity()) return;
+  if (state.log_reference == log_of_zero) return;
   bool any_rejected = false;
   Vector<T> weights(count);
   for (Index j = 0; j < count; ++j) {
     const double weight = exp_difference(scratch.log_scales(j), state.log_reference);
-    any_rejected |= scratch.log_scales(j) == -std::numeric_limits<double>::infinity();
+    any_rejected |= scratch.log_scales(j) == log_of_zero;
     state.scale_sum += weight;
     weights(j) = T(weight);
   }
@@ -110,8 +141,7 @@ void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearSt
   if (any_rejected) {
     scratch.masked_values = values;
     for (Index j = 0; j < count; ++j)
-      if (scratch.log_scales(j) == -std::numeric_limits<double>::infinity())
-        scratch.masked_values.row(j).setZero();
+      if (scratch.log_scales(j) == log_of_zero) scratch.masked_values.row(j).setZero();
     state.weighted_values.noalias() += scratch.features.transpose() * scratch.masked_values;
   } else {
     state.weighted_values.noalias() += scratch.features.transpose() * values;
@@ -124,6 +154,7 @@ void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearSt
 /// denominator (no visible key, or every weight underflowed) gives zeros. A denominator so small
 /// that its reciprocal overflows T is divided by in double instead. Signed maps: the
 /// denominator is raised to \f$\tau Z_i\f$, and \f$Z_i = 0\f$ (no visible key) gives zeros.
+/// A NaN denominator (the row sees a NaN or an infinity) with \f$Z_i \ne 0\f$ gives NaN.
 template <bool NonNegative, Real T, class ScaleSums, class OutBlock>
 void write_guarded_rows(Matrix<T>& numerators, const Vector<T>& denominators,
                         const ScaleSums& scale_sums, double floor, OutBlock&& out) {
@@ -134,9 +165,10 @@ void write_guarded_rows(Matrix<T>& numerators, const Vector<T>& denominators,
   for (Index i = 0; i < rows; ++i) {
     double denominator = double(denominators(i));
     const bool empty = scale_sums(i) == 0.0 || (NonNegative && denominator == 0.0);
-    if constexpr (!NonNegative) denominator = std::max(denominator, floor * scale_sums(i));
+    if constexpr (!NonNegative)
+      if (!std::isnan(denominator)) denominator = std::max(denominator, floor * scale_sums(i));
     const T reciprocal = empty ? T(0) : T(1.0 / denominator);
-    const bool tiny = !empty && !std::isfinite(reciprocal);
+    const bool tiny = !empty && std::isinf(reciprocal);
     inverse(i) = tiny ? T(1) : reciprocal;
     if (tiny) divide_by(i) = denominator;
     any_special |= empty || tiny;
@@ -158,6 +190,10 @@ void read_state(const Map& map, const Queries& queries,
                 const LinearState<typename Map::Scalar>& state, double floor,
                 LinearScratch<typename Map::Scalar>& scratch, OutTile&& out) {
   using T = typename Map::Scalar;
+  if (state.poisoned) {
+    out.setConstant(std::numeric_limits<T>::quiet_NaN());
+    return;
+  }
   if (state.scale_sum == 0.0) {
     out.setZero();
     return;
@@ -180,7 +216,8 @@ void read_state(const Map& map, const Queries& queries,
 /// weighted directly: query \f$i\f$ takes the first \f$n_i - b\f$ of them, relative to its own
 /// reference \f$r_i = \max(m, \max_{\text{visible chunk keys}} \ell_j)\f$, so a later key, however
 /// large, never underflows an earlier one. Then the chunk's keys join the state. Each token's
-/// features are computed once.
+/// features are computed once. A query that sees a key that poisons (see `first_poisoned_key`),
+/// in the state or in its chunk, outputs NaN; the queries before that key are untouched.
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
           class Values, class VisibleCount, class KeyValid, class Out>
 void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
@@ -193,7 +230,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
 
   const auto consume = [&](Index begin, Index end) {
-    for (Index first = begin; first < end; first += options.tile) {
+    for (Index first = begin; first < end && !state.poisoned; first += options.tile) {
       const Index count = std::min(options.tile, end - first);
       key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
       add_keys_to_state(scratch, values.middleRows(first, count), state);
@@ -215,6 +252,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
     map.features(queries.middleRows(first_query, rows), query_features, query_log_scales);
     key_tile_features(map, magnitude, keys.middleRows(key_begin, chunk_keys), key_begin, key_valid,
                       scratch);
+    const Index first_poisoned = state.poisoned ? 0 : first_poisoned_key(scratch);
 
     weights.noalias() = query_features * scratch.features.transpose();
     Matrix<T> from_state = query_features * state.weighted_values;
@@ -222,12 +260,18 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
     Vector<T> denominators(rows);
     Eigen::VectorXd scale_sums(rows);
     std::vector<Index> visible_keys(std::size_t(rows), 0);
-    double prefix_max = -std::numeric_limits<double>::infinity();
+    double prefix_max = log_of_zero;
     Index seen = 0;
     for (Index r = 0; r < rows; ++r) {
       const Index visible =
           std::clamp<Index>(visible_count(first_query + r) - key_begin, 0, chunk_keys);
       visible_keys[std::size_t(r)] = visible;
+      if (state.poisoned || visible > first_poisoned) {
+        // It sees a key that poisons (every query of the chunk sees the state's keys).
+        denominators(r) = std::numeric_limits<T>::quiet_NaN();
+        scale_sums(r) = std::numeric_limits<double>::quiet_NaN();
+        continue;
+      }
       for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
       const double reference = std::max(state.log_reference, prefix_max);
       double scale_sum = state.scale_sum * exp_difference(state.log_reference, reference);

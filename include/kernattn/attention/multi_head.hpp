@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <exception>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -70,6 +71,11 @@ struct SampledHead {
   Index frequencies;
   Build build;
 };
+
+/// `SampledHead{sampler, M, build}` deduces its types (with every compiler: Clang before 17
+/// deduces none for an aggregate without a guide).
+template <class Sampler, class Build>
+SampledHead(Sampler, Index, Build) -> SampledHead<Sampler, Build>;
 
 namespace detail {
 
@@ -155,7 +161,8 @@ template <coupling::Coupling Coupling, class Recipes>
 /// divides H the heads run in parallel, each single-threaded on the thread that took it;
 /// otherwise they run one after another, each parallel over its sequences and query tiles (the
 /// multi-head passes its thread count to every head that has `set_threads`). Results are
-/// bit-identical for any thread count.
+/// bit-identical for any thread count. A head that rejects its input throws `InvalidArgument`
+/// naming the head and its columns of the caller's Q, K and V, then the head's own message.
 template <class HeadT, coupling::Coupling CouplingT = coupling::Independent>
 class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
   using Storage = detail::HeadStorage<HeadT>;
@@ -247,23 +254,44 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
   template <class DQ>
   void check_head_dimension(Index, const DQ&, BatchLayout) const {}
 
+  /// Runs every head on its columns and rethrows the failure of the lowest-numbered head that
+  /// fails (heads that run in parallel all run first): an `InvalidArgument` gets the head's
+  /// columns of the caller's Q, K and V in front of the head's own message, which names the
+  /// head's slice.
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
     const Index H = layout.heads;
     const Index d = Q.cols() / H;
     const Index dv = V.cols() / H;
+    std::vector<std::exception_ptr> failures(static_cast<std::size_t>(H));
     const auto attend = [&](Index h) {
-      detail::visit_head(heads_, h, [&](const auto& head) {
-        head.compute(Q.middleCols(h * d, d), K.middleCols(h * d, d), V.middleCols(h * dv, dv),
-                     out.middleCols(h * dv, dv), BatchLayout{layout.sequences, 1});
-      });
+      try {
+        detail::visit_head(heads_, h, [&](const auto& head) {
+          head.compute(detail::columns_of(Q, h * d, d), detail::columns_of(K, h * d, d),
+                       detail::columns_of(V, h * dv, dv), detail::columns_of(out, h * dv, dv),
+                       BatchLayout{layout.sequences, 1});
+        });
+      } catch (const InvalidArgument& error) {
+        failures[std::size_t(h)] = std::make_exception_ptr(InvalidArgument(detail::concat(
+            "MultiHead: head ", h, " of ", H, " (columns [", h * d, ", ", (h + 1) * d, ") of Q ",
+            detail::shape_of(Q), " and K ", detail::shape_of(K), ", columns [", h * dv, ", ",
+            (h + 1) * dv, ") of V ", detail::shape_of(V), ", ", layout.sequences,
+            " sequence(s)): ", error.what())));
+      } catch (...) {
+        failures[std::size_t(h)] = std::current_exception();
+      }
     };
     const int threads = resolve_thread_count(options_.threads);
     if (H % threads == 0) {
       parallel_for(H, threads, attend);
     } else {
-      for (Index h = 0; h < H; ++h) attend(h);
+      for (Index h = 0; h < H; ++h) {
+        attend(h);
+        if (failures[std::size_t(h)]) break;
+      }
     }
+    for (const std::exception_ptr& failure : failures)
+      if (failure) std::rethrow_exception(failure);
   }
 
   /// Gives every head that has `set_threads` the multi-head's thread count.
