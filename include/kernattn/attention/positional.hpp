@@ -42,6 +42,11 @@ namespace kernattn {
 /// (\f$(N_q + N_k)\,H\,(d + d_t)\f$ scalars, a copy; the values are read in place), then runs the
 /// exact streaming engine `Attention<Product<KernelF, KernelT>, FeaturePart<MagnitudeT>, MaskT>`.
 ///
+/// Numerics (docs/numerics.md): a distance factor keeps its accuracy however close two tokens
+/// are, also for non-integer positions far from 0 (the engine recomputes the squared distances
+/// that cancel); the numeric range of log-weights is checked per factor, and an error names the
+/// factor's columns of \f$[f \mid t]\f$.
+///
 /// Shapes: every inconsistent shape throws `InvalidArgument` naming the arguments and their
 /// shapes; d = 0 and \f$d_t\f$ = 0 throw too. Thread safety and bit-identity for every thread
 /// count are those of `Attention`.

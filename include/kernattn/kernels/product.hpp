@@ -31,7 +31,8 @@ constexpr bool has_own_key_term() {
 /// \log\kappa_T\f$ and the exact engine evaluates a tile of it with one GEMM per factor on the
 /// factor's columns (one GEMM in all for two dot-product factors, whose product is a dot-product
 /// kernel with a scale per column block), the factors' key terms as one per-key bias, and the
-/// online softmax. A direct factor (Polynomial, Linear) is rejected at compile time: its values
+/// online softmax; a distance factor's squared distances are as accurate as the distance form's
+/// (docs/numerics.md). A direct factor (Polynomial, Linear) is rejected at compile time: its values
 /// can be zero or negative, so the product has no logarithm, and evaluating the product outside
 /// the log domain would multiply it by an exponential factor that can overflow.
 ///
