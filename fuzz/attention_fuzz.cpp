@@ -251,13 +251,13 @@ void primal_dual(FuzzedDataProvider& data, const Problem& p) {
 }
 
 void graph(FuzzedDataProvider& data, Problem& p) {
-  // One sequence and head of nq nodes: keys and values are the node features too.
+  // One sequence and head of nq nodes: the keys are the node features too, the values new.
   p.sequences = 1;
   p.heads = 1;
   p.nk = p.nq;
   p.Q = p.Q.topLeftCorner(p.nq, p.d).eval();
-  p.K = p.K.topLeftCorner(p.nq, p.d).eval();
-  p.V = p.V.topLeftCorner(p.nq, p.dv).eval();
+  p.K = p.Q;
+  p.V = decode_matrix(data, p.nq, p.dv);
   std::vector<int> outer{0};
   std::vector<int> inner;
   for (Index i = 0; i < p.nq; ++i) {
