@@ -14,11 +14,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <kernattn/kernattn.hpp>
 #include <limits>
 #include <optional>
 #include <vector>
-
-#include <kernattn/kernattn.hpp>
 
 namespace {
 
@@ -35,21 +34,28 @@ using Mat = Matrix<Real>;
 Real decode_value(FuzzedDataProvider& data, Real scale, bool specials) {
   if (specials) {
     switch (data.ConsumeIntegralInRange<int>(0, 15)) {
-      case 0: return std::numeric_limits<Real>::quiet_NaN();
-      case 1: return std::numeric_limits<Real>::infinity();
-      case 2: return -std::numeric_limits<Real>::infinity();
-      case 3: return std::numeric_limits<Real>::denorm_min();
-      case 4: return std::numeric_limits<Real>::max();
-      case 5: return -std::numeric_limits<Real>::max();
-      default: break;
+      case 0:
+        return std::numeric_limits<Real>::quiet_NaN();
+      case 1:
+        return std::numeric_limits<Real>::infinity();
+      case 2:
+        return -std::numeric_limits<Real>::infinity();
+      case 3:
+        return std::numeric_limits<Real>::denorm_min();
+      case 4:
+        return std::numeric_limits<Real>::max();
+      case 5:
+        return -std::numeric_limits<Real>::max();
+      default:
+        break;
     }
   }
   return scale * Real(data.ConsumeIntegralInRange<int>(-64, 64)) / Real(16);
 }
 
 Mat decode_matrix(FuzzedDataProvider& data, Index rows, Index cols) {
-  static constexpr Real scales[] = {Real(1e-30), Real(1e-3), Real(1), Real(4), Real(30),
-                                    Real(1e4),   Real(1e15), Real(1e30)};
+  static constexpr Real scales[] = {Real(1e-30), Real(1e-3), Real(1),    Real(4),
+                                    Real(30),    Real(1e4),  Real(1e15), Real(1e30)};
   const Real scale = scales[data.ConsumeIntegralInRange<int>(0, 7)];
   const bool specials = data.ConsumeIntegralInRange<int>(0, 7) == 0;
   Mat m(rows, cols);
@@ -172,22 +178,24 @@ void with_magnitude(FuzzedDataProvider& data, const Problem& p, Kernel kernel,
     with_mask(data, p, kernel, magnitude::None{}, nonnegative_weights);
   } else {
     const Real power = decode_parameter(data);
-    const magnitude::Lp<Real> lp(power, data.ConsumeBool()
-                                            ? std::optional<Real>(decode_parameter(data))
-                                            : std::nullopt);
+    const magnitude::Lp<Real> lp(
+        power, data.ConsumeBool() ? std::optional<Real>(decode_parameter(data)) : std::nullopt);
     with_mask(data, p, kernel, lp, nonnegative_weights);
   }
 }
 
 void exact(FuzzedDataProvider& data, const Problem& p) {
   switch (data.ConsumeIntegralInRange<int>(0, 6)) {
-    case 0: return with_magnitude(data, p, kernels::Exponential<Real>(), true);
-    case 1: return with_magnitude(data, p, kernels::Rbf<Real>(decode_parameter(data)), true);
-    case 2: return with_magnitude(data, p, kernels::Laplacian<Real>(decode_parameter(data)), true);
-    case 3: return with_magnitude(data, p, kernels::Matern52<Real>(decode_parameter(data)), true);
+    case 0:
+      return with_magnitude(data, p, kernels::Exponential<Real>(), true);
+    case 1:
+      return with_magnitude(data, p, kernels::Rbf<Real>(decode_parameter(data)), true);
+    case 2:
+      return with_magnitude(data, p, kernels::Laplacian<Real>(decode_parameter(data)), true);
+    case 3:
+      return with_magnitude(data, p, kernels::Matern52<Real>(decode_parameter(data)), true);
     case 4: {
-      const kernels::RationalQuadratic<Real> kernel(decode_parameter(data),
-                                                    decode_parameter(data));
+      const kernels::RationalQuadratic<Real> kernel(decode_parameter(data), decode_parameter(data));
       return with_magnitude(data, p, kernel, true);
     }
     case 5: {
@@ -195,7 +203,8 @@ void exact(FuzzedDataProvider& data, const Problem& p) {
                                              decode_parameter(data));
       return with_magnitude(data, p, kernel, false);
     }
-    default: return with_magnitude(data, p, kernels::Linear<Real>(), false);
+    default:
+      return with_magnitude(data, p, kernels::Linear<Real>(), false);
   }
 }
 
@@ -214,15 +223,14 @@ void linear(FuzzedDataProvider& data, const Problem& p) {
           map, {}, {}, options)(p.Q, p.K, p.V, p.layout());
     else
       out = LinearAttention<features::Positive<Real>>(map, {}, {}, options)(p.Q, p.K, p.V,
-                                                                           p.layout());
+                                                                            p.layout());
     check_output(p, out, true, [&](Index b) {
-      return causal ? std::optional(
-                          mask::Causal{}.bind(mask::Shape{p.nq, p.nk, b, p.sequences}))
+      return causal ? std::optional(mask::Causal{}.bind(mask::Shape{p.nq, p.nk, b, p.sequences}))
                     : std::nullopt;
     });
   } else {
-    const auto map = features::Fourier<Real>::draw(
-        spectral::Gaussian<Real>(decode_parameter(data)), m, p.d, stream);
+    const auto map = features::Fourier<Real>::draw(spectral::Gaussian<Real>(decode_parameter(data)),
+                                                   m, p.d, stream);
     const magnitude::Lp<Real> lp(decode_parameter(data));
     Mat out;
     if (causal)
@@ -290,10 +298,14 @@ void run(FuzzedDataProvider& data) {
   p.K = decode_matrix(data, p.sequences * p.nk, p.heads * p.d);
   p.V = decode_matrix(data, p.sequences * p.nk, p.heads * p.dv);
   switch (engine) {
-    case 0: return exact(data, p);
-    case 1: return linear(data, p);
-    case 2: return primal_dual(data, p);
-    default: return graph(data, p);
+    case 0:
+      return exact(data, p);
+    case 1:
+      return linear(data, p);
+    case 2:
+      return primal_dual(data, p);
+    default:
+      return graph(data, p);
   }
 }
 

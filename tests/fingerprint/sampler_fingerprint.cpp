@@ -6,9 +6,8 @@
 /// build with a Clang build this way (docs/portability.md).
 
 #include <cstdio>
-#include <string>
-
 #include <kernattn/kernattn.hpp>
+#include <string>
 
 namespace {
 
@@ -72,7 +71,8 @@ void print_feature_maps() {
   Matrix<float> x(3, 4);
   x << 0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 0.0f, 1.5f, -0.5f, 1.0f, 1.0f, -2.0f, 0.125f;
   const auto positive = features::Positive<float>::draw(6, 4, stream);
-  const auto fourier = features::Fourier<float>::draw(spectral::Gaussian<float>(1.0f), 6, 4, stream);
+  const auto fourier =
+      features::Fourier<float>::draw(spectral::Gaussian<float>(1.0f), 6, 4, stream);
   Matrix<float> out;
   Eigen::VectorXd log_scales = Eigen::VectorXd::Zero(3);
   positive.features(x, out, log_scales);
