@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <limits>
 
 #include "kernattn/attention/key_terms.hpp"
 #include "kernattn/attention/log_weight_range.hpp"
+#include "kernattn/attention/masked_product.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -277,30 +277,6 @@ void product_log_tile(const Kernel& kernel, const Queries& queries, const Prepar
   }
 }
 
-/// \f$a \mathrel{+}= W V\f$ for a partially hidden tile of weights `weights` (exactly 0 at the
-/// hidden pairs) whose values `values` hold a NaN or an infinity, which a plain product would
-/// multiply by the hidden pairs' zeros (\f$0 \cdot \infty\f$ is NaN). The product is taken with
-/// the non-finite entries replaced by 0, which at a hidden pair is the same arithmetic as for any
-/// finite value there (the weight is 0): a row that sees none of them gets the same bits as if
-/// the values had been finite. Each row that sees a non-finite entry then adds its weight times
-/// it, and becomes non-finite exactly as the plain product would make it.
-template <class Weights, class Values, class Visible, class Accumulated>
-void accumulate_with_nonfinite_values(const Weights& weights, const Values& values,
-                                      const Visible& visible, Accumulated& accumulated) {
-  using T = typename Values::Scalar;
-  const typename Values::PlainObject finite_values =
-      values.array().isFinite().select(values, T(0));
-  accumulated.noalias() += weights * finite_values;
-  for (Index j = 0; j < values.rows(); ++j) {
-    if (values.row(j).allFinite()) continue;
-    for (Index c = 0; c < values.cols(); ++c) {
-      if (std::isfinite(values(j, c))) continue;
-      for (Index i = 0; i < weights.rows(); ++i)
-        if (visible(i, j)) accumulated(i, c) += weights(i, j) * values(j, c);
-    }
-  }
-}
-
 /// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
 /// over all keys and writes the tile's output rows.
 ///
@@ -325,7 +301,7 @@ void accumulate_with_nonfinite_values(const Weights& weights, const Values& valu
 /// Non-finite data reaches exactly the rows that see it, and the rows that do not see it keep
 /// their bits: hidden pairs are overwritten before any arithmetic, and a partially hidden tile
 /// whose values hold a NaN or an infinity takes its product with the values by
-/// `accumulate_with_nonfinite_values`.
+/// `accumulate_nonfinite_values`.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
           class QueryTile, class Keys, class Values, class OutTile>
 void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query,
@@ -487,7 +463,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 
     const auto value_rows = values.middleRows(first_key, tile_keys);
     if (partial && terms.has_nonfinite_values(first_key, first_key + tile_keys))
-      accumulate_with_nonfinite_values(tile, value_rows, visible, accumulated);
+      accumulate_nonfinite_values(tile, value_rows, visible, accumulated);
     else
       accumulated.noalias() += tile * value_rows;
   }

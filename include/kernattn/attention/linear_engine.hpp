@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernattn/attention/masked_product.hpp"
 #include "kernattn/attention/options.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/features/feature_map.hpp"
@@ -287,13 +288,15 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
     }
     if (chunk_keys > 0) {
       auto chunk_values = values.middleRows(key_begin, chunk_keys);
-      if (chunk_values.allFinite()) {
+      if (chunk_values.allFinite())
         from_state.noalias() += weights * chunk_values;
-      } else {
-        for (Index r = 0; r < rows; ++r)
-          for (Index c = 0; c < visible_keys[std::size_t(r)]; ++c)
-            if (key_valid(key_begin + c)) from_state.row(r) += weights(r, c) * chunk_values.row(c);
-      }
+      else
+        accumulate_nonfinite_values(
+            weights, chunk_values,
+            [&](Index r, Index c) {
+              return c < visible_keys[std::size_t(r)] && key_valid(key_begin + c);
+            },
+            from_state);
     }
     write_guarded_rows<Map::non_negative>(from_state, denominators, scale_sums,
                                           options.denominator_floor,

@@ -13,6 +13,7 @@
 #include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/linear_engine.hpp"
+#include "kernattn/attention/masked_product.hpp"
 #include "kernattn/attention/multi_head.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
@@ -223,12 +224,12 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
       auto numerator = numerators.row(r);
       numerator *= T(state_factor);
       const auto seen_values = window_values.middleRows(key_begin, visible);
-      if (seen_values.allFinite()) {
+      if (seen_values.allFinite())
         numerator.noalias() += weights.row(r).head(visible) * seen_values;
-      } else {
-        for (Index c = 0; c < visible; ++c)
-          if (window_valid(key_begin + c)) numerator += weights(r, c) * seen_values.row(c);
-      }
+      else
+        accumulate_nonfinite_values(
+            weights.row(r).head(visible), seen_values,
+            [&](Index, Index c) { return window_valid(key_begin + c); }, numerator);
       if (own_factor != 0.0) numerator += own_weight * partial_values.row(first_query + r);
     }
     write_guarded_rows<Map::non_negative>(numerators, denominators, scale_sums,
