@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <type_traits>
 
 #include "kernattn/attention/key_terms.hpp"
 #include "kernattn/attention/log_weight_range.hpp"
 #include "kernattn/attention/masked_product.hpp"
+#include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -277,6 +279,33 @@ void product_log_tile(const Kernel& kernel, const Queries& queries, const Prepar
   }
 }
 
+/// Requires every output row of a tile of queries (rows [first_query, first_query +
+/// queries.rows()) of a sequence) to be finite when the query and every key and value it sees
+/// are. The range checks keep log-weights finite, but a direct kernel holds its weights and their
+/// sums in T without rescaling (`kernels::DirectForm`), and any kernel's weighted sums of values
+/// near the largest T can overflow: such a row throws rather than return a silent NaN or
+/// infinity. One pass over the tile's output; the keys are read only for a row that fails it.
+template <class Queries, class Keys, class Values, mask::BoundMask BoundMask, class OutTile>
+void require_finite_rows(const Queries& queries, Index first_query, const Keys& keys,
+                         const Values& values, const BoundMask& visibility, const OutTile& out) {
+  using T = typename Queries::Scalar;
+  if (out.allFinite()) return;
+  for (Index i = 0; i < out.rows(); ++i) {
+    if (out.row(i).allFinite() || !queries.row(i).allFinite()) continue;
+    bool sees_nonfinite = false;
+    for (Index j = 0; j < keys.rows() && !sees_nonfinite; ++j)
+      sees_nonfinite = visibility.visible(first_query + i, j) &&
+                       !(keys.row(j).allFinite() && values.row(j).allFinite());
+    require(sees_nonfinite, "Attention: query ", first_query + i,
+            " and every key and value it sees are finite, but its weights or weighted sum of "
+            "values overflow ",
+            ScalarTraits<T>::name,
+            " (a direct kernel holds its weights without rescaling; docs/numerics.md): scale Q "
+            "and K or V down",
+            std::is_same_v<T, float> ? ", compute in double" : "", ", or use a log-domain kernel");
+  }
+}
+
 /// Attends one tile of queries (rows [first_query, first_query + queries.rows()) of a sequence)
 /// over all keys and writes the tile's output rows.
 ///
@@ -473,6 +502,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   const auto empty = running_sum == T(0);
   for (Index c = 0; c < out.cols(); ++c)
     out.col(c).array() = empty.select(T(0), accumulated.col(c).array() / running_sum);
+  require_finite_rows(queries, first_query, keys, values, visibility, out);
 }
 
 }  // namespace kernattn::detail

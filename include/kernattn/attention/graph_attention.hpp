@@ -194,8 +194,8 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     if (buffer.size() < count) buffer.resize(count);
     auto scores = buffer.head(count);
     const auto neighbour = [&](Index t) { return neighbours[std::size_t(t)]; };
-    range.require_keys("GraphAttention", node, query_norms.row(i), terms.range_norms,
-                       terms.range_key_terms, neighbours);
+    range.require_keys("GraphAttention", node, LogWeightRange<T>::row_of(query_norms, i),
+                       terms.range_norms, terms.range_key_terms, neighbours);
 
     for (Index t = 0; t < count; ++t) {
       const Index j = neighbour(t);

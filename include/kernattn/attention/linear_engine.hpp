@@ -227,6 +227,7 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
   using T = typename Map::Scalar;
   const Index nq = queries.rows();
   const Index dv = values.cols();
+  if (dv == 0) return;  // nothing to write (and no row of an empty matrix to form)
   LinearState<T> state(map.feature_dimension(), dv);
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
 
@@ -283,7 +284,8 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
       }
       const T state_factor = T(exp_difference(state.log_reference, reference));
       from_state.row(r) *= state_factor;
-      denominators(r) = denominator_from_state(r) * state_factor + weights.row(r).sum();
+      denominators(r) =
+          denominator_from_state(r) * state_factor + (chunk_keys > 0 ? weights.row(r).sum() : T(0));
       scale_sums(r) = scale_sum;
     }
     if (chunk_keys > 0) {

@@ -68,6 +68,14 @@ class LogWeightRange {
 
   [[nodiscard]] Index factors() const { return count_; }
 
+  /// Row `row` of an array of norms (rows x factors, see `norms`), copied: no block is formed of
+  /// an array without factors, whose data pointer is null.
+  [[nodiscard]] static Norms row_of(const Eigen::ArrayXXd& norms, Index row) {
+    Norms out(norms.cols());
+    for (Index f = 0; f < norms.cols(); ++f) out(f) = norms(row, f);
+    return out;
+  }
+
   /// Writes the norms of every row of `rows` on each factor's columns (rows x factors, in
   /// double); -1 for a row with a non-finite entry. The sums of squares run in the rows' own
   /// precision (accurate to a few d u, plenty for a limit with a margin of 8); a row whose sum is
@@ -121,9 +129,9 @@ class LogWeightRange {
     return true;
   }
 
-  /// Requires the range for every pair of query i of a tile (norms `query_norms.row(i)`, row
-  /// `first_query + i` of its sequence) and key j in [first_key, first_key + keys) (norms
-  /// `key_norms.row(j)`, key term size `key_terms(j)`, or none when `key_terms` is empty) such
+  /// Requires the range for every pair of query i of a tile (norms row i of `query_norms`, row
+  /// `first_query + i` of its sequence) and key j in [first_key, first_key + keys) (norms row j of
+  /// `key_norms`, key term size `key_terms(j)`, or none when `key_terms` is empty) such
   /// that `visible(i, j)` (indices relative to the tile's first query and key). The maxima over the
   /// tile decide in O(rows + keys); only a tile they fail is checked pair by pair.
   template <class Visible>
@@ -134,17 +142,24 @@ class LogWeightRange {
     const auto key_term = [&](Index j) {
       return key_terms.size() == 0 ? 0.0 : key_terms(first_key + j);
     };
-    const auto tile_keys = key_norms.middleRows(first_key, keys);
-    const Norms largest_query = query_norms.colwise().maxCoeff();
-    const Norms largest_key = tile_keys.colwise().maxCoeff();
+    Norms largest_query = Norms::Zero(count_);
+    Norms largest_key = Norms::Zero(count_);
+    if (count_ > 0) {
+      largest_query = query_norms.colwise().maxCoeff();
+      largest_key = key_norms.middleRows(first_key, keys).colwise().maxCoeff();
+    }
     const double largest_key_term =
         key_terms.size() == 0 ? 0.0 : key_terms.segment(first_key, keys).maxCoeff();
     if (holds(largest_query, largest_key, largest_key_term)) return;
-    for (Index j = 0; j < keys; ++j)
-      for (Index i = 0; i < query_norms.rows(); ++i)
-        if (visible(i, j) && !holds(query_norms.row(i), tile_keys.row(j), key_term(j)))
-          require_pair(owner, first_query + i, query_norms.row(i), first_key + j, tile_keys.row(j),
-                       key_term(j));
+    for (Index j = 0; j < keys; ++j) {
+      const Norms key = row_of(key_norms, first_key + j);
+      for (Index i = 0; i < query_norms.rows(); ++i) {
+        if (!visible(i, j)) continue;
+        const Norms query = row_of(query_norms, i);
+        if (!holds(query, key, key_term(j)))
+          require_pair(owner, first_query + i, query, first_key + j, key, key_term(j));
+      }
+    }
   }
 
   /// Requires the range for query `query_index` (norms `query`) and every key listed in `keys`
@@ -159,13 +174,13 @@ class LogWeightRange {
     Norms largest_key = Norms::Zero(count_);
     double largest_key_term = 0.0;
     for (const Index j : keys) {
-      largest_key = largest_key.max(key_norms.row(j));
+      largest_key = largest_key.max(row_of(key_norms, j));
       largest_key_term = std::max(largest_key_term, key_term(j));
     }
     if (holds(query, largest_key, largest_key_term)) return;
     for (const Index j : keys)
-      if (!holds(query, key_norms.row(j), key_term(j)))
-        require_pair(owner, query_index, query, j, key_norms.row(j), key_term(j));
+      if (!holds(query, row_of(key_norms, j), key_term(j)))
+        require_pair(owner, query_index, query, j, row_of(key_norms, j), key_term(j));
   }
 
   /// Throws `InvalidArgument` for query `query_index` (norms `query`) and key `key_index` (norms

@@ -156,6 +156,7 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
   const Index nq = queries.rows();
   const Index count = windows.rows();
   const Index dv = window_values.cols();
+  if (dv == 0) return;  // nothing to write (and no row of an empty matrix to form)
   const auto window_valid = [&](Index w) { return bound.visible(nq - 1, w); };
   const auto partial_valid = [&](Index i) { return bound.visible(i, count + i); };
   LinearState<T> state(map.feature_dimension(), dv);
@@ -218,18 +219,20 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
       const double own_factor = exp_difference(own.log_scales(r), reference);
       const T own_weight = own_factor == 0.0 ? T(0) : own_products(r) * T(own_factor);
       scale_sums(r) = scale_sum + own_factor;
-      denominators(r) =
-          state_denominators(r) * T(state_factor) + weights.row(r).head(visible).sum() + own_weight;
+      const T chunk_sum = visible > 0 ? weights.row(r).head(visible).sum() : T(0);
+      denominators(r) = state_denominators(r) * T(state_factor) + chunk_sum + own_weight;
 
       auto numerator = numerators.row(r);
       numerator *= T(state_factor);
-      const auto seen_values = window_values.middleRows(key_begin, visible);
-      if (seen_values.allFinite())
-        numerator.noalias() += weights.row(r).head(visible) * seen_values;
-      else
-        accumulate_nonfinite_values(
-            weights.row(r).head(visible), seen_values,
-            [&](Index, Index c) { return window_valid(key_begin + c); }, numerator);
+      if (visible > 0) {
+        const auto seen_values = window_values.middleRows(key_begin, visible);
+        if (seen_values.allFinite())
+          numerator.noalias() += weights.row(r).head(visible) * seen_values;
+        else
+          accumulate_nonfinite_values(
+              weights.row(r).head(visible), seen_values,
+              [&](Index, Index c) { return window_valid(key_begin + c); }, numerator);
+      }
       if (own_factor != 0.0) numerator += own_weight * partial_values.row(first_query + r);
     }
     write_guarded_rows<Map::non_negative>(numerators, denominators, scale_sums,
