@@ -11,7 +11,6 @@
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
-#include <iostream>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -79,10 +78,7 @@ void check_output(const Problem& p, const Mat& out, bool nonnegative_weights,
                   VisibilityOf visibility_of) {
   if (out.rows() != p.nq * p.sequences || out.cols() != p.dv * p.heads) fail("output shape");
   if (!p.finite()) return;
-  if (!out.allFinite()) {
-    std::cerr << "nq " << p.nq << " nk " << p.nk << " d " << p.d << " seq " << p.sequences << " heads " << p.heads << "\nQ\n" << p.Q << "\nK\n" << p.K << "\nV\n" << p.V << "\nout\n" << out << "\n";
-    fail("finite inputs gave a non-finite output");
-  }
+  if (!out.allFinite()) fail("finite inputs gave a non-finite output");
   if (!nonnegative_weights) return;
   for (Index b = 0; b < p.sequences; ++b) {
     const auto visibility = visibility_of(b);
@@ -184,7 +180,6 @@ void with_magnitude(FuzzedDataProvider& data, const Problem& p, Kernel kernel,
     const Real power = decode_parameter(data);
     const magnitude::Lp<Real> lp(
         power, data.ConsumeBool() ? std::optional<Real>(decode_parameter(data)) : std::nullopt);
-    std::cerr << "p " << power << " exponent " << lp.exponent() << "\n";
     with_mask(data, p, kernel, lp, nonnegative_weights);
   }
 }
