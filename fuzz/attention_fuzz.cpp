@@ -72,10 +72,13 @@ struct Problem {
 };
 
 /// Checks the output of a composition whose set filter, bound per sequence, is `visibility_of(b)`
-/// (nullptr-like `std::nullopt` when the checker cannot know it).
+/// (nullptr-like `std::nullopt` when the checker cannot know it). With `zero_rows_allowed`, a
+/// row of a head may be all zeros, which is its definition when its weights all vanish: every
+/// visible log-weight -inf in the exact engine, an estimated denominator of exactly 0 in linear
+/// attention (no feature, or every product underflows).
 template <class VisibilityOf>
 void check_output(const Problem& p, const Mat& out, bool nonnegative_weights,
-                  VisibilityOf visibility_of) {
+                  VisibilityOf visibility_of, bool zero_rows_allowed = false) {
   if (out.rows() != p.nq * p.sequences || out.cols() != p.dv * p.heads) fail("output shape");
   if (!p.finite()) return;
   if (!out.allFinite()) fail("finite inputs gave a non-finite output");
@@ -84,6 +87,9 @@ void check_output(const Problem& p, const Mat& out, bool nonnegative_weights,
     const auto visibility = visibility_of(b);
     for (Index h = 0; h < p.heads; ++h)
       for (Index i = 0; i < p.nq; ++i) {
+        if (zero_rows_allowed && p.dv > 0 &&
+            out.row(b * p.nq + i).segment(h * p.dv, p.dv).isZero(0))
+          continue;
         for (Index c = 0; c < p.dv; ++c) {
           Real low = std::numeric_limits<Real>::infinity();
           Real high = -low;
@@ -110,9 +116,14 @@ template <class Composition, class Mask>
 void run_exact(const Problem& p, const Composition& attention, const Mask& mask,
                bool nonnegative_weights) {
   const Mat out = attention(p.Q, p.K, p.V, p.layout());
-  check_output(p, out, nonnegative_weights, [&](Index b) {
-    return std::optional(mask.bind(mask::Shape{p.nq, p.nk, b, p.sequences}));
-  });
+  // A row whose visible log-weights all underflow to -inf (an extreme kernel parameter) outputs
+  // zeros by definition (docs/numerics.md, section 3).
+  check_output(
+      p, out, nonnegative_weights,
+      [&](Index b) {
+        return std::optional(mask.bind(mask::Shape{p.nq, p.nk, b, p.sequences}));
+      },
+      true);
 }
 
 /// The mask, chosen by the fuzzer, then the composition with it.
@@ -224,10 +235,17 @@ void linear(FuzzedDataProvider& data, const Problem& p) {
     else
       out = LinearAttention<features::Positive<Real>>(map, {}, {}, options)(p.Q, p.K, p.V,
                                                                             p.layout());
-    check_output(p, out, true, [&](Index b) {
-      return causal ? std::optional(mask::Causal{}.bind(mask::Shape{p.nq, p.nk, b, p.sequences}))
-                    : std::nullopt;
-    });
+    // FAVOR+ weights are non-negative, but their products may fall among float subnormals,
+    // where the ratio loses its relative accuracy: only finiteness and the rows that see nothing
+    // are checked (docs/numerics.md, section 2, "Linear attention").
+    check_output(
+        p, out, false,
+        [&](Index b) {
+          return causal
+                     ? std::optional(mask::Causal{}.bind(mask::Shape{p.nq, p.nk, b, p.sequences}))
+                     : std::nullopt;
+        },
+        true);
   } else {
     const auto map = features::Fourier<Real>::draw(spectral::Gaussian<Real>(decode_parameter(data)),
                                                    m, p.d, stream);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -81,7 +82,24 @@ template <class T>
 struct Composition {
   std::string name;
   Run<T> run;
+  /// A direct kernel (Polynomial) holds its weights without rescaling: rows that see huge
+  /// entries overflow, and the engine throws rather than return them as NaN.
+  bool direct = false;
 };
+
+/// Runs `composition` on poisoned inputs: the output, or nothing when the call throws, which only
+/// a direct kernel may do, and only for huge entries (see `Composition::direct`).
+template <class T>
+std::optional<Mat<T>> run_poisoned(const Composition<T>& composition, const Mat<T>& Q,
+                                   const Mat<T>& K, const Mat<T>& V, Poison kind) {
+  try {
+    return composition.run(Q, K, V);
+  } catch (const kernattn::InvalidArgument& error) {
+    INFO(error.what());
+    CHECK((composition.direct && kind == Poison::huge));
+    return std::nullopt;
+  }
+}
 
 /// The tiles, chunks and pooling factors of one pass over the compositions.
 struct Setting {
@@ -127,6 +145,7 @@ std::vector<Composition<T>> compositions(const M& m, const Setting& setting) {
   add("Laplacian", Attention<kernels::Laplacian<T>, None, M>({}, {}, m, options));
   add("Polynomial(2) x L2", Attention<kernels::Polynomial<T>, magnitude::L2<T>, M>(
                                 kernels::Polynomial<T>(2), magnitude::L2<T>(), m, options));
+  all.back().direct = true;
   add("RandomFeature<Positive>", Attention<kernels::RandomFeature<Positive>, None, M>(
                                      kernels::RandomFeature<Positive>(positive), {}, m, options));
   add("RandomFeature<Fourier> x Lp(2)",
@@ -233,8 +252,10 @@ void check_hidden_keys_do_not_matter(const M& m, const ref::Visibility& visible,
         CAPTURE(keys.front(), keys.size());
         for (const Poison kind : {Poison::huge, Poison::nan}) {
           CAPTURE(kind == Poison::nan);
-          const Mat<T> out = composition.run(in.Q, poisoned_rows<T>(in.K, keys, kind),
-                                             poisoned_rows<T>(in.V, keys, kind));
+          const std::optional<Mat<T>> out =
+              run_poisoned(composition, in.Q, poisoned_rows<T>(in.K, keys, kind),
+                           poisoned_rows<T>(in.V, keys, kind), kind);
+          if (!out) continue;
           Index changed = 0;
           Index checked = 0;
           for (Index i = 0; i < n; ++i) {
@@ -242,7 +263,7 @@ void check_hidden_keys_do_not_matter(const M& m, const ref::Visibility& visible,
             for (const Index j : keys) sees = sees || visible(i, j);
             if (sees) continue;
             ++checked;
-            changed += check::identical(out.row(i), clean.row(i)) ? 0 : 1;
+            changed += check::identical(out->row(i), clean.row(i)) ? 0 : 1;
           }
           CAPTURE(checked);
           CHECK(changed == 0);
@@ -273,10 +294,10 @@ TEMPLATE_TEST_CASE(
         for (const Index p : cuts(n)) {
           for (const Poison kind : {Poison::huge, Poison::nan}) {
             CAPTURE(p, kind == Poison::nan);
-            const Mat<T> out =
-                composition.run(poisoned<T>(in.Q, p + 1, kind), poisoned<T>(in.K, p + 1, kind),
-                                poisoned<T>(in.V, p + 1, kind));
-            CHECK(check::identical(out.topRows(p + 1), clean.topRows(p + 1)));
+            const std::optional<Mat<T>> out =
+                run_poisoned(composition, poisoned<T>(in.Q, p + 1, kind),
+                             poisoned<T>(in.K, p + 1, kind), poisoned<T>(in.V, p + 1, kind), kind);
+            if (out) CHECK(check::identical(out->topRows(p + 1), clean.topRows(p + 1)));
           }
         }
       }
@@ -301,15 +322,16 @@ TEMPLATE_TEST_CASE(
       for (const Poison kind : {Poison::huge, Poison::nan}) {
         CAPTURE(kind == Poison::nan);
         // The padded keys hold anything: nothing changes.
-        const Mat<T> padded =
-            composition.run(in.Q, poisoned<T>(in.K, length, kind), poisoned<T>(in.V, length, kind));
-        CHECK(check::identical(padded, clean));
+        const std::optional<Mat<T>> padded =
+            run_poisoned(composition, in.Q, poisoned<T>(in.K, length, kind),
+                         poisoned<T>(in.V, length, kind), kind);
+        if (padded) CHECK(check::identical(*padded, clean));
         for (const Index p : {Index(0), Index(4), Index(20)}) {
           CAPTURE(p);
-          const Mat<T> out =
-              composition.run(poisoned<T>(in.Q, p + 1, kind), poisoned<T>(in.K, p + 1, kind),
-                              poisoned<T>(in.V, p + 1, kind));
-          CHECK(check::identical(out.topRows(p + 1), clean.topRows(p + 1)));
+          const std::optional<Mat<T>> out =
+              run_poisoned(composition, poisoned<T>(in.Q, p + 1, kind),
+                           poisoned<T>(in.K, p + 1, kind), poisoned<T>(in.V, p + 1, kind), kind);
+          if (out) CHECK(check::identical(out->topRows(p + 1), clean.topRows(p + 1)));
         }
       }
     }

@@ -12,8 +12,11 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
+#include "kernattn/attention/batch_normalized.hpp"
 #include "kernattn/attention/graph_attention.hpp"
+#include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/positional.hpp"
+#include "kernattn/features/positive.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -333,4 +336,69 @@ TEMPLATE_TEST_CASE("Rows whose visible log-weights are all -inf output zeros in 
     const ref::Matrix<T> out = kernattn::GraphAttention(kernel)(adjacency, p.q<T>(), p.k<T>(), V);
     for (Index i = 10; i < nq; ++i) CHECK(check::zero_row(out, i));
   }
+}
+
+// Found by the fuzz target (fuzz/corpus/attention_fuzz/regression-*): finite inputs whose weights
+// or weighted sums overflow throw, naming the query, rather than return NaN; arrays without
+// columns never form row blocks (the sanitizer build checks it).
+TEMPLATE_TEST_CASE("Finite inputs whose weights or sums overflow throw instead of returning NaN",
+                   "[extreme][fuzz]", float, double) {
+  using T = TestType;
+  using Mat = ref::Matrix<T>;
+  const T big = T(std::sqrt(double(std::numeric_limits<T>::max())));
+  const Mat Q = Mat::Ones(6, 4);
+  const Mat V = ref::normal(5, 2, 42).cast<T>();
+  {
+    INFO("a polynomial of degree 2 at a q.k = 2 sqrt(max T) overflows");
+    const Mat K = Mat::Constant(5, 4, big);
+    const kernattn::Attention<kernels::Polynomial<T>> polynomial(kernels::Polynomial<T>(2));
+    REQUIRE_INVALID_ARGUMENT(polynomial(Q, K, V), "weighted sum of values overflow");
+  }
+  {
+    INFO("softmax over values of +-max T: the weighted sum overflows");
+    const Mat K = Mat::Zero(5, 4);
+    const Mat values = Mat::Constant(5, 2, std::numeric_limits<T>::max());
+    const kernattn::Attention<kernels::Exponential<T>> softmax;
+    REQUIRE_INVALID_ARGUMENT(softmax(Q, K, values), "overflow");
+  }
+  {
+    INFO("a direct kernel with a key term beyond the range, under a Boolean mask");
+    const Mat K = (ref::normal(5, 4, 44) * double(big)).cast<T>();
+    Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic> allowed(6, 5);
+    allowed.setConstant(true);
+    allowed(0, 0) = false;
+    const kernattn::Attention<kernels::Polynomial<T>, magnitude::L2<T>, mask::Boolean> attention(
+        kernels::Polynomial<T>(2), magnitude::L2<T>(), mask::Boolean(allowed));
+    REQUIRE_THROWS_AS(attention(Q, K, V), kernattn::InvalidArgument);
+  }
+}
+
+TEMPLATE_TEST_CASE("Attention-BN throws where a normalised entry overflows", "[extreme][fuzz]",
+                   float, double) {
+  using T = TestType;
+  using Mat = ref::Matrix<T>;
+  using Softmax = kernattn::Attention<kernels::Exponential<T>>;
+  const T far = std::numeric_limits<T>::max() / 4;
+  // Keys that do not vary, far from the queries: (q - mu_K) / sqrt(epsilon) overflows.
+  const Mat Q = ref::normal(3, 2, 45).cast<T>();
+  const Mat K = Mat::Constant(4, 2, far);
+  const Mat V = ref::normal(4, 2, 46).cast<T>();
+  const kernattn::BatchNormalized<Softmax> bn(Softmax{}, 1.0, 1e-300);
+  REQUIRE_INVALID_ARGUMENT(bn(Q, K, V), "BatchNormalized: feature 0 of sequence 0");
+  const kernattn::BatchNormalized<Softmax> calm(Softmax{}, 1.0, 1.0);
+  REQUIRE(calm(Q, K, V).allFinite());
+}
+
+TEMPLATE_TEST_CASE("Causal linear attention without value columns", "[extreme][fuzz]", float,
+                   double) {
+  using T = TestType;
+  using Mat = ref::Matrix<T>;
+  const auto map = kernattn::features::Positive<T>::draw(8, 3, {47, 0});
+  const kernattn::LinearAttention<kernattn::features::Positive<T>, magnitude::None, mask::Causal>
+      attention(map, {}, {});
+  const Mat Q = ref::normal(7, 3, 48).cast<T>();
+  const Mat K = ref::normal(7, 3, 49).cast<T>();
+  const Mat out = attention(Q, K, Mat(7, 0));
+  REQUIRE(out.rows() == 7);
+  REQUIRE(out.cols() == 0);
 }

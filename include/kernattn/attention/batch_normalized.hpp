@@ -87,7 +87,7 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
       if (count == 0) continue;
       for (Index c = 0; c < K.cols(); ++c)
         normalise_column(K.col(c).segment(b * nk, nk), seen, count,
-                         queries.col(c).segment(b * nq, nq), keys.col(c).segment(b * nk, nk));
+                         queries.col(c).segment(b * nq, nq), keys.col(c).segment(b * nk, nk), b, c);
     }
     head_.compute(queries, keys, V, out, layout);
   }
@@ -117,11 +117,13 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     }
   }
 
-  /// One feature of one sequence: the statistics of the `count` keys of `original_keys` flagged
-  /// in `seen`, applied to `queries` and `keys` in place.
+  /// One feature (column `c`) of one sequence (`b`): the statistics of the `count` keys of
+  /// `original_keys` flagged in `seen`, applied to `queries` and `keys` in place. A finite entry
+  /// whose normalised value overflows the scalar type (a query far from keys that barely vary,
+  /// with a small \f$\varepsilon\f$) throws rather than turn into an infinity.
   template <class Column, class Target>
   void normalise_column(const Column& original_keys, const Flags& seen, Index count, Target queries,
-                        Target keys) const {
+                        Target keys, Index b, Index c) const {
     double sum = 0.0;
     for (Index j = 0; j < original_keys.size(); ++j)
       if (seen(j)) sum += double(original_keys(j));
@@ -132,14 +134,25 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
         const double deviation = double(original_keys(j)) - mean;
         squares = std::fma(deviation, deviation, squares);
       }
-    const double scale = 1.0 / std::sqrt(squares / double(count) + epsilon_);
+    const double variance = squares / double(count);
+    const double scale = 1.0 / std::sqrt(variance + epsilon_);
     const double shift = beta_ * mean;
-    const auto normalise = [&](auto& column) {
-      for (Index i = 0; i < column.size(); ++i)
-        column(i) = Scalar((double(column(i)) - shift) * scale);
+    const auto normalise = [&](auto& column, const char* name) {
+      for (Index i = 0; i < column.size(); ++i) {
+        const double normalised = (double(column(i)) - shift) * scale;
+        const Scalar value = Scalar(normalised);
+        if (!std::isfinite(value) && std::isfinite(column(i)))
+          throw InvalidArgument(detail::concat(
+              "BatchNormalized: feature ", c, " of sequence ", b, ": the normalised ", name, " ", i,
+              ", (x - beta mu_K) / sqrt(sigma_K^2 + epsilon) = ", normalised, ", overflows ",
+              ScalarTraits<Scalar>::name, " (x = ", double(column(i)), ", mu_K = ", mean,
+              ", sigma_K^2 = ", variance, ", epsilon = ", epsilon_,
+              "): raise epsilon, or bring Q and K closer"));
+        column(i) = value;
+      }
     };
-    normalise(queries);
-    normalise(keys);
+    normalise(queries, "query");
+    normalise(keys, "key");
   }
 
   Head head_;

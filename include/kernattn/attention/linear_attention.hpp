@@ -203,6 +203,10 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                            out_of(b, h).middleRows(first, rows));
       });
     }
+    for (Index b = 0; b < B; ++b)
+      for (Index h = 0; h < H; ++h)
+        detail::require_finite_output(queries_of(b, h), keys_of(b, h), values_of(b, h),
+                                      out_of(b, h), b, h);
   }
 
   FeatureMap map_;

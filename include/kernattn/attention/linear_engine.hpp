@@ -15,10 +15,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernattn/attention/masked_product.hpp"
 #include "kernattn/attention/options.hpp"
+#include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -183,6 +185,24 @@ void write_guarded_rows(Matrix<T>& numerators, const Vector<T>& denominators,
             (numerators.row(i).template cast<double>() / divide_by(i)).template cast<T>();
     }
   out = numerators;
+}
+
+/// Requires the output of sequence `b` and head `h` to be finite when its queries, keys and values
+/// are: the estimated numerators and denominators of a signed feature map can make a ratio
+/// beyond the largest T (the floor bounds the denominator, not the numerator), and such a call
+/// throws rather than return an infinity. One pass over the output; the inputs are read only when
+/// it fails.
+template <class Queries, class Keys, class Values, class Out>
+void require_finite_output(const Queries& queries, const Keys& keys, const Values& values,
+                           const Out& out, Index b, Index h) {
+  using T = typename Out::Scalar;
+  if (out.allFinite() || !queries.allFinite() || !keys.allFinite() || !values.allFinite()) return;
+  throw InvalidArgument(concat(
+      "LinearAttention: sequence ", b, ", head ", h, " has finite Q, K and V but an output beyond ",
+      ScalarTraits<T>::name,
+      ": an estimated weighted sum over a denominator near its floor overflows (docs/numerics.md); "
+      "raise LinearOptions::denominator_floor, scale V down",
+      std::is_same_v<T, float> ? ", or compute in double" : ""));
 }
 
 /// Non-causal queries of one tile against a finished state.
