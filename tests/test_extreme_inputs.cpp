@@ -385,7 +385,7 @@ TEMPLATE_TEST_CASE("Attention-BN throws where a normalised entry overflows", "[e
   const Mat V = ref::normal(4, 2, 46).cast<T>();
   const kernattn::BatchNormalized<Softmax> bn(Softmax{}, 1.0, 1e-300);
   REQUIRE_INVALID_ARGUMENT(bn(Q, K, V), "BatchNormalized: feature 0 of sequence 0");
-  const kernattn::BatchNormalized<Softmax> calm(Softmax{}, 1.0, 1.0);
+  const kernattn::BatchNormalized<Softmax> calm(Softmax{}, 1.0, double(far));
   REQUIRE(calm(Q, K, V).allFinite());
 }
 
