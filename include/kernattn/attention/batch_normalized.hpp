@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// `BatchNormalized<Head>`: Attention-BN (Nguyen et al. 2024, DESIGN 1.7), queries and keys
-/// normalised with the keys' statistics before any kernel.
+/// `BatchNormalized<Head>`: Attention-BN (Nguyen et al. 2024, docs/primal_dual.md), queries and
+/// keys normalised with the keys' statistics before any kernel.
 
 #include <cmath>
 #include <utility>

@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// `GraphAttention<Kernel, Magnitude>`: the kernel smoother over the neighbourhoods of a sparse
-/// graph (DESIGN 1.8), \f$ out_i = \sum_{j\in N(i)} w_{ij} v_j / \sum_{j\in N(i)} w_{ij}\f$ with
-/// \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$, at a cost of \f$O(\mathrm{nnz}\cdot d)\f$.
+/// graph (docs/math.md, section 4), \f$ out_i = \sum_{j\in N(i)} w_{ij} v_j / \sum_{j\in N(i)}
+/// w_{ij}\f$ with \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$, at a cost of \f$O(\mathrm{nnz}\cdot
+/// d)\f$.
 
 #include <Eigen/SparseCore>
 #include <algorithm>

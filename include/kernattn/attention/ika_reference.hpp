@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// Implicit kernel attention exactly as the official PyTorch code computes it (DESIGN 1.5), for
-/// a model trained with that code.
+/// Implicit kernel attention exactly as the official PyTorch code computes it (docs/math.md,
+/// section 2), for a model trained with that code.
 
 #include <cmath>
 #include <utility>

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// `LinearAttention<FeatureMap, Magnitude, Mask>`: kernel-smoother attention in time linear in
-/// the sequence length, through a feature map (DESIGN 1.9).
+/// the sequence length, through a feature map (docs/math.md, section 5).
 
 #include <algorithm>
 #include <utility>

@@ -1,9 +1,9 @@
 #pragma once
 /// \file
-/// The linear-time engine (DESIGN 1.9): with features, \f$w_{ij} = \varphi(q_i)\cdot\psi(k_j)\f$,
-/// \f$\psi(k) = \varphi(k)\,\mu(k)\f$, and
-/// \f$out_i = \varphi(q_i)^T S / \varphi(q_i)^T z\f$ with \f$S = \sum_j \psi(k_j) v_j^T\f$,
-/// \f$z = \sum_j \psi(k_j)\f$: time \f$O(N M d)\f$, state \f$O(M d_v)\f$.
+/// The linear-time engine (docs/math.md, section 5): with features, \f$w_{ij} =
+/// \varphi(q_i)\cdot\psi(k_j)\f$, \f$\psi(k) = \varphi(k)\,\mu(k)\f$, and \f$out_i = \varphi(q_i)^T
+/// S / \varphi(q_i)^T z\f$ with \f$S = \sum_j \psi(k_j) v_j^T\f$, \f$z = \sum_j \psi(k_j)\f$: time
+/// \f$O(N M d)\f$, state \f$O(M d_v)\f$.
 ///
 /// Keys are kept in the log domain: a key's feature is \f$\tilde\varphi(k_j)\,e^{\ell_j}\f$ with
 /// \f$\ell_j = s_j + \log\mu(k_j)\f$ (feature log-scale plus log-magnitude, in double). The state
@@ -228,8 +228,9 @@ void read_state(const Map& map, const Queries& queries,
                                         floor, out);
 }
 
-/// Causal attention of one sequence and head, chunk after chunk (DESIGN 1.9, "chunked"): query
-/// \f$i\f$ sees the first \f$n_i\f$ = `visible_count(i)` keys, \f$n_i\f$ non-decreasing in \f$i\f$
+/// Causal attention of one sequence and head, chunk after chunk (docs/math.md, section 5,
+/// "chunked"): query \f$i\f$ sees the first \f$n_i\f$ = `visible_count(i)` keys, \f$n_i\f$
+/// non-decreasing in \f$i\f$
 /// (`mask::Causal`: \f$n_i = i + N_k - N_q + 1\f$, clamped to \f$[0, N_k]\f$).
 ///
 /// Before chunk \f$[i_0, i_1)\f$ the state takes in keys up to \f$b = \max(n_{i_0} - 1, 0)\f$

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// `MultiHead<Head, Coupling>`: H heads, each with its own parameters, over the column-split
-/// inputs of a projection, optionally drawn with coupled spectral samplers (DESIGN 1.6).
+/// inputs of a projection, optionally drawn with coupled spectral samplers (docs/math.md, section
+/// 3).
 
 #include <algorithm>
 #include <cstddef>

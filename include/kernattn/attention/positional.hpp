@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// `PositionalAttention<KernelF, KernelT, Magnitude, Mask>`: attention with the product kernel
-/// of features and positions of Tsai et al. (2019), DESIGN 1.8:
+/// of features and positions of Tsai et al. (2019), docs/math.md, section 4:
 /// \f$ out_i = \sum_{j\in M(i)} w_{ij} v_j / \sum_{j\in M(i)} w_{ij}\f$ with
 /// \f$w_{ij} = \kappa_F(f_i,f_j)\,\kappa_T(t_i,t_j)\,\mu(f_j)\f$.
 

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// `ScaledHead<Head>` and `scaled_heads`: Attention-SH (Nguyen et al. 2024, DESIGN 1.7), heads
-/// that attend over keys and values pooled along the sequence. The formulas and the rules for
+/// `ScaledHead<Head>` and `scaled_heads`: Attention-SH (Nguyen et al. 2024, docs/primal_dual.md),
+/// heads that attend over keys and values pooled along the sequence. The formulas and the rules for
 /// masks are in docs/primal_dual.md.
 
 #include <algorithm>

@@ -18,8 +18,9 @@
 ///    key, then either the online softmax (\f$h\f$ gives \f$\log\kappa\f$) or direct
 ///    normalisation (\f$h\f$ gives \f$\kappa\f$).
 ///  - `ProductForm`: \f$\kappa((f_q,t_q),(f_k,t_k)) = \kappa_F(f_q,f_k)\,\kappa_T(t_q,t_k)\f$ on
-///    inputs \f$[f \mid t]\f$ whose last \f$d_t\f$ columns are positions (DESIGN 1.8, see
-///    `Product`). Both factors are dot-product or distance kernels, so \f$\log\kappa = \log\kappa_F
+///    inputs \f$[f \mid t]\f$ whose last \f$d_t\f$ columns are positions (docs/math.md, section 4,
+///    see `Product`). Both factors are dot-product or distance kernels, so \f$\log\kappa =
+///    \log\kappa_F
 ///    + \log\kappa_T\f$: each factor runs as a GEMM on its own columns (one GEMM for two
 ///    dot-product factors), their key terms add up to one per-key bias, then the same online
 ///    softmax.

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// The product kernel of positional attention (Tsai et al. 2019; DESIGN 1.8): a feature kernel
-/// times a position kernel, on inputs that carry both.
+/// The product kernel of positional attention (Tsai et al. 2019; docs/math.md, section 4): a
+/// feature kernel times a position kernel, on inputs that carry both.
 
 #include <type_traits>
 #include <utility>

@@ -74,10 +74,11 @@ class RandomFeature : public detail::FeatureHolder<Map> {
   }
 };
 
-/// The energy of the official implicit kernel attention code (DESIGN 1.5), for a model trained
-/// with it: \f$\log\kappa(q,k) = \log\big((\varphi(q)\cdot\varphi(k))^2 + \varepsilon\big)\f$,
-/// \f$\varepsilon = 10^{-5}\f$, with \f$\varphi\f$ = `features::Yaglom` (whose normalisation
-/// \f$1/(2\sqrt M)\f$ is the official division by \f$4M\f$). Combined with the official magnitude
+/// The energy of the official implicit kernel attention code (docs/math.md, section 2), for a model
+/// trained with it: \f$\log\kappa(q,k) = \log\big((\varphi(q)\cdot\varphi(k))^2 +
+/// \varepsilon\big)\f$, \f$\varepsilon = 10^{-5}\f$, with \f$\varphi\f$ = `features::Yaglom` (whose
+/// normalisation \f$1/(2\sqrt M)\f$ is the official division by \f$4M\f$). Combined with the
+/// official magnitude
 /// (`ika_reference_magnitude`) and softmax over keys this reproduces the official attention
 /// weights; see `make_ika_reference`.
 template <features::FeatureMap Map>

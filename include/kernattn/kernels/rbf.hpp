@@ -16,7 +16,7 @@ namespace kernattn::kernels {
 /// - \lVert k\rVert^2/(2\sigma^2)\f$: a dot-product kernel with scale \f$1/\sigma^2\f$ and key term
 /// \f$g(k) = -\lVert k\rVert^2/(2\sigma^2)\f$; the query term cancels. With the magnitude
 /// \f$\mu(k) = \exp(\lVert k\rVert^2/(2\sqrt{d}))\f$ (`magnitude::Lp` at p = 2) and the default
-/// variance this is exactly softmax attention (DESIGN 1.2).
+/// variance this is exactly softmax attention (docs/math.md, section 1).
 template <Real T>
 class Rbf {
  public:

@@ -10,9 +10,9 @@
 namespace kernattn::magnitude {
 
 /// \f$\mu([f \mid t]) = \mu_F(f)\f$: the magnitude `Inner` of the leading columns f of a key
-/// whose last \f$d_t\f$ columns are positions t, which never weigh a key (DESIGN 1.8: positions
-/// enter only through the position kernel). `Inner` sees a key of the feature dimension d, so its
-/// defaults (the \f$\gamma = 1/(2\sqrt d)\f$ of `Lp`) are those of the features.
+/// whose last \f$d_t\f$ columns are positions t, which never weigh a key (docs/math.md, section 4:
+/// positions enter only through the position kernel). `Inner` sees a key of the feature dimension
+/// d, so its defaults (the \f$\gamma = 1/(2\sqrt d)\f$ of `Lp`) are those of the features.
 template <Magnitude Inner>
 class FeaturePart {
  public:
