@@ -1,5 +1,5 @@
-// DESIGN 1.2: exp(s q.k) = exp(-s|q-k|^2/2) exp(s|q|^2/2) exp(s|k|^2/2), so attention with the
-// RBF kernel of variance sqrt(d) = 1/s and the magnitude Lp(p = 2) (mu = exp(s|k|^2/2)) is
+// docs/math.md, section 1: exp(s q.k) = exp(-s|q-k|^2/2) exp(s|q|^2/2) exp(s|k|^2/2), so attention
+// with the RBF kernel of variance sqrt(d) = 1/s and the magnitude Lp(p = 2) (mu = exp(s|k|^2/2)) is
 // softmax attention, also where mu alone is far beyond the largest float or double.
 #include <cmath>
 #include <limits>

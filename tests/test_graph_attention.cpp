@@ -1,6 +1,6 @@
-// Graph attention (DESIGN 1.8): GraphAttention over a sparse adjacency against a naive double
-// reference that loops over each node's edges, and against the dense engine with the equivalent
-// mask::Boolean, for every engine form (dot-product, distance, direct, feature) with Lp
+// Graph attention (docs/math.md, section 4): GraphAttention over a sparse adjacency against a naive
+// double reference that loops over each node's edges, and against the dense engine with the
+// equivalent mask::Boolean, for every engine form (dot-product, distance, direct, feature) with Lp
 // magnitudes; then the edge semantics (stored entries are edges whatever their value, any
 // storage order), nodes without neighbours, self-loops, the batch x heads layout, thread-count
 // bit identity, bad input and non-finite data.

@@ -1,8 +1,8 @@
-// Implicit kernel attention (DESIGN 1.4, 1.5): make_ika_reference against the official formula
-// re-derived naively in double; the exact engine with RandomFeature<Fourier> against a naive
-// kernel smoother for every magnitude and mask; random Fourier features of the Gaussian sampler
-// converging to RBF attention; an implicit (MLP) sampler end to end; determinism of seeds and
-// streams.
+// Implicit kernel attention (docs/math.md, section 2): make_ika_reference against the official
+// formula re-derived naively in double; the exact engine with RandomFeature<Fourier> against a
+// naive kernel smoother for every magnitude and mask; random Fourier features of the Gaussian
+// sampler converging to RBF attention; an implicit (MLP) sampler end to end; determinism of seeds
+// and streams.
 //
 // Every comparison with a naive reference goes through ref::attention (tests/support/
 // reference.hpp) with a kernel model whose error function bounds, per pair, how far the
@@ -34,7 +34,7 @@ using ref::VectorXd;
 /// sum_i |a_i b_i|.
 double abs_dot(const Row& a, const Row& b) { return (a.array() * b.array()).abs().sum(); }
 
-/// The official IKA energy of one head (DESIGN 1.5), written out in double:
+/// The official IKA energy of one head (docs/math.md, section 2), written out in double:
 /// energy(q, k) = log((phi1 . phi2 / (4M))^2 + 1e-5) + (|q|_p^2 + |k|_p^2) / (2 sqrt(sqrt d)),
 /// phi(x) = [cos(2 pi W1^T x) + cos(2 pi W2^T x) ; sin(2 pi W1^T x) + sin(2 pi W2^T x)],
 /// with W1, W2 of the official d x M layout.
@@ -262,7 +262,7 @@ TEMPLATE_TEST_CASE("RandomFeature<Fourier> in the exact engine is the naive kern
 TEST_CASE("RandomFeature<Fourier<Gaussian(l)>> converges to RBF attention of variance l^2",
           "[ika]") {
   // Random Fourier features of the Gaussian sampler estimate the RBF kernel with error
-  // ~ M^{-1/2} (DESIGN 1.4); the attention output's mean absolute error then falls by
+  // ~ M^{-1/2} (docs/math.md, section 2); the attention output's mean absolute error then falls by
   // sqrt(4096 / 256) = 4 from M = 256 to M = 4096. Averaged over 8 seeds; over other data seeds
   // the ratio ranged 3.8-4.5, so the band is [3, 5.5].
   constexpr Index d = 8, N = 48, dv = 4;

@@ -1,4 +1,4 @@
-// LinearAttention (DESIGN 1.9): the linear-time engine computes the same weights
+// LinearAttention (docs/math.md, section 5): the linear-time engine computes the same weights
 // w_ij = phi(q_i).phi(k_j) mu(k_j) as the exact engine with kernels::RandomFeature of the same
 // map, so the two agree to rounding for every map, magnitude, mask and tiling; both agree with a
 // naive double-precision kernel smoother written out here from the maps' frequencies; FAVOR+

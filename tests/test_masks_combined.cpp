@@ -79,8 +79,8 @@ constexpr double big_norm = std::is_same_v<T, float> ? 30.0 : 110.0;
 
 TEMPLATE_TEST_CASE("A hidden key's magnitude does not change the queries that cannot see it",
                    "[masks][magnitude]", float, double) {
-  // out_i depends only on the keys query i sees (DESIGN 1.1), however large the magnitude of a
-  // key it cannot see: weights must be taken relative to the largest visible one.
+  // out_i depends only on the keys query i sees (docs/math.md, section 1), however large the
+  // magnitude of a key it cannot see: weights must be taken relative to the largest visible one.
   using T = TestType;
   const ref::Problem p = one_huge_key<T>(big_norm<T>);
   const double gamma = ref::default_gamma(16);

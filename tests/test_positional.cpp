@@ -1,5 +1,5 @@
-// Positional attention (DESIGN 1.8): the product kernel kappa_F(f_q, f_k) kappa_T(t_q, t_k) with a
-// magnitude of the key features, against the naive double kernel smoother of
+// Positional attention (docs/math.md, section 4): the product kernel kappa_F(f_q, f_k) kappa_T(t_q,
+// t_k) with a magnitude of the key features, against the naive double kernel smoother of
 // tests/support/reference.hpp; constant positions, batch x heads, thread counts, the sinusoidal
 // encoding and bad input.
 #include <cmath>

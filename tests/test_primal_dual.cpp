@@ -1,11 +1,10 @@
-// Attention-BN (BatchNormalized) and Attention-SH (ScaledHead, scaled_heads), DESIGN 1.7: against
-// the naive reference on inputs normalised and pooled in the test, the identities they must
+// Attention-BN (BatchNormalized) and Attention-SH (ScaledHead, scaled_heads) (docs/primal_dual.md):
+// against the naive reference on inputs normalised and pooled in the test, the identities they must
 // keep (r = 1 is plain attention bit for bit, BN's shift invariance), BN's refusal of masks whose
-// queries see different keys, the pooled causal rule with partial windows in both engines,
-// hostile pooling factors and empty inputs, and errors.
+// queries see different keys, and the pooled causal rule with partial windows in both engines
+// (hostile pooling factors, empty inputs and errors: test_primal_dual_hostile.cpp).
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -18,6 +17,7 @@
 #include "kernattn/attention/batch_normalized.hpp"
 #include "kernattn/attention/scaled_head.hpp"
 #include "kernattn/kernattn.hpp"
+#include "pooling.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -44,82 +44,6 @@ ref::Problem batch_normalised(const ref::Problem& p, double beta, double epsilon
 template <class T>
 ref::Problem batch_normalised(const ref::Problem& p, double beta, double epsilon) {
   return batch_normalised<T>(p, beta, epsilon, p.K);
-}
-
-/// ceil(n / r) without overflow, whatever r >= 1.
-Index window_count(Index n, Index r) { return n / r + (n % r != 0 ? 1 : 0); }
-
-/// The mean of rows [begin, end) of x, summed in double in order and rounded to T.
-template <class T>
-ref::Row mean_of(const MatrixXd& x, Index begin, Index end) {
-  ref::Row out(x.cols());
-  for (Index c = 0; c < x.cols(); ++c) {
-    double sum = 0;
-    for (Index j = begin; j < end; ++j) sum += x(j, c);
-    out(c) = double(T(sum / double(end - begin)));
-  }
-  return out;
-}
-
-/// The rows of x averaged over windows of r (the last one ragged), summed in double in order and
-/// rounded to T.
-template <class T>
-MatrixXd pooled(const MatrixXd& x, Index r) {
-  const Index windows = window_count(x.rows(), r);
-  MatrixXd out(windows, x.cols());
-  for (Index w = 0; w < windows; ++w)
-    out.row(w) = mean_of<T>(x, w * r, w * r + std::min(r, x.rows() - w * r));
-  return out;
-}
-
-/// Query i sees window w only if it sees every token in it.
-ref::Visibility pooled_visibility(const ref::Visibility& tokens, Index r) {
-  const Index windows = window_count(tokens.cols(), r);
-  ref::Visibility out(tokens.rows(), windows);
-  for (Index i = 0; i < tokens.rows(); ++i)
-    for (Index w = 0; w < windows; ++w) {
-      const Index size = std::min(r, tokens.cols() - w * r);
-      out(i, w) = tokens.row(i).segment(w * r, size).all();
-    }
-  return out;
-}
-
-template <class T>
-ref::Problem pooled_problem(const ref::Problem& p, Index r) {
-  return {p.Q, pooled<T>(p.K, r), pooled<T>(p.V, r)};
-}
-
-/// t_i: query i may see tokens [0, t_i) under the bottom-right causal mask.
-Index causal_limit(Index i, Index nq, Index nk) {
-  return std::clamp<Index>(i + nk - nq + 1, 0, nk);
-}
-
-/// What ScaledHead gives its head under a causal filter whose token visibility is `tokens` (the
-/// causal mask, possibly with padding): the W windows of K and V, then one partial window per
-/// query, the mean of tokens [t_i - t_i mod r, t_i) when t_i is neither a multiple of r nor N
-/// (zeros otherwise). Query i sees a window when it sees all of its tokens, and its own partial
-/// window when it has one and sees all of its tokens.
-template <class T>
-std::pair<ref::Problem, ref::Visibility> pooled_causal(const ref::Problem& p, Index r,
-                                                       const ref::Visibility& tokens) {
-  const Index nq = p.Q.rows();
-  const Index nk = p.K.rows();
-  const Index windows = window_count(nk, r);
-  ref::Problem out{p.Q, MatrixXd::Zero(windows + nq, p.K.cols()),
-                   MatrixXd::Zero(windows + nq, p.V.cols())};
-  out.K.topRows(windows) = pooled<T>(p.K, r);
-  out.V.topRows(windows) = pooled<T>(p.V, r);
-  ref::Visibility visible = ref::Visibility::Constant(nq, windows + nq, false);
-  visible.leftCols(windows) = pooled_visibility(tokens, r);
-  for (Index i = 0; i < nq; ++i) {
-    const Index t = causal_limit(i, nq, nk);
-    if (t == nk || t % r == 0) continue;
-    const Index begin = t - t % r;
-    out.K.row(windows + i) = mean_of<T>(p.K, begin, t);
-    out.V.row(windows + i) = mean_of<T>(p.V, begin, t);
-    visible(i, windows + i) = tokens.row(i).segment(begin, t - begin).all();
-  }
-  return {out, visible};
 }
 
 /// Keys 0..length-1 are valid, under the causal mask.
@@ -351,7 +275,7 @@ TEMPLATE_TEST_CASE(
     const ref::Problem p = ref::random_problem<T>(nq, nk, d, 3, 17);
     for (const Index r : {1, 2, 3, 5, 8, 64}) {
       CAPTURE(nq, nk, r);
-      const auto [pool, visible] = pooled_causal<T>(p, r, ref::causal(nq, nk));
+      const auto [pool, visible] = ref::pooled_causal<T>(p, r, ref::causal(nq, nk));
       using Head = kernattn::Attention<kernels::Exponential<T>, magnitude::Lp<T>, mask::Causal>;
       const kernattn::ScaledHead<Head> attention(Head({}, magnitude::Lp<T>(T(1))), r);
       const ref::Reference expected =
@@ -368,7 +292,7 @@ TEMPLATE_TEST_CASE(
       // A query that may see a token attends over what it has seen; the others output zeros.
       for (Index i = 0; i < nq; ++i) {
         CAPTURE(i);
-        CHECK(visible.row(i).any() == (causal_limit(i, nq, nk) > 0));
+        CHECK(visible.row(i).any() == (ref::causal_limit(i, nq, nk) > 0));
         if (!visible.row(i).any()) CHECK(check::zero_row(out, i));
       }
     }
@@ -414,7 +338,7 @@ TEMPLATE_TEST_CASE(
   // window, the mean of the values of tokens 0..i; query 3 sees window 0, the same mean.
   for (Index i = 0; i < r; ++i) {
     CAPTURE(i);
-    CHECK(check::identical(out.row(i), mean_of<T>(p.V, 0, i + 1).template cast<T>()));
+    CHECK(check::identical(out.row(i), ref::mean_of<T>(p.V, 0, i + 1).template cast<T>()));
   }
 }
 
@@ -458,9 +382,9 @@ TEMPLATE_TEST_CASE(
     CAPTURE(r);
     const ref::Problem block{p.Q.middleCols(h * d, d), p.K.middleCols(h * d, d),
                              p.V.middleCols(h * 2, 2)};
-    const ref::Reference expected =
-        ref::attention(pooled_problem<T>(block, r), ref::exponential(0.5), ref::unit_magnitude(),
-                       pooled_visibility(ref::first_keys(n, n, 45), r), ref::unit_roundoff<T>);
+    const ref::Reference expected = ref::attention(
+        ref::pooled_problem<T>(block, r), ref::exponential(0.5), ref::unit_magnitude(),
+        ref::pooled_visibility(ref::first_keys(n, n, 45), r), ref::unit_roundoff<T>);
     check::require_matches<T>(out.middleCols(h * 2, 2), expected);
   }
 
@@ -550,7 +474,7 @@ TEMPLATE_TEST_CASE(
         options.tile = 4;
         {
           INFO("Causal");
-          const auto [pool, visible] = pooled_causal<T>(p, r, ref::causal(nq, nk));
+          const auto [pool, visible] = ref::pooled_causal<T>(p, r, ref::causal(nq, nk));
           using Linear = kernattn::LinearAttention<Map, magnitude::None, mask::Causal>;
           const kernattn::ScaledHead<Linear> attention(Linear(map, {}, {}, options), r);
           check::require_matches<T>(
@@ -562,7 +486,7 @@ TEMPLATE_TEST_CASE(
           INFO(
               "Causal && KeyPadding (29 valid tokens): windows and partial windows holding a "
               "padded token are dropped");
-          const auto [pool, visible] = pooled_causal<T>(p, r, causal_first_keys(nq, nk, 29));
+          const auto [pool, visible] = ref::pooled_causal<T>(p, r, causal_first_keys(nq, nk, 29));
           using Filter = mask::Intersection<mask::Causal, mask::KeyPadding>;
           using Linear = kernattn::LinearAttention<Map, magnitude::None, Filter>;
           const kernattn::ScaledHead<Linear> attention(
@@ -589,7 +513,7 @@ TEMPLATE_TEST_CASE("BN and SH combine in either order", "[batch_norm][scaled_hea
   ref::Problem p = ref::random_problem<T>(n, n, d, 3, 12, -1.0);
   p.K *= 2;
   p = ref::rounded<T>(p);
-  const ref::Visibility visible = pooled_visibility(ref::first_keys(n, n, length), r);
+  const ref::Visibility visible = ref::pooled_visibility(ref::first_keys(n, n, length), r);
   const Index valid_windows = length / r;
   REQUIRE(visible.row(0).head(valid_windows).all());
   REQUIRE_FALSE(visible.row(0).tail(visible.cols() - valid_windows).any());
@@ -602,191 +526,14 @@ TEMPLATE_TEST_CASE("BN and SH combine in either order", "[batch_norm][scaled_hea
         kernattn::ScaledHead<Head>(head, r));
     const ref::Problem normalised = batch_normalised<T>(p, 1, 1e-5, MatrixXd(p.K.topRows(length)));
     check::require_matches<T>(attention(p.q<T>(), p.k<T>(), p.v<T>()),
-                              expected_for(pooled_problem<T>(normalised, r)));
+                              expected_for(ref::pooled_problem<T>(normalised, r)));
   }
   SECTION("pool, then normalise with the valid windows") {
     const kernattn::ScaledHead<kernattn::BatchNormalized<Head>> attention(
         kernattn::BatchNormalized<Head>(head), r);
-    const ref::Problem pool = pooled_problem<T>(p, r);
+    const ref::Problem pool = ref::pooled_problem<T>(p, r);
     const ref::Problem normalised =
         batch_normalised<T>(pool, 1, 1e-5, MatrixXd(pool.K.topRows(valid_windows)));
     check::require_matches<T>(attention(p.q<T>(), p.k<T>(), p.v<T>()), expected_for(normalised));
   }
-}
-
-TEMPLATE_TEST_CASE(
-    "ScaledHead takes any pooling factor up to the largest Index, in time linear in the tokens",
-    "[scaled_heads][hostile]", float, double) {
-  using T = TestType;
-  const Index n = 6;
-  const Index d = 3;
-  const ref::Problem p = ref::random_problem<T>(n, n, d, 2, 501);
-  using RowMajor = kernattn::RowMajorMatrix<T>;
-  const RowMajor q_rows = p.q<T>();
-  const RowMajor k_rows = p.k<T>();
-  const RowMajor v_rows = p.v<T>();
-  using Map = kernattn::features::Positive<T>;
-  const Map map = Map::draw(16, d, {21, 0});
-  using Causal = kernattn::Attention<kernels::Exponential<T>, magnitude::None, mask::Causal>;
-  using Padded = kernattn::Attention<kernels::Exponential<T>, magnitude::None, mask::KeyPadding>;
-  using Linear = kernattn::LinearAttention<Map, magnitude::None, mask::Causal>;
-  using Quadratic = kernattn::Attention<kernels::RandomFeature<Map>, magnitude::None, mask::Causal>;
-  const Index largest = std::numeric_limits<Index>::max();
-  const auto start = std::chrono::steady_clock::now();
-  for (const Index r :
-       {Index(7), Index(1'000'000'000), Index(1) << 40, Index(1) << 62, largest - 1, largest}) {
-    CAPTURE(r);
-    // Every factor from N on pools the whole sequence into one window: query i < N - 1 sees its
-    // partial window, the mean of tokens 0..i, and the last query the window.
-    const auto [pool, visible] = pooled_causal<T>(p, r, ref::causal(n, n));
-    REQUIRE(pool.K.rows() == 1 + n);
-    const kernattn::ScaledHead<Causal> causal(Causal(), r);
-    const ref::Matrix<T> out = causal(p.q<T>(), p.k<T>(), p.v<T>());
-    check::require_matches<T>(
-        out, ref::attention(pool, ref::exponential(1 / std::sqrt(double(d))), ref::unit_magnitude(),
-                            visible, ref::unit_roundoff<T>));
-    CHECK(check::identical(causal(q_rows, k_rows, v_rows), out));
-    // Padding: the one window holds a padded token, so no query sees a key.
-    const kernattn::ScaledHead<Padded> padded(
-        Padded(kernels::Exponential<T>(), {}, mask::KeyPadding::from_lengths({4})), r);
-    CHECK(padded(q_rows, k_rows, v_rows).isZero(0));
-    // No mask: one window, the mean of every token; with one visible key the output is its value.
-    const kernattn::ScaledHead<kernattn::Attention<kernels::Exponential<T>>> plain({}, r);
-    const ref::Matrix<T> everything = plain(q_rows, k_rows, v_rows);
-    for (Index i = 0; i < n; ++i)
-      CHECK(check::identical(everything.row(i), mean_of<T>(p.V, 0, n).template cast<T>()));
-    // The linear engine agrees with the exact engine on the same features.
-    const ref::Matrix<T> fast =
-        kernattn::ScaledHead<Linear>(Linear(map), r)(q_rows, k_rows, v_rows);
-    const ref::Matrix<T> exact = kernattn::ScaledHead<Quadratic>(
-        Quadratic(kernels::RandomFeature<Map>(map)), r)(q_rows, k_rows, v_rows);
-    const double tolerance = std::is_same_v<T, float> ? 1e-5 : 1e-13;
-    CHECK((fast - exact).cwiseAbs().maxCoeff() <= tolerance * exact.cwiseAbs().maxCoeff());
-  }
-  // Pooling by r used to loop r times: 2^40 took minutes. Linear in N, all of the above takes
-  // milliseconds; the bound leaves a factor of 1000 for slow (sanitised) builds.
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CHECK(seconds < 10.0);
-}
-
-TEMPLATE_TEST_CASE(
-    "ScaledHead with zero keys outputs zeros and with zero queries or value columns an empty "
-    "output, for every head and layout",
-    "[scaled_heads][empty]", float, double) {
-  using T = TestType;
-  using RowMajor = kernattn::RowMajorMatrix<T>;
-  using Map = kernattn::features::Positive<T>;
-  const Map map = Map::draw(8, 8, {22, 0});
-  using Causal = kernattn::Attention<kernels::Exponential<T>, magnitude::None, mask::Causal>;
-  using Padded = kernattn::Attention<kernels::Exponential<T>, magnitude::None, mask::KeyPadding>;
-  using Linear = kernattn::LinearAttention<Map, magnitude::None, mask::Causal>;
-  using Normalised = kernattn::BatchNormalized<kernattn::Attention<kernels::Exponential<T>>>;
-  const auto each_head = [&](const auto& check_head) {
-    for (const Index r : {Index(2), Index(5), std::numeric_limits<Index>::max()}) {
-      CAPTURE(r);
-      check_head(kernattn::ScaledHead<Causal>(Causal(), r));
-      check_head(kernattn::ScaledHead<Padded>(
-          Padded(kernels::Exponential<T>(), {}, mask::KeyPadding::from_lengths({0})), r));
-      check_head(kernattn::ScaledHead<Linear>(Linear(map), r));
-      check_head(kernattn::ScaledHead<Normalised>(
-          Normalised(kernattn::Attention<kernels::Exponential<T>>()), r));
-      check_head(kernattn::scaled_heads(Causal(), {r, r}));
-    }
-  };
-  for (const Index B : {1, 3}) {
-    CAPTURE(B);
-    const ref::Matrix<T> q = ref::Matrix<T>::Ones(B * 5, 8);
-    const kernattn::BatchLayout layout{B, 1};
-    each_head([&](const auto& attention) {
-      const ref::Matrix<T> no_keys =
-          attention(q, ref::Matrix<T>(0, 8), ref::Matrix<T>(0, 6), layout);
-      CHECK((no_keys.rows() == B * 5 && no_keys.cols() == 6 && no_keys.isZero(0)));
-      const ref::Matrix<T> no_keys_rows =
-          attention(RowMajor(q), RowMajor(0, 8), RowMajor(0, 6), layout);
-      CHECK((no_keys_rows.rows() == B * 5 && no_keys_rows.isZero(0)));
-      const ref::Matrix<T> keys = ref::Matrix<T>::Ones(B * 7, 8);
-      const ref::Matrix<T> no_queries = attention(ref::Matrix<T>(0, 8), keys, keys, layout);
-      CHECK((no_queries.rows() == 0 && no_queries.cols() == 8));
-      const ref::Matrix<T> no_values = attention(q, keys, ref::Matrix<T>(B * 7, 0), layout);
-      CHECK((no_values.rows() == B * 5 && no_values.cols() == 0));
-    });
-  }
-}
-
-TEST_CASE(
-    "mask::PooledCausal: the pairs follow the rule and every tile's coverage agrees with its "
-    "pairs, for any factor",
-    "[scaled_heads][masks]") {
-  const Index largest = std::numeric_limits<Index>::max();
-  const auto check_filter = [](const auto& filter, Index nq, Index nk, Index r,
-                               const ref::Visibility& tokens) {
-    const Index windows = window_count(nk, r);
-    const auto bound = filter.bind(mask::Shape{nq, windows + nq});
-    const ref::Problem shape_only{MatrixXd::Zero(nq, 1), MatrixXd::Zero(nk, 1),
-                                  MatrixXd::Zero(nk, 1)};
-    const ref::Visibility visible = pooled_causal<double>(shape_only, r, tokens).second;
-    Index mismatches = 0;
-    for (Index i = 0; i < nq; ++i)
-      for (Index j = 0; j < windows + nq; ++j) mismatches += bound.visible(i, j) != visible(i, j);
-    CHECK(mismatches == 0);
-    Index wrong_tiles = 0;
-    for (const auto& [rows, cols] : {std::pair<Index, Index>{1, 1}, {3, 4}, {5, 2}, {64, 64}})
-      for (Index i = 0; i < nq; i += rows)
-        for (Index j = 0; j < windows + nq; j += cols) {
-          const mask::Range tile_rows{i, std::min(i + rows, nq)};
-          const mask::Range tile_cols{j, std::min(j + cols, windows + nq)};
-          const auto block =
-              visible.block(tile_rows.begin, tile_cols.begin, tile_rows.end - tile_rows.begin,
-                            tile_cols.end - tile_cols.begin);
-          switch (bound.coverage(tile_rows, tile_cols)) {
-            case mask::Coverage::full:
-              wrong_tiles += !block.all();
-              break;
-            case mask::Coverage::hidden:
-              wrong_tiles += block.any();
-              break;
-            case mask::Coverage::partial:
-              break;
-          }
-        }
-    CHECK(wrong_tiles == 0);
-  };
-  for (const auto& [nq, nk] :
-       {std::pair<Index, Index>{37, 37}, {12, 37}, {45, 33}, {1, 9}, {9, 1}}) {
-    const ref::Flags valid = ref::random_visibility(nk, 1, 0.8, 93).col(0);
-    for (const Index r : {Index(1), Index(2), Index(3), Index(8), Index(40), Index(1) << 40,
-                          largest - 1, largest}) {
-      CAPTURE(nq, nk, r);
-      check_filter(mask::PooledCausal<mask::Causal>{mask::Causal{}, r, nk}, nq, nk, r,
-                   ref::causal(nq, nk));
-      check_filter(
-          mask::PooledCausal<mask::Intersection<mask::Causal, mask::KeyPadding>>{
-              mask::Causal{} && mask::KeyPadding::from_flags(valid), r, nk},
-          nq, nk, r, ref::causal(nq, nk) && ref::valid_keys(nq, valid));
-      check_filter(
-          mask::PooledCausal<mask::Intersection<mask::Window, mask::Causal>>{
-              mask::Window(4, 0) && mask::Causal{}, r, nk},
-          nq, nk, r, ref::window(nq, nk, 4, 0));
-    }
-  }
-}
-
-TEST_CASE("BatchNormalized and ScaledHead reject bad parameters", "[batch_norm][scaled_heads]") {
-  using Head = kernattn::Attention<kernels::Exponential<float>>;
-  REQUIRE_INVALID_ARGUMENT(kernattn::BatchNormalized<Head>(Head(), 1.5), "beta must lie in [0, 1]");
-  REQUIRE_INVALID_ARGUMENT(kernattn::BatchNormalized<Head>(Head(), 1.0, 0.0), "epsilon");
-  REQUIRE_INVALID_ARGUMENT(kernattn::ScaledHead<Head>(Head(), 0), "pooling factor must be >= 1");
-  const kernattn::Matrix<float> x = kernattn::Matrix<float>::Ones(6, 4);
-  REQUIRE_INVALID_ARGUMENT(kernattn::ScaledHead<Head>(Head(), 2)(x, x.topRows(5), x),
-                           "one value per key");
-  using Map = kernattn::features::Positive<float>;
-  using Linear = kernattn::LinearAttention<Map, magnitude::None, mask::Causal>;
-  REQUIRE_INVALID_ARGUMENT(
-      kernattn::ScaledHead<Linear>(Linear(Map::draw(8, 3, {1, 0})), 2)(x, x, x),
-      "ScaledHead: the head dimension is 4");
-  REQUIRE_INVALID_ARGUMENT((mask::PooledCausal<mask::Causal>{mask::Causal{}, 3, 10}.bind({5, 8})),
-                           "10 tokens pooled by 3 give 4 windows and 5 partial windows, 9 keys");
-  REQUIRE_INVALID_ARGUMENT((mask::Pooled<mask::Causal>{mask::Causal{}, 0, 10}.bind({5, 8})),
-                           "pooling factor must be >= 1");
 }

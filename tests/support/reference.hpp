@@ -2,7 +2,7 @@
 // the comparison helpers built on them.
 //
 // The reference (namespace ref) never calls kernattn: every kernel, magnitude and mask is written
-// out again from its formula (DESIGN.md 1.1-1.3), the full Nq x Nk matrix of (log-)weights is
+// out again from its formula (docs/math.md, section 1), the full Nq x Nk matrix of (log-)weights is
 // formed in double, masked, normalised (a stable softmax, or directly for the direct kernels) and
 // multiplied by V. Only the helpers in namespace check at the end of the file run the library.
 //
