@@ -127,8 +127,8 @@ TEST_CASE(
                                const ref::Visibility& tokens) {
     const Index windows = ref::window_count(nk, r);
     const auto bound = filter.bind(mask::Shape{nq, windows + nq});
-    const ref::Problem shape_only{MatrixXd::Zero(nq, 1), MatrixXd::Zero(nk, 1),
-                                  MatrixXd::Zero(nk, 1)};
+    const ref::Problem shape_only{ref::MatrixXd::Zero(nq, 1), ref::MatrixXd::Zero(nk, 1),
+                                  ref::MatrixXd::Zero(nk, 1)};
     const ref::Visibility visible = ref::pooled_causal<double>(shape_only, r, tokens).second;
     Index mismatches = 0;
     for (Index i = 0; i < nq; ++i)
