@@ -86,7 +86,7 @@ void check_holders(const ref::Problem& p, const Make& make) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("Compositions without a default live in std::optional and std::vector",
-                   "[containers]", float, double) {
+                   "[containers]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index nq = 9, nk = 11, d = 4, dv = 3, M = 6;
   const ref::Problem p = ref::random_problem<T>(nq, nk, d, dv, 931);

@@ -92,7 +92,7 @@ double scale_for(double fraction) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("Self-attention with a distance kernel is accurate where q = k",
-                   "[extreme][distance]", float, double) {
+                   "[extreme][distance]", KERNATTN_TEST_SCALARS) {
   // Keys = queries: every diagonal pair has r = 0, where the expansion cancels completely; the
   // engine recomputes those pairs directly. d = 64 makes the GEMM and the norms sum in different
   // orders, so the expansion does not cancel to exactly 0 by luck.
@@ -122,7 +122,7 @@ TEMPLATE_TEST_CASE("Self-attention with a distance kernel is accurate where q = 
 }
 
 TEMPLATE_TEST_CASE("Distance kernels are accurate for near-duplicate keys and far from the origin",
-                   "[extreme][distance]", float, double) {
+                   "[extreme][distance]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index n = 60, d = 16;
   SECTION("keys = queries + 1e-3 noise: r ~ 1e-3 |q|") {
@@ -164,7 +164,7 @@ TEMPLATE_TEST_CASE("Distance kernels are accurate for near-duplicate keys and fa
 }
 
 TEMPLATE_TEST_CASE("Just inside the numeric range the weight goes to the best key",
-                   "[extreme][range]", float, double) {
+                   "[extreme][range]", KERNATTN_TEST_SCALARS) {
   // Entries of size ~1e17 in float (~1e152 in double) keep every term within L = max / 8, and make
   // log-weights differ by far more than log(max): each output row is exactly one value row.
   using T = TestType;
@@ -206,7 +206,7 @@ TEMPLATE_TEST_CASE("Just inside the numeric range the weight goes to the best ke
 }
 
 TEMPLATE_TEST_CASE("Beyond the numeric range a call throws, naming the pair", "[extreme][range]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   // The cases that once gave all-NaN outputs (or the weight on the wrong key) in float: keys
   // x 1e30 with Exponential x L2, queries and keys x 1e20 with softmax, Rbf and Matern 5/2, keys
   // x 1e30 with Matern 5/2; in double the same at 1e160.
@@ -265,8 +265,8 @@ TEMPLATE_TEST_CASE("Beyond the numeric range a call throws, naming the pair", "[
   }
 }
 
-TEMPLATE_TEST_CASE("A key that no query sees is never range-checked", "[extreme][range]", float,
-                   double) {
+TEMPLATE_TEST_CASE("A key that no query sees is never range-checked", "[extreme][range]",
+                   KERNATTN_TEST_SCALARS) {
   // Padded keys may hold anything, huge finite values included: they change nothing.
   using T = TestType;
   const double huge = std::is_same_v<T, float> ? 1e30 : 1e160;
@@ -295,7 +295,7 @@ TEMPLATE_TEST_CASE("A key that no query sees is never range-checked", "[extreme]
 }
 
 TEMPLATE_TEST_CASE("Rows whose visible log-weights are all -inf output zeros in every tiling",
-                   "[extreme][nonfinite]", float, double) {
+                   "[extreme][nonfinite]", KERNATTN_TEST_SCALARS) {
   // A Laplacian kernel of lengthscale l = 1e4 / max: log kappa = -r / l is finite for r ~ 1 but
   // -inf for r ~ 1e9, a distance well inside the numeric range. Queries 0..9 are keys 0..9
   // themselves (weight 1 on that key, exp(-r / l) underflows for all others); the other queries lie
@@ -342,7 +342,7 @@ TEMPLATE_TEST_CASE("Rows whose visible log-weights are all -inf output zeros in 
 // or weighted sums overflow throw, naming the query, rather than return NaN; arrays without
 // columns never form row blocks (the sanitizer build checks it).
 TEMPLATE_TEST_CASE("Finite inputs whose weights or sums overflow throw instead of returning NaN",
-                   "[extreme][fuzz]", float, double) {
+                   "[extreme][fuzz]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Mat = ref::Matrix<T>;
   const T big = T(std::sqrt(double(std::numeric_limits<T>::max())));
@@ -374,7 +374,7 @@ TEMPLATE_TEST_CASE("Finite inputs whose weights or sums overflow throw instead o
 }
 
 TEMPLATE_TEST_CASE("Attention-BN throws where a normalised entry overflows", "[extreme][fuzz]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Mat = ref::Matrix<T>;
   using Softmax = kernattn::Attention<kernels::Exponential<T>>;
@@ -389,8 +389,8 @@ TEMPLATE_TEST_CASE("Attention-BN throws where a normalised entry overflows", "[e
   REQUIRE(calm(Q, K, V).allFinite());
 }
 
-TEMPLATE_TEST_CASE("Causal linear attention without value columns", "[extreme][fuzz]", float,
-                   double) {
+TEMPLATE_TEST_CASE("Causal linear attention without value columns", "[extreme][fuzz]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Mat = ref::Matrix<T>;
   const auto map = kernattn::features::Positive<T>::draw(8, 3, {47, 0});

@@ -236,7 +236,7 @@ void for_each_form(Index d, const Check& check) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("GraphAttention is the kernel smoother over each node's neighbours", "[graph]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   SECTION("square: 200 nodes, edge probability 0.05, some isolated nodes") {
     const Graph g = random_graph(200, 200, 0.05, 6, 4101);
@@ -254,7 +254,7 @@ TEMPLATE_TEST_CASE("GraphAttention is the kernel smoother over each node's neigh
 }
 
 TEMPLATE_TEST_CASE("Every stored entry is an edge, whatever its value and the storage order",
-                   "[graph]", float, double) {
+                   "[graph]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Graph g = random_graph(120, 100, 0.07, 4, 4201);
   const ref::Problem p = ref::random_problem<T>(120, 100, 6, 3, 4202);
@@ -298,7 +298,8 @@ TEMPLATE_TEST_CASE("Every stored entry is an edge, whatever its value and the st
   });
 }
 
-TEMPLATE_TEST_CASE("Nodes without neighbours output exact zeros", "[graph]", float, double) {
+TEMPLATE_TEST_CASE("Nodes without neighbours output exact zeros", "[graph]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index n = 30, d = 4, dv = 3;
   const ref::Problem p = ref::random_problem<T>(n, n, d, dv, 4301);
@@ -335,8 +336,8 @@ TEMPLATE_TEST_CASE("Nodes without neighbours output exact zeros", "[graph]", flo
   }
 }
 
-TEMPLATE_TEST_CASE("add_self_loops equals adding the diagonal to the adjacency", "[graph]", float,
-                   double) {
+TEMPLATE_TEST_CASE("add_self_loops equals adding the diagonal to the adjacency", "[graph]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Graph g = random_graph(150, 150, 0.05, 5, 4401);
   const Graph looped = g.with_self_loops();
@@ -375,7 +376,7 @@ TEMPLATE_TEST_CASE("add_self_loops equals adding the diagonal to the adjacency",
 }
 
 TEMPLATE_TEST_CASE("Batch x heads use one adjacency for every sequence and head", "[graph][batch]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index B = 2, H = 3, nq = 90, nk = 110, d = 5, dv = 3;
   const Graph g = random_graph(nq, nk, 0.06, 4, 4501);
@@ -404,8 +405,8 @@ TEMPLATE_TEST_CASE("Batch x heads use one adjacency for every sequence and head"
   }
 }
 
-TEMPLATE_TEST_CASE("The thread count never changes a bit of the result", "[graph][threads]", float,
-                   double) {
+TEMPLATE_TEST_CASE("The thread count never changes a bit of the result", "[graph][threads]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index n = 300, H = 2, d = 6, dv = 4;
   const Graph g = random_graph(n, n, 0.05, 5, 4601);
@@ -468,7 +469,7 @@ TEST_CASE("Graph attention rejects bad input, naming the argument", "[graph][err
 }
 
 TEMPLATE_TEST_CASE("A NaN or infinity reaches only the nodes that have it as a neighbour",
-                   "[graph][nonfinite]", float, double) {
+                   "[graph][nonfinite]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index n = 80;
   constexpr Index poisoned_key = 11, poisoned_value = 42;
@@ -496,7 +497,7 @@ TEMPLATE_TEST_CASE("A NaN or infinity reaches only the nodes that have it as a n
   });
 }
 
-TEMPLATE_TEST_CASE("The output may overlap an input", "[graph]", float, double) {
+TEMPLATE_TEST_CASE("The output may overlap an input", "[graph]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Graph g = random_graph(40, 40, 0.1, 2, 4901);
   ref::Matrix<T> X = ref::random_problem<T>(40, 40, 5, 5, 4902).template q<T>();
@@ -507,7 +508,7 @@ TEMPLATE_TEST_CASE("The output may overlap an input", "[graph]", float, double) 
 }
 
 TEMPLATE_TEST_CASE("A neighbour whose log-weight is -inf weighs exactly zero", "[graph][nonfinite]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index n = 40, d = 4, hidden = 5;
   // Key 5 is (-inf, 0, 0, 0) and every query is positive, so q.k = -inf: log kappa = -inf for
@@ -545,8 +546,8 @@ TEMPLATE_TEST_CASE("A neighbour whose log-weight is -inf weighs exactly zero", "
   }
 }
 
-TEMPLATE_TEST_CASE("An edge stored more than once is one edge", "[graph][duplicates]", float,
-                   double) {
+TEMPLATE_TEST_CASE("An edge stored more than once is one edge", "[graph][duplicates]",
+                   KERNATTN_TEST_SCALARS) {
   // N(i) is a set, as in the dense mask: an uncompressed matrix with a repeated insert, a summed
   // entry, and a Map over CSR arrays that repeat (and disorder) column indices all give the
   // output of the graph without repeats, bit for bit.
@@ -687,7 +688,7 @@ TEST_CASE("An adjacency with an index outside its shape or a broken structure is
 }
 
 TEMPLATE_TEST_CASE("Distance kernels are accurate on self-loops, where q = k", "[graph][distance]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   // Keys = queries: every self-loop has r = 0. Squared distances are computed directly per edge,
   // so the reference's bound holds there as everywhere (the expansion |q|^2 + |k|^2 - 2 q.k
   // would be only sqrt(u)-accurate in r).

@@ -88,7 +88,7 @@ Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>> no_mem
 }  // namespace
 
 TEMPLATE_TEST_CASE("Empty inputs in every layout give an empty or zero output", "[hostile][empty]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   // Two heads of d = 4, d_v = 3 (8 and 6 columns), 3 sequences where rows exist.
   using T = TestType;
   const Engines<T> engines;
@@ -141,7 +141,7 @@ TEMPLATE_TEST_CASE("Empty inputs in every layout give an empty or zero output", 
 }
 
 TEMPLATE_TEST_CASE("Empty inputs take no storage per sequence, however many sequences",
-                   "[hostile][empty]", float, double) {
+                   "[hostile][empty]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Engines<T> engines;
   const ref::Matrix<T> Q = ref::normal(5, 8, 911).cast<T>();

@@ -393,7 +393,7 @@ ref::Problem batch_problem(Index B, Index H, Index nq, Index nk, Index d, Index 
 }  // namespace
 
 TEMPLATE_TEST_CASE("LinearAttention equals the exact engine with RandomFeature of the same map",
-                   "[linear]", float, double) {
+                   "[linear]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index B = 3, H = 2, d = 6, dv = 3, nk = 37;
   const Maps<T> maps = Maps<T>::make(d, 2001);
@@ -496,7 +496,7 @@ TEST_CASE("FAVOR+ linear attention approaches softmax attention as M grows", "[l
 }
 
 TEMPLATE_TEST_CASE("Magnitudes far beyond the float range stay exact in the linear engine",
-                   "[linear]", float, double) {
+                   "[linear]", KERNATTN_TEST_SCALARS) {
   // Lp(2) with gamma = 200 and keys of norm 1 +- 2%: log mu = 200 |k|^2 in [192, 208], mu itself
   // beyond the largest float (e^88.7) and the weights spread over e^16. Float holds log mu to
   // u * 208 ~ 1.2e-5 relative, which each weight inherits: within the 1e-4 identity tolerance.
@@ -549,7 +549,8 @@ TEMPLATE_TEST_CASE("Magnitudes far beyond the float range stay exact in the line
   }
 }
 
-TEMPLATE_TEST_CASE("The denominator guard of signed feature maps", "[linear]", float, double) {
+TEMPLATE_TEST_CASE("The denominator guard of signed feature maps", "[linear]",
+                   KERNATTN_TEST_SCALARS) {
   // Two Fourier frequencies and data spread over [-4, 4]^2: kappa^(q, k) = (cos(omega_1.(q-k)) +
   // cos(omega_2.(q-k))) / 2 takes both signs, so some denominators den_i = sum_j kappa^ mu_j are
   // <= 0. Documented: out_i = num_i / max(den_i, tau Z_i), Z_i = sum_{visible j} mu(k_j).
@@ -640,7 +641,8 @@ TEMPLATE_TEST_CASE("The denominator guard of signed feature maps", "[linear]", f
   }
 }
 
-TEMPLATE_TEST_CASE("Queries that see no key output zeros, never NaN", "[linear]", float, double) {
+TEMPLATE_TEST_CASE("Queries that see no key output zeros, never NaN", "[linear]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index d = 6, dv = 3, nk = 10;
   const Maps<T> maps = Maps<T>::make(d, 2401);
@@ -698,7 +700,7 @@ TEMPLATE_TEST_CASE("Queries that see no key output zeros, never NaN", "[linear]"
 }
 
 TEMPLATE_TEST_CASE("Positive features: a query whose features barely meet the keys' stays finite",
-                   "[linear]", float, double) {
+                   "[linear]", KERNATTN_TEST_SCALARS) {
   // A query of norm t/lambda along omega_0 and keys of about the same norm in the opposite
   // direction: phi~(q) peaks where phi~(k) is smallest, so phi~(q).z~ = exp(-t (max_m a_m -
   // min_m a_m)) (a_m = omega_m . omega_0 / |omega_0|) relative to the stabilisers, below the
@@ -750,7 +752,7 @@ TEMPLATE_TEST_CASE("Positive features: a query whose features barely meet the ke
 }
 
 TEMPLATE_TEST_CASE("Non-finite padded keys change nothing; a visible NaN value propagates",
-                   "[linear]", float, double) {
+                   "[linear]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index d = 6, dv = 3, nq = 20, nk = 20;
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
@@ -837,7 +839,7 @@ TEMPLATE_TEST_CASE("Non-finite padded keys change nothing; a visible NaN value p
 }
 
 TEMPLATE_TEST_CASE("A NaN or an infinity in a key or a query reaches exactly the rows that see it",
-                   "[linear][nonfinite]", float, double) {
+                   "[linear][nonfinite]", KERNATTN_TEST_SCALARS) {
   // One entry of key j (first, middle, last) or of query 7 is NaN, +inf or -inf. Every query that
   // sees key j, and query 7 itself, must output a whole row of NaN in both engines (the weight is
   // NaN: phi of a non-finite token, or log mu = NaN or +inf); every other row must come out
@@ -914,7 +916,7 @@ TEMPLATE_TEST_CASE("A NaN or an infinity in a key or a query reaches exactly the
 }
 
 TEMPLATE_TEST_CASE("LinearAttention is deterministic across threads, calls and layouts", "[linear]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index B = 3, H = 2, d = 6, dv = 3, nq = 33, nk = 33;
   const Maps<T> maps = Maps<T>::make(d, 2601);

@@ -65,8 +65,8 @@ using Out = ref::Matrix<T>;
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("A NaN in one query makes only that output row NaN", "[nonfinite]", float,
-                   double) {
+TEMPLATE_TEST_CASE("A NaN in one query makes only that output row NaN", "[nonfinite]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const ref::Problem clean = ref::random_problem<T>(20, 25, 8, 3, 701, 1.0);
   ref::Problem poisoned = clean;
@@ -81,7 +81,7 @@ TEMPLATE_TEST_CASE("A NaN in one query makes only that output row NaN", "[nonfin
 }
 
 TEMPLATE_TEST_CASE("A NaN in one key under a causal mask reaches exactly the rows that see it",
-                   "[nonfinite]", float, double) {
+                   "[nonfinite]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const ref::Problem clean = ref::random_problem<T>(30, 30, 8, 3, 711, 1.0);
   ref::Problem poisoned = clean;
@@ -100,7 +100,7 @@ TEMPLATE_TEST_CASE("A NaN in one key under a causal mask reaches exactly the row
 }
 
 TEMPLATE_TEST_CASE("A NaN in one value under a causal mask reaches exactly the outputs that see it",
-                   "[nonfinite]", float, double) {
+                   "[nonfinite]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const ref::Problem clean = ref::random_problem<T>(30, 30, 8, 3, 721, 1.0);
   ref::Problem poisoned = clean;
@@ -116,8 +116,8 @@ TEMPLATE_TEST_CASE("A NaN in one value under a causal mask reaches exactly the o
                    });
 }
 
-TEMPLATE_TEST_CASE("A padded NaN or infinity changes nothing", "[nonfinite][padding]", float,
-                   double) {
+TEMPLATE_TEST_CASE("A padded NaN or infinity changes nothing", "[nonfinite][padding]",
+                   KERNATTN_TEST_SCALARS) {
   // 20 keys of which 13 are valid: with key tiles of 8, key 14 lies in the partially visible
   // tile [8, 16) and key 18 in the hidden tile [16, 20). The poisoned output must equal (to
   // rounding: the engine may sum in another order around non-finite values) the output with
@@ -147,7 +147,7 @@ TEMPLATE_TEST_CASE("A padded NaN or infinity changes nothing", "[nonfinite][padd
 }
 
 TEMPLATE_TEST_CASE("A key whose log-weight is -inf weighs exactly zero in every tiling",
-                   "[nonfinite]", float, double) {
+                   "[nonfinite]", KERNATTN_TEST_SCALARS) {
   // Key 5 is (-inf, 0, 0, 0) and every query is positive, so q.k = -inf: log kappa = -inf for
   // Exponential and Rbf (whose key term is -inf too). Its value is huge, so any weight short of
   // exactly 0 (Eigen's vectorised exp(-inf) is ~1e-39 in float, ~1e-308 in double) would show.

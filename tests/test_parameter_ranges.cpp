@@ -126,7 +126,7 @@ TEST_CASE("student_t_cdf keeps the tail when t^2 overflows and for tiny degrees 
 
 TEMPLATE_TEST_CASE(
     "Student-t and gamma-mixture samplers at nu, alpha = 1e30 give Gaussian frequencies",
-    "[ranges][sampler]", float, double) {
+    "[ranges][sampler]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Index M = 2000;
   const Index d = 4;
@@ -154,7 +154,7 @@ TEMPLATE_TEST_CASE(
 }
 
 TEMPLATE_TEST_CASE("StudentT rejects degrees of freedom whose frequencies overflow T",
-                   "[ranges][sampler]", float, double) {
+                   "[ranges][sampler]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const bool is_float = std::is_same_v<T, float>;
   // Float: the largest frequency reaches the largest float below nu = 0.4214. Double: first the
@@ -189,7 +189,7 @@ TEMPLATE_TEST_CASE("StudentT rejects degrees of freedom whose frequencies overfl
 }
 
 TEMPLATE_TEST_CASE("Lengthscales too small for T are rejected with the smallest one that works",
-                   "[ranges][sampler]", float, double) {
+                   "[ranges][sampler]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const double max = double(std::numeric_limits<T>::max());
   const double z = sp::largest_normal();
@@ -314,8 +314,8 @@ TEST_CASE("A Gaussian copula factor scaled by 1e+-200 normalises to the same cor
 
 // === Magnitudes, kernels, features and positions, end to end ====================================
 
-TEMPLATE_TEST_CASE("Lp magnitudes far beyond T give finite attention", "[ranges][magnitude]", float,
-                   double) {
+TEMPLATE_TEST_CASE("Lp magnitudes far beyond T give finite attention", "[ranges][magnitude]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Index d = 16;
   const ref::Problem p = ref::random_problem<T>(12, 40, d, 3, 21);
@@ -376,7 +376,7 @@ TEST_CASE("Lp with p = 0.05 in double attends to the key of largest p-norm",
 }
 
 TEMPLATE_TEST_CASE("Polynomial degrees beyond T are rejected; accepted ones stay finite",
-                   "[ranges][kernel]", float, double) {
+                   "[ranges][kernel]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const bool is_float = std::is_same_v<T, float>;
   const int largest = is_float ? 31 : 330;  // (1 + 7)^n 2^32 < 2^128 or 2^1024
@@ -399,8 +399,8 @@ TEMPLATE_TEST_CASE("Polynomial degrees beyond T are rejected; accepted ones stay
   }
 }
 
-TEMPLATE_TEST_CASE("Yaglom frequency scales beyond T are rejected", "[ranges][features]", float,
-                   double) {
+TEMPLATE_TEST_CASE("Yaglom frequency scales beyond T are rejected", "[ranges][features]",
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   Mat<T> first = sp::draw_frequencies(sp::Gaussian<T>(T(1)), 32, 8, {2, 0});
   const Mat<T> second = sp::draw_frequencies(sp::Gaussian<T>(T(1)), 32, 8, {2, 1});

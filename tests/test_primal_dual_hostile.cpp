@@ -20,7 +20,7 @@
 
 TEMPLATE_TEST_CASE(
     "ScaledHead takes any pooling factor up to the largest Index, in time linear in the tokens",
-    "[scaled_heads][hostile]", float, double) {
+    "[scaled_heads][hostile]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   const Index n = 6;
   const Index d = 3;
@@ -77,7 +77,7 @@ TEMPLATE_TEST_CASE(
 TEMPLATE_TEST_CASE(
     "ScaledHead with zero keys outputs zeros and with zero queries or value columns an empty "
     "output, for every head and layout",
-    "[scaled_heads][empty]", float, double) {
+    "[scaled_heads][empty]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using RowMajor = kernattn::RowMajorMatrix<T>;
   using Map = kernattn::features::Positive<T>;

@@ -25,7 +25,7 @@ void check_causal_softmax(const ref::Problem& p) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Unusual but valid shapes", "[shapes]", float, double) {
+TEMPLATE_TEST_CASE("Unusual but valid shapes", "[shapes]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   SECTION("one query, one key") {
     check_causal_softmax<T>(ref::random_problem<T>(1, 1, 8, 4, 501));
@@ -50,7 +50,7 @@ TEMPLATE_TEST_CASE("Unusual but valid shapes", "[shapes]", float, double) {
 }
 
 TEMPLATE_TEST_CASE("Tiles larger than the problem, up to the largest Index, act as one tile",
-                   "[shapes][tiles]", float, double) {
+                   "[shapes][tiles]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   constexpr Index largest = std::numeric_limits<Index>::max();
   const ref::Problem p = ref::random_problem<T>(23, 31, 6, 5, 506);
@@ -68,7 +68,7 @@ TEMPLATE_TEST_CASE("Tiles larger than the problem, up to the largest Index, act 
   }
 }
 
-TEMPLATE_TEST_CASE("Empty inputs", "[shapes][empty]", float, double) {
+TEMPLATE_TEST_CASE("Empty inputs", "[shapes][empty]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Matrix = ref::Matrix<T>;
   const kernattn::Attention<kernels::Exponential<T>> softmax;
@@ -141,7 +141,7 @@ std::vector<T> stored(const ref::Matrix<T>& m) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("Inputs as Maps, blocks, expressions, row-major matrices and Refs",
-                   "[shapes][layout]", float, double) {
+                   "[shapes][layout]", KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Matrix = ref::Matrix<T>;
   const Baseline<T> base = causal_baseline<T>(ref::random_problem<T>(23, 31, 6, 5, 521));
@@ -188,7 +188,7 @@ TEMPLATE_TEST_CASE("Inputs as Maps, blocks, expressions, row-major matrices and 
 }
 
 TEMPLATE_TEST_CASE("compute() writes into Maps and blocks of caller memory", "[shapes][layout]",
-                   float, double) {
+                   KERNATTN_TEST_SCALARS) {
   using T = TestType;
   using Matrix = ref::Matrix<T>;
   const Baseline<T> base = causal_baseline<T>(ref::random_problem<T>(23, 31, 6, 5, 531));
@@ -227,8 +227,8 @@ TEMPLATE_TEST_CASE("compute() writes into Maps and blocks of caller memory", "[s
   }
 }
 
-TEMPLATE_TEST_CASE("compute() may write over one of its inputs", "[shapes][layout]", float,
-                   double) {
+TEMPLATE_TEST_CASE("compute() may write over one of its inputs", "[shapes][layout]",
+                   KERNATTN_TEST_SCALARS) {
   // Nq = Nk and dv = d, so that out has the shape of Q, K and V alike.
   using T = TestType;
   using Matrix = ref::Matrix<T>;

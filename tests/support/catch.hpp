@@ -14,6 +14,15 @@ using Catch::Approx;
 
 #include <string>
 
+/// The scalar types of the templated tests that name them: float and double, or float alone where
+/// the build defines KERNATTN_TEST_FLOAT_ONLY (the sanitizer build, whose compile time doubles with
+/// every instantiation: docs/portability.md).
+#if defined(KERNATTN_TEST_FLOAT_ONLY)
+#define KERNATTN_TEST_SCALARS float
+#else
+#define KERNATTN_TEST_SCALARS float, double
+#endif
+
 /// A matcher for an exception message containing `fragment` (v3 renamed the string matcher
 /// Contains to ContainsSubstring).
 inline auto message_contains(const std::string& fragment) {
