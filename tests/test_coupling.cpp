@@ -11,7 +11,7 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/attention/multi_head.hpp"
+#include "kernattn/heads/multi_head.hpp"
 #include "kernattn/coupling/gaussian_copula.hpp"
 #include "kernattn/coupling/independent.hpp"
 #include "kernattn/coupling/student_t_copula.hpp"

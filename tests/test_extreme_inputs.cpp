@@ -12,7 +12,7 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/attention/batch_normalized.hpp"
+#include "kernattn/heads/batch_normalized.hpp"
 #include "kernattn/attention/graph_attention.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/positional.hpp"

@@ -7,7 +7,7 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/attention/multi_head.hpp"
+#include "kernattn/heads/multi_head.hpp"
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 

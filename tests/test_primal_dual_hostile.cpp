@@ -12,8 +12,8 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/attention/batch_normalized.hpp"
-#include "kernattn/attention/scaled_head.hpp"
+#include "kernattn/heads/batch_normalized.hpp"
+#include "kernattn/heads/scaled_head.hpp"
 #include "kernattn/kernattn.hpp"
 #include "pooling.hpp"
 #include "reference.hpp"

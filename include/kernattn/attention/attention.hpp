@@ -9,11 +9,12 @@
 #include <utility>
 #include <vector>
 
-#include "kernattn/attention/arguments.hpp"
-#include "kernattn/attention/exact_engine.hpp"
-#include "kernattn/attention/key_terms.hpp"
-#include "kernattn/attention/options.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/exact_engine.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/options.hpp"
+#include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"

@@ -7,8 +7,8 @@
 #include <utility>
 
 #include "kernattn/attention/attention.hpp"
+#include "kernattn/features/random_feature.hpp"
 #include "kernattn/features/yaglom.hpp"
-#include "kernattn/kernels/random_feature.hpp"
 #include "kernattn/magnitude/lp.hpp"
 #include "kernattn/mask/none.hpp"
 

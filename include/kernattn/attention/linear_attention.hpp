@@ -7,10 +7,10 @@
 #include <utility>
 #include <vector>
 
-#include "kernattn/attention/arguments.hpp"
-#include "kernattn/attention/linear_engine.hpp"
-#include "kernattn/attention/options.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/linear_engine.hpp"
+#include "kernattn/engine/options.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"
@@ -18,6 +18,7 @@
 #include "kernattn/mask/intersection.hpp"
 #include "kernattn/mask/key_padding.hpp"
 #include "kernattn/mask/none.hpp"
+#include "kernattn/mask/pooled.hpp"
 
 namespace kernattn {
 
@@ -61,6 +62,23 @@ template <>
 struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>> : CausalFilter {};
 template <>
 struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>> : CausalFilter {};
+
+/// The linear engine evaluates every pooled filter it evaluates unpooled: pooled padding is still
+/// padding, and a pooled causal filter keeps its prefix form. Query i sees \f$t_i\f$ leading
+/// tokens, so the \f$\lfloor t_i / r\rfloor\f$ windows that end inside them, and all
+/// \f$\lceil N/r\rceil\f$ windows (the ragged one too) once \f$t_i = N\f$.
+template <class Inner>
+requires LinearMaskTraits<Inner>::supported struct LinearMaskTraits<mask::Pooled<Inner>>
+    : LinearMaskTraits<Inner> {
+  [[nodiscard]] static auto visible_count(const mask::Pooled<Inner>& pooled, Index nq,
+                                          Index windows) requires LinearMaskTraits<Inner>::causal {
+    return [tokens_seen = LinearMaskTraits<Inner>::visible_count(pooled.inner, nq, pooled.tokens),
+            factor = pooled.factor, tokens = pooled.tokens, windows](Index i) {
+      const Index seen = tokens_seen(i);
+      return seen == tokens ? windows : seen / factor;
+    };
+  }
+};
 
 }  // namespace detail
 

@@ -8,10 +8,10 @@
 #include <type_traits>
 #include <utility>
 
-#include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/attention.hpp"
-#include "kernattn/attention/options.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/options.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/kernels/product.hpp"
 #include "kernattn/magnitude/feature_part.hpp"

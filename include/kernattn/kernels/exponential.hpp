@@ -4,8 +4,8 @@
 
 #include <cmath>
 
+#include "kernattn/core/parameter.hpp"
 #include "kernattn/kernels/kernel.hpp"
-#include "kernattn/kernels/parameter.hpp"
 
 namespace kernattn::kernels {
 

@@ -6,8 +6,8 @@
 #include <limits>
 #include <numbers>
 
+#include "kernattn/core/parameter.hpp"
 #include "kernattn/kernels/kernel.hpp"
-#include "kernattn/kernels/parameter.hpp"
 
 namespace kernattn::kernels {
 

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "kernattn/kernels/parameter.hpp"
+#include "kernattn/core/parameter.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/spectral/sampler.hpp"
 

@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-#include "kernattn/kernels/parameter.hpp"
+#include "kernattn/core/parameter.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/spectral/sampler.hpp"
 

@@ -8,9 +8,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernattn/attention/options.hpp"
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/options.hpp"
 #include "kernattn/mask/mask.hpp"
 
 namespace kernattn::detail {

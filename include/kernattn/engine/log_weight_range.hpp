@@ -20,6 +20,7 @@
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/scoring.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::detail {
@@ -56,13 +57,10 @@ class LogWeightRange {
   template <kernels::Kernel Kernel>
   [[nodiscard]] static LogWeightRange of(const Kernel& kernel, Index columns) {
     LogWeightRange range;
-    if constexpr (kernels::ProductKernel<Kernel>) {
-      const Index dt = kernel.position_dimension();
-      range.add(kernel.feature_kernel(), 0, columns - dt);
-      range.add(kernel.position_kernel(), columns - dt, dt);
-    } else if constexpr (kernels::LogDomainKernel<Kernel>) {
-      range.add(kernel, 0, columns);
-    }
+    Scoring<Kernel>::log_factors(
+        kernel, columns, [&range](Index first, Index count, bool distance, double scale) {
+          range.factors_[std::size_t(range.count_++)] = Factor{first, count, distance, scale};
+        });
     return range;
   }
 
@@ -230,14 +228,6 @@ class LogWeightRange {
     bool distance = false;
     double scale = 0.0;
   };
-
-  template <class Kernel>
-  void add(const Kernel& kernel, Index first, Index columns) {
-    Factor factor{first, columns, kernels::DistanceKernel<Kernel>, 0.0};
-    if constexpr (kernels::DotProductKernel<Kernel>)
-      factor.scale = std::abs(double(kernel.dot_scale(columns)));
-    factors_[std::size_t(count_++)] = factor;
-  }
 
   std::array<Factor, max_factors> factors_{};
   Index count_ = 0;

@@ -18,10 +18,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernattn/attention/masked_product.hpp"
-#include "kernattn/attention/options.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/masked_product.hpp"
+#include "kernattn/engine/options.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 

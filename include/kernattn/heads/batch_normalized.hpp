@@ -6,9 +6,9 @@
 #include <cmath>
 #include <utility>
 
-#include "kernattn/attention/arguments.hpp"
-#include "kernattn/attention/multi_head.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/heads/attention_head.hpp"
 #include "kernattn/mask/seen_keys.hpp"
 
 namespace kernattn {

@@ -10,36 +10,19 @@
 #include <utility>
 #include <vector>
 
-#include "kernattn/attention/arguments.hpp"
 #include "kernattn/attention/linear_attention.hpp"
-#include "kernattn/attention/linear_engine.hpp"
-#include "kernattn/attention/masked_product.hpp"
-#include "kernattn/attention/multi_head.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/linear_engine.hpp"
+#include "kernattn/engine/masked_product.hpp"
+#include "kernattn/heads/multi_head.hpp"
 #include "kernattn/mask/none.hpp"
 #include "kernattn/mask/pooled.hpp"
 
 namespace kernattn {
 
 namespace detail {
-/// The linear engine evaluates every pooled filter it evaluates unpooled: pooled padding is still
-/// padding, and a pooled causal filter keeps its prefix form. Query i sees \f$t_i\f$ leading
-/// tokens, so the \f$\lfloor t_i / r\rfloor\f$ windows that end inside them, and all
-/// \f$\lceil N/r\rceil\f$ windows (the ragged one too) once \f$t_i = N\f$.
-template <class Inner>
-requires LinearMaskTraits<Inner>::supported struct LinearMaskTraits<mask::Pooled<Inner>>
-    : LinearMaskTraits<Inner> {
-  [[nodiscard]] static auto visible_count(const mask::Pooled<Inner>& pooled, Index nq,
-                                          Index windows) requires LinearMaskTraits<Inner>::causal {
-    return [tokens_seen = LinearMaskTraits<Inner>::visible_count(pooled.inner, nq, pooled.tokens),
-            factor = pooled.factor, tokens = pooled.tokens, windows](Index i) {
-      const Index seen = tokens_seen(i);
-      return seen == tokens ? windows : seen / factor;
-    };
-  }
-};
-
 template <class Head>
 inline constexpr bool is_linear_attention = false;
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, mask::LinearMask Mask>

@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// Scoring of the direct form, \f$\kappa(q,k) = h(a\,(q\cdot k))\f$: one GEMM of the scaled
+/// queries \f$a\,q\f$ with the keys, mapped by \f$h\f$ to the weights themselves (normalised
+/// directly, not by a softmax).
+
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/forms/scoring.hpp"
+#include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/tile_scratch.hpp"
+
+namespace kernattn::detail {
+
+template <kernels::DirectKernel Kernel>
+struct Scoring<Kernel> {
+  using T = typename Kernel::Scalar;
+  static constexpr bool exponential = false;
+  static constexpr bool has_key_term = false;
+
+  template <class Keys>
+  static void key_terms(const Kernel&, const Keys&, KeyTerms<T>&, Eigen::VectorXd&) {}
+  template <class Row>
+  static void add_key_term(const Kernel&, const Row&, double&) {}
+  template <class Add>
+  static void log_factors(const Kernel&, Index, Add&&) {}
+
+  /// \f$a\,q\f$.
+  template <class QueryTile>
+  static void prepare_tile(const Kernel& kernel, const QueryTile& queries,
+                           TileScratch<T>& scratch) {
+    prepared(queries, scratch) = kernel.dot_scale(queries.cols()) * queries;
+  }
+
+  /// \f$h(a\,(q\cdot k))\f$ for a tile.
+  template <class QueryTile, class KeyRows, class Tile>
+  static void score_tile(const Kernel& kernel, const QueryTile& queries, TileScratch<T>& scratch,
+                         const KeyRows& keys, const KeyTerms<T>&, Index, Tile&& tile) {
+    tile.noalias() = prepared(queries, scratch) * keys.transpose();
+    kernel.from_scaled_dot(tile.array());
+  }
+
+  template <class QueryRows>
+  static RowMajorMatrix<T> prepare_rows(const Kernel& kernel, const QueryRows& queries) {
+    return kernel.dot_scale(queries.cols()) * queries;
+  }
+  template <class Keys>
+  static RowMajorMatrix<T> pair_keys(const KeyTerms<T>&, const Keys& keys) {
+    return keys;
+  }
+  template <class Prepared, class KeyRow>
+  static T score_pair(const Prepared& prepared, Index i, const KeyRow& key) {
+    return prepared.row(i).dot(key);
+  }
+  template <class Scores>
+  static void map_scores(const Kernel& kernel, Scores&& scaled_dots, Index) {
+    kernel.from_scaled_dot(scaled_dots);
+  }
+
+ private:
+  template <class QueryTile>
+  static auto prepared(const QueryTile& queries, TileScratch<T>& scratch) {
+    return TileScratch<T>::matrix_over(scratch.scaled_queries, queries.rows(), queries.cols());
+  }
+};
+
+}  // namespace kernattn::detail

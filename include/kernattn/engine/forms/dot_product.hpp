@@ -1,0 +1,67 @@
+#pragma once
+/// \file
+/// Scoring of the dot-product form, \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$: one GEMM
+/// of the scaled queries \f$a\,q\f$ with the keys; \f$g(k)\f$ joins the key's log-weight and
+/// \f$f(q)\f$ cancels.
+
+#include <cmath>
+
+#include "kernattn/engine/forms/scoring.hpp"
+#include "kernattn/engine/forms/single_factor.hpp"
+
+namespace kernattn::detail {
+
+template <kernels::DotProductKernel Kernel>
+struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>> {
+  using T = typename Kernel::Scalar;
+  static constexpr bool has_key_term = Kernel::has_key_term;
+  /// A factor's scores are the GEMM alone, so a product of such factors is one GEMM.
+  static constexpr bool plain_gemm = true;
+
+  template <class Keys>
+  static void key_terms(const Kernel&, const Keys&, KeyTerms<T>&, Eigen::VectorXd&) {}
+  template <class Keys>
+  static void factor_norms(const Keys&, Vector<T>&) {}
+  template <class Row>
+  static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
+    log_term += kernel.log_key_term(key);
+  }
+
+  /// The factor on columns [first, first + columns): its scale \f$|a|\f$ bounds its terms.
+  template <class Add>
+  static void log_factor(const Kernel& kernel, Index first, Index columns, Add&& add) {
+    add(first, columns, false, std::abs(double(kernel.dot_scale(columns))));
+  }
+
+  /// \f$a\,q\f$ of the factor's columns.
+  template <class Queries, class Prepared>
+  static void prepare_factor(const Kernel& kernel, const Queries& queries, Prepared&& prepared,
+                             Vector<T>&, DistanceScratch<T>&) {
+    prepared = kernel.dot_scale(queries.cols()) * queries;
+  }
+
+  /// \f$a\,(q\cdot k)\f$ for a tile: the GEMM of the prepared queries with the keys.
+  template <class Queries, class Prepared, class KeyRows, class Tile>
+  static void factor_tile(const Kernel&, const Queries&, const Prepared& prepared, const Vector<T>&,
+                          const KeyRows& keys, const Vector<T>&, Index, DistanceScratch<T>&,
+                          Tile&& tile) {
+    tile.noalias() = prepared * keys.transpose();
+  }
+
+  template <class QueryRows>
+  static RowMajorMatrix<T> prepare_rows(const Kernel& kernel, const QueryRows& queries) {
+    return kernel.dot_scale(queries.cols()) * queries;
+  }
+  template <class Keys>
+  static RowMajorMatrix<T> pair_keys(const KeyTerms<T>&, const Keys& keys) {
+    return keys;
+  }
+  template <class Prepared, class KeyRow>
+  static T score_pair(const Prepared& prepared, Index i, const KeyRow& key) {
+    return prepared.row(i).dot(key);
+  }
+  template <class Scores>
+  static void map_scores(const Kernel&, Scores&&, Index) {}
+};
+
+}  // namespace kernattn::detail

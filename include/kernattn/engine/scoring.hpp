@@ -1,0 +1,42 @@
+#pragma once
+/// \file
+/// The score seam: `Scoring<Kernel>` says, for the form of `Kernel` (`kernels::Kernel`), how
+/// the engines score queries against keys. The streaming engine (`attend_query_tile`), the graph
+/// engine (`attend_graph_rows`), the per-key work (`compute_key_terms`) and the range checks
+/// (`LogWeightRange`) call it and never branch on the form; a new form is one header in `forms/`
+/// that specialises `Scoring` for its concept (docs/extending.md).
+///
+/// Every specialisation provides, for kernels of scalar type T:
+///  - `exponential`: whether scores are \f$\log\kappa\f$ (weights \f$e^{x}\f$, normalised by an
+///    online softmax) rather than \f$\kappa\f$ itself (normalised directly);
+///  - `has_key_term`: whether the kernel adds a term of its own to a key's log-weight (a
+///    dot-product kernel's \f$g(k)\f$, a feature map's log-scale \f$s_k\f$);
+///  - `key_terms(kernel, keys, terms, log_terms)`: the per-key work (squared norms, key features;
+///    a feature kernel's log-scales added to `log_terms`), done once per key;
+///    `add_key_term(kernel, key, log_term)` adds \f$g(k)\f$ where the form has one;
+///  - `log_factors(kernel, columns, add)`: calls `add(first, columns, distance, scale)` for each
+///    log-domain factor on inputs of `columns` columns (the range checks' view of the kernel);
+///  - streaming: `prepare_tile(kernel, queries, scratch)` once per query tile, then
+///    `score_tile(kernel, queries, scratch, keys, terms, first_key, tile)` per key tile: the
+///    query tile x key tile of scores, up to terms of the query alone (they cancel);
+///  - single pairs (forms the graph engine evaluates): `prepare_rows(kernel, queries)`,
+///    `pair_keys(terms, keys)` (the rows a pair reads, one per key), `score_pair(prepared, i,
+///    key)` and `map_scores(kernel, scores, d)`, which turns the gathered pair values into
+///    scores.
+
+#include "kernattn/engine/forms/direct.hpp"
+#include "kernattn/engine/forms/distance.hpp"
+#include "kernattn/engine/forms/dot_product.hpp"
+#include "kernattn/engine/forms/feature.hpp"
+#include "kernattn/engine/forms/product.hpp"
+#include "kernattn/engine/forms/scoring.hpp"
+
+namespace kernattn::detail {
+
+/// The kernels whose form scores single pairs (every form but the product form).
+template <class Kernel>
+concept PairScoring = requires(const Kernel& kernel, const Matrix<typename Kernel::Scalar>& x) {
+  Scoring<Kernel>::prepare_rows(kernel, x);
+};
+
+}  // namespace kernattn::detail
