@@ -7,14 +7,10 @@
 #include <concepts>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
-#include "kernattn/core/threading.hpp"
 #include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
-#include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/options.hpp"
-#include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"
@@ -88,41 +84,8 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
 
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
-    const Index B = layout.sequences;
-    const Index H = layout.heads;
-    const Index nq = Q.rows() / B;
-    const Index nk = K.rows() / B;
-    const Index d = Q.cols() / H;
-    const Index dv = V.cols() / H;
-    const int threads = resolve_thread_count(options_.threads);
-
-    if (detail::finish_empty_call(mask_, nq, nk, B, out)) return;
-    const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
-
-    const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
-    const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };
-
-    std::vector<detail::KeyTerms<Scalar>> key_terms(std::size_t(B * H));
-    parallel_for(B * H, threads, [&](Index item) {
-      const Index b = item / H;
-      const Index h = item % H;
-      key_terms[std::size_t(item)] =
-          detail::compute_key_terms(kernel_, magnitude_, keys_of(b, h), values_of(b, h));
-    });
-
-    const Index query_tile = options_.query_tile_for(nq);
-    const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / query_tile;
-    parallel_for(B * H * tiles, threads, [&](Index item) {
-      const Index tile = item % tiles;
-      const Index b = item / tiles / H;
-      const Index h = item / tiles % H;
-      const Index first = tile * query_tile;
-      const Index rows = std::min(query_tile, nq - first);
-      detail::attend_query_tile<Kernel, Magnitude>(
-          kernel_, Q.block(b * nq + first, h * d, rows, d), first, keys_of(b, h), values_of(b, h),
-          key_terms[std::size_t(b * H + h)], bound_masks[std::size_t(b)], options_.key_tile,
-          out.block(b * nq + first, h * dv, rows, dv));
-    });
+    detail::attend_exact(kernel_, magnitude_, mask_, options_,
+                         detail::CallBlocks(Q, K, V, out, layout));
   }
 
   Kernel kernel_;

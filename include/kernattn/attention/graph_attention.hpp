@@ -117,10 +117,7 @@ class GraphAttention {
   void compute(const Eigen::SparseMatrixBase<DA>& adjacency, const Eigen::MatrixBase<DQ>& Q,
                const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V, Out&& out,
                BatchLayout layout = {}) const {
-    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
-                      std::is_same_v<typename DK::Scalar, Scalar> &&
-                      std::is_same_v<typename DV::Scalar, Scalar> &&
-                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
     detail::validate_attention_shapes(Q, K, V, out, layout);
     const Index nq = Q.rows() / layout.sequences;
@@ -148,43 +145,31 @@ class GraphAttention {
   template <class Adjacency, class Queries, class Keys, class Values, class Out>
   void run(const Adjacency& adjacency, const Queries& Q, const Keys& K, const Values& V, Out& out,
            BatchLayout layout) const {
-    const Index B = layout.sequences;
-    const Index H = layout.heads;
-    const Index nq = Q.rows() / B;
-    const Index nk = K.rows() / B;
-    const Index d = Q.cols() / H;
-    const Index dv = V.cols() / H;
+    const detail::CallBlocks call(Q, K, V, out, layout);
     const int threads = resolve_thread_count(options_.threads);
 
-    const auto keys_of = [&](Index b, Index h) { return K.block(b * nk, h * d, nk, d); };
-    const auto values_of = [&](Index b, Index h) { return V.block(b * nk, h * dv, nk, dv); };
-
-    // Per sequence and head: the key terms, and the keys (or key features) and values as
-    // row-major copies, so that gathering a neighbour reads one contiguous row.
-    std::vector<detail::KeyTerms<Scalar>> key_terms(std::size_t(B * H));
-    std::vector<RowMajorMatrix<Scalar>> key_rows(std::size_t(B * H));
-    std::vector<RowMajorMatrix<Scalar>> value_rows(std::size_t(B * H));
-    parallel_for(B * H, threads, [&](Index item) {
-      const auto index = std::size_t(item);
-      key_terms[index] = detail::compute_key_terms(kernel_, magnitude_, keys_of(item / H, item % H),
-                                                   values_of(item / H, item % H));
-      key_rows[index] =
-          detail::Scoring<Kernel>::pair_keys(key_terms[index], keys_of(item / H, item % H));
-      value_rows[index] = values_of(item / H, item % H);
+    // Per sequence and head: the key terms, and the rows a pair reads (keys or key features)
+    // and the values as row-major copies, so that gathering a neighbour reads one contiguous row.
+    const auto heads = std::size_t(call.sequences * call.heads);
+    std::vector<detail::KeyTerms<Scalar>> key_terms(heads);
+    std::vector<RowMajorMatrix<Scalar>> key_rows(heads);
+    std::vector<RowMajorMatrix<Scalar>> value_rows(heads);
+    call.for_each_head(threads, [&](Index b, Index h) {
+      const auto index = std::size_t(b * call.heads + h);
+      key_terms[index] =
+          detail::compute_key_terms(kernel_, magnitude_, call.keys_of(b, h), call.values_of(b, h));
+      key_rows[index] = detail::Scoring<Kernel>::pair_keys(key_terms[index], call.keys_of(b, h));
+      value_rows[index] = call.values_of(b, h);
     });
 
-    const Index tasks = nq == 0 ? 0 : 1 + (nq - 1) / rows_per_task;
-    parallel_for(B * H * tasks, threads, [&](Index item) {
-      const Index task = item % tasks;
-      const Index b = item / tasks / H;
-      const Index h = item / tasks % H;
-      const Index first = task * rows_per_task;
-      const Index rows = std::min(rows_per_task, nq - first);
-      detail::attend_graph_rows<Kernel, Magnitude>(
-          kernel_, adjacency, options_.add_self_loops, Q.block(b * nq + first, h * d, rows, d),
-          first, key_rows[std::size_t(b * H + h)], value_rows[std::size_t(b * H + h)],
-          key_terms[std::size_t(b * H + h)], out.block(b * nq + first, h * dv, rows, dv));
-    });
+    call.for_each_query_block(
+        rows_per_task, threads, [&](Index b, Index h, Index first, Index rows) {
+          const auto index = std::size_t(b * call.heads + h);
+          detail::attend_graph_rows<Kernel, Magnitude>(
+              kernel_, adjacency, options_.add_self_loops, call.query_rows(b, h, first, rows),
+              first, key_rows[index], value_rows[index], key_terms[index],
+              call.out_rows(b, h, first, rows));
+        });
   }
 
   Kernel kernel_{};

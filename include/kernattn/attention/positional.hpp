@@ -61,7 +61,7 @@ class PositionalAttention {
   using Mask = MaskT;
   /// The kernel on the inputs \f$[f \mid t]\f$.
   using Kernel = kernels::Product<KernelF, KernelT>;
-  /// The exact engine each call runs on those inputs.
+  /// The exact attention that each call equals, on those inputs.
   using Engine = Attention<Kernel, magnitude::FeaturePart<MagnitudeT>, MaskT>;
 
   PositionalAttention() = default;
@@ -101,27 +101,23 @@ class PositionalAttention {
   void compute(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
                const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
                const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
-    static_assert(std::is_same_v<typename DFq::Scalar, Scalar> &&
-                      std::is_same_v<typename DTq::Scalar, Scalar> &&
-                      std::is_same_v<typename DFk::Scalar, Scalar> &&
-                      std::is_same_v<typename DTk::Scalar, Scalar> &&
-                      std::is_same_v<typename DV::Scalar, Scalar> &&
-                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+    static_assert(detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, Out>,
                   "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
     validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
     const Index dt = Tq.cols();
-    const Engine engine(Kernel(feature_kernel_, position_kernel_, dt),
-                        magnitude::FeaturePart<MagnitudeT>(magnitude_, dt), mask_, options_);
-    engine.compute(with_positions(Fq, Tq, layout.heads), with_positions(Fk, Tk, layout.heads), V,
-                   out, layout);
+    const Kernel kernel(feature_kernel_, position_kernel_, dt);
+    const magnitude::FeaturePart<MagnitudeT> feature_magnitude(magnitude_, dt);
+    detail::with_input_views(
+        with_positions(Fq, Tq, layout.heads), with_positions(Fk, Tk, layout.heads), V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          detail::attend_exact(kernel, feature_magnitude, mask_, options_,
+                               detail::CallBlocks(queries, keys, values, destination, layout));
+        });
   }
 
   /// Sets the number of threads (0 = the OpenMP default); returns *this.
   PositionalAttention& set_threads(int threads) {
-    auto changed = options_;
-    changed.threads = threads;
-    changed.validate();
-    options_ = changed;
+    detail::set_thread_count(options_, threads);
     return *this;
   }
 
@@ -132,12 +128,7 @@ class PositionalAttention {
                               const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
                               const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
     using detail::shape_of;
-    const Index B = layout.sequences;
-    const Index H = layout.heads;
-    require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
-    require(Fk.cols() == Fq.cols(), "Fk has ", Fk.cols(), " columns but Fq has ", Fq.cols(),
-            " (queries and keys share the head dimension): Fq is ", shape_of(Fq), ", Fk is ",
-            shape_of(Fk));
+    detail::validate_attention_shapes(Fq, Fk, V, out, layout, {"Fq", "Fk", "V"});
     require(Tq.cols() >= 1, "Tq is ", shape_of(Tq), ": the position dimension must be at least 1");
     require(Tk.cols() == Tq.cols(), "Tk has ", Tk.cols(), " columns but Tq has ", Tq.cols(),
             " (queries and keys share the position dimension): Tq is ", shape_of(Tq), ", Tk is ",
@@ -146,17 +137,6 @@ class PositionalAttention {
             " (one position per query): Fq is ", shape_of(Fq), ", Tq is ", shape_of(Tq));
     require(Tk.rows() == Fk.rows(), "Tk has ", Tk.rows(), " rows but Fk has ", Fk.rows(),
             " (one position per key): Fk is ", shape_of(Fk), ", Tk is ", shape_of(Tk));
-    require(V.rows() == Fk.rows(), "V has ", V.rows(), " rows but Fk has ", Fk.rows(),
-            " (one value per key): Fk is ", shape_of(Fk), ", V is ", shape_of(V));
-    require(Fq.cols() % H == 0 && V.cols() % H == 0, "Fq (", shape_of(Fq), ") and V (", shape_of(V),
-            ") must have a multiple of ", H, " columns for ", H, " heads");
-    require(Fq.cols() / H >= 1, "Fq is ", shape_of(Fq),
-            ": the head dimension d must be at least 1");
-    require(Fq.rows() % B == 0 && Fk.rows() % B == 0, "Fq (", shape_of(Fq), ") and Fk (",
-            shape_of(Fk), ") must have a multiple of ", B, " rows for ", B, " sequences");
-    require(out.rows() == Fq.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
-            " but the attention output is ", shape_of(Fq.rows(), V.cols()),
-            " (Fq's rows x V's columns)");
   }
 
   /// The inputs \f$[f \mid t]\f$ of every head: head h occupies columns \f$[h(d + d_t),

@@ -19,7 +19,8 @@ concept Real = std::same_as<T, float> || std::same_as<T, double>;
 template <Real T>
 using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 
-/// A row-major dynamic matrix, the layout of the engine's packed query blocks.
+/// A row-major dynamic matrix: the layout of rows the engines read one at a time (a graph
+/// engine's keys and values, the close pairs of a distance tile).
 template <Real T>
 using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -29,9 +30,6 @@ using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 /// Facts about a scalar type that the engines and error messages need.
 template <Real T>
 struct ScalarTraits {
-  /// Per-key terms (norms, magnitudes, kernel key terms) are accumulated in double, once per
-  /// key, then rounded to T: the cancellation in RBF x L2 = softmax is then exact in float too.
-  using Accumulator = double;
   static constexpr T negative_infinity = -std::numeric_limits<T>::infinity();
   static constexpr std::string_view name = std::same_as<T, float> ? "float" : "double";
 };

@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/masked_product.hpp"
+#include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
@@ -217,6 +220,32 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   for (Index c = 0; c < out.cols(); ++c)
     out.col(c).array() = empty.select(T(0), accumulated.col(c).array() / running_sum);
   require_finite_rows(queries, first_query, keys, values, visibility, out);
+}
+
+/// Exact attention of every sequence and head of a call (`call`, see `CallBlocks`): the key terms
+/// once per sequence and head, then every query tile, in parallel (`attend_query_tile`).
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::Mask Mask, class Blocks>
+void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
+                  const ExecutionOptions& options, const Blocks& call) {
+  using T = typename Kernel::Scalar;
+  const int threads = resolve_thread_count(options.threads);
+  if (finish_empty_call(mask, call.queries, call.keys, call.sequences, call.out())) return;
+  const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences);
+
+  std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.heads));
+  call.for_each_head(threads, [&](Index b, Index h) {
+    key_terms[std::size_t(b * call.heads + h)] =
+        compute_key_terms(kernel, magnitude, call.keys_of(b, h), call.values_of(b, h));
+  });
+
+  call.for_each_query_block(
+      options.query_tile_for(call.queries), threads,
+      [&](Index b, Index h, Index first, Index rows) {
+        attend_query_tile<Kernel, Magnitude>(
+            kernel, call.query_rows(b, h, first, rows), first, call.keys_of(b, h),
+            call.values_of(b, h), key_terms[std::size_t(b * call.heads + h)],
+            bound_masks[std::size_t(b)], options.key_tile, call.out_rows(b, h, first, rows));
+      });
 }
 
 }  // namespace kernattn::detail

@@ -1,15 +1,18 @@
 #pragma once
 /// \file
-/// The arguments of every attention engine: views of Q, K and V without copies, the shape
-/// checks with their messages, and the detour through a temporary when the output overlaps an
-/// input.
+/// The front end every attention shares: views of Q, K and V without copies, the shape checks
+/// with their messages, the detour through a temporary when the output overlaps an input, the
+/// blocks of each sequence and head, and the calls themselves (`AttentionCalls`).
 
+#include <algorithm>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/core/threading.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/mask/mask.hpp"
 
@@ -27,14 +30,30 @@ template <class Derived>
 concept EigenDense =
     std::is_base_of_v<Eigen::DenseBase<std::remove_cvref_t<Derived>>, std::remove_cvref_t<Derived>>;
 
+/// Whether every argument has the scalar type `Scalar`.
+template <class Scalar, class... Arguments>
+inline constexpr bool all_of_scalar =
+    (std::is_same_v<typename std::remove_cvref_t<Arguments>::Scalar, Scalar> && ...);
+
+/// The names the shape checks give the queries, keys and values in their messages.
+struct ArgumentNames {
+  std::string_view queries = "Q";
+  std::string_view keys = "K";
+  std::string_view values = "V";
+};
+
 /// Checks Q, K, V and out for one call in the batch x heads `layout`; the messages name the
-/// argument and both shapes. The layout is checked first, before anything is allocated: B and H
-/// are >= 1, \f$B H\f$ fits in `Index`, and B is at most the rows of Q and of K unless they
-/// have none (an empty call allows any B, and stores nothing per sequence).
+/// argument (as `names` calls it) and both shapes. The layout is checked first, before anything
+/// is allocated: B and H are >= 1, \f$B H\f$ fits in `Index`, and B is at most the rows of Q and
+/// of K unless they have none (an empty call allows any B, and stores nothing per sequence).
 template <class DQ, class DK, class DV, class Out>
 void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-                               const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout) {
+                               const Eigen::MatrixBase<DV>& V, const Out& out, BatchLayout layout,
+                               ArgumentNames names = {}) {
   using detail::shape_of;
+  const std::string_view q = names.queries;
+  const std::string_view k = names.keys;
+  const std::string_view v = names.values;
   const Index B = layout.sequences;
   const Index H = layout.heads;
   require(B >= 1 && H >= 1, "BatchLayout: sequences and heads must be >= 1, got ", B, " and ", H);
@@ -42,21 +61,22 @@ void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matr
           " heads overflow the index type (at most ", std::numeric_limits<Index>::max(),
           " sequence-head pairs)");
   require((Q.rows() == 0 || B <= Q.rows()) && (K.rows() == 0 || B <= K.rows()), "BatchLayout: ", B,
-          " sequences but Q is ", shape_of(Q), " and K is ", shape_of(K),
-          ": each sequence needs at least one row of Q and of K unless Q or K has no rows");
-  require(K.cols() == Q.cols(), "K has ", K.cols(), " columns but Q has ", Q.cols(),
-          " (queries and keys share the head dimension): Q is ", shape_of(Q), ", K is ",
+          " sequences but ", q, " is ", shape_of(Q), " and ", k, " is ", shape_of(K),
+          ": each sequence needs at least one row of ", q, " and of ", k, " unless ", q, " or ", k,
+          " has no rows");
+  require(K.cols() == Q.cols(), k, " has ", K.cols(), " columns but ", q, " has ", Q.cols(),
+          " (queries and keys share the head dimension): ", q, " is ", shape_of(Q), ", ", k, " is ",
           shape_of(K));
-  require(V.rows() == K.rows(), "V has ", V.rows(), " rows but K has ", K.rows(),
-          " (one value per key): K is ", shape_of(K), ", V is ", shape_of(V));
-  require(Q.cols() % H == 0 && V.cols() % H == 0, "Q (", shape_of(Q), ") and V (", shape_of(V),
-          ") must have a multiple of ", H, " columns for ", H, " heads");
-  require(Q.cols() / H >= 1, "Q is ", shape_of(Q), ": the head dimension d must be at least 1");
-  require(Q.rows() % B == 0 && K.rows() % B == 0, "Q (", shape_of(Q), ") and K (", shape_of(K),
-          ") must have a multiple of ", B, " rows for ", B, " sequences");
+  require(V.rows() == K.rows(), v, " has ", V.rows(), " rows but ", k, " has ", K.rows(),
+          " (one value per key): ", k, " is ", shape_of(K), ", ", v, " is ", shape_of(V));
+  require(Q.cols() % H == 0 && V.cols() % H == 0, q, " (", shape_of(Q), ") and ", v, " (",
+          shape_of(V), ") must have a multiple of ", H, " columns for ", H, " heads");
+  require(Q.cols() / H >= 1, q, " is ", shape_of(Q), ": the head dimension d must be at least 1");
+  require(Q.rows() % B == 0 && K.rows() % B == 0, q, " (", shape_of(Q), ") and ", k, " (",
+          shape_of(K), ") must have a multiple of ", B, " rows for ", B, " sequences");
   require(out.rows() == Q.rows() && out.cols() == V.cols(), "out is ", shape_of(out),
-          " but the attention output is ", shape_of(Q.rows(), V.cols()),
-          " (Q's rows x V's columns)");
+          " but the attention output is ", shape_of(Q.rows(), V.cols()), " (", q, "'s rows x ", v,
+          "'s columns)");
 }
 
 /// Calls `body(queries, keys, values, destination)` with read-only views of Q, K and V. When
@@ -109,6 +129,84 @@ template <mask::Mask Mask>
   return bound;
 }
 
+/// The blocks of one call in the batch x heads layout (`BatchLayout`): sequence b's rows and head
+/// h's columns of Q, K, V and the output, and the parallel loops over them. Every split of the
+/// work depends on the shapes alone, never on the threads, so results are bit-identical for every
+/// thread count.
+template <class Queries, class Keys, class Values, class Out>
+class CallBlocks {
+ public:
+  CallBlocks(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout)
+      : sequences(layout.sequences),
+        heads(layout.heads),
+        queries(Q.rows() / layout.sequences),
+        keys(K.rows() / layout.sequences),
+        d(Q.cols() / layout.heads),
+        dv(V.cols() / layout.heads),
+        Q_(Q),
+        K_(K),
+        V_(V),
+        out_(out) {}
+
+  const Index sequences;
+  const Index heads;
+  /// \f$N_q\f$ and \f$N_k\f$ of one sequence.
+  const Index queries;
+  const Index keys;
+  /// The query and key columns, and the value columns, of one head.
+  const Index d;
+  const Index dv;
+
+  /// Queries [first, first + rows) of sequence b, head h.
+  [[nodiscard]] auto query_rows(Index b, Index h, Index first, Index rows) const {
+    return Q_.block(b * queries + first, h * d, rows, d);
+  }
+  [[nodiscard]] auto queries_of(Index b, Index h) const { return query_rows(b, h, 0, queries); }
+  [[nodiscard]] auto keys_of(Index b, Index h) const { return K_.block(b * keys, h * d, keys, d); }
+  [[nodiscard]] auto values_of(Index b, Index h) const {
+    return V_.block(b * keys, h * dv, keys, dv);
+  }
+  /// Output rows [first, first + rows) of sequence b, head h.
+  [[nodiscard]] auto out_rows(Index b, Index h, Index first, Index rows) const {
+    return out_.block(b * queries + first, h * dv, rows, dv);
+  }
+  [[nodiscard]] auto out_of(Index b, Index h) const { return out_rows(b, h, 0, queries); }
+  /// The whole output.
+  [[nodiscard]] Out& out() const { return out_; }
+
+  /// Runs `body(b, h)` for every sequence b and head h, in parallel.
+  template <class Body>
+  void for_each_head(int threads, Body&& body) const {
+    parallel_for(sequences * heads, threads, [&](Index item) { body(item / heads, item % heads); });
+  }
+
+  /// Runs `body(b, h, first, rows)` for every block of `block` queries (the last one shorter) of
+  /// every sequence and head, in parallel.
+  template <class Body>
+  void for_each_query_block(Index block, int threads, Body&& body) const {
+    const Index blocks = queries == 0 ? 0 : 1 + (queries - 1) / block;
+    parallel_for(sequences * heads * blocks, threads, [&](Index item) {
+      const Index first = item % blocks * block;
+      body(item / blocks / heads, item / blocks % heads, first, std::min(block, queries - first));
+    });
+  }
+
+ private:
+  const Queries& Q_;
+  const Keys& K_;
+  const Values& V_;
+  Out& out_;
+};
+
+/// Sets `options.threads` (0 = the OpenMP default) if the options stay valid with it.
+template <class Options>
+void set_thread_count(Options& options, int threads) {
+  Options changed = options;
+  changed.threads = threads;
+  changed.validate();
+  options = changed;
+}
+
 /// The calls every attention engine offers, written once (CRTP): `operator()`, `compute` and
 /// `set_threads`. `Derived` provides `Scalar`, `check_head_dimension(d, Q, layout)` for checks
 /// beyond the shapes, and `run(queries, keys, values, out, layout)`, and befriends this class;
@@ -132,11 +230,7 @@ class AttentionCalls {
   template <class DQ, class DK, class DV, EigenDense Out>
   void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
                const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
-    using Scalar = typename Derived::Scalar;
-    static_assert(std::is_same_v<typename DQ::Scalar, Scalar> &&
-                      std::is_same_v<typename DK::Scalar, Scalar> &&
-                      std::is_same_v<typename DV::Scalar, Scalar> &&
-                      std::is_same_v<typename std::remove_cvref_t<Out>::Scalar, Scalar>,
+    static_assert(all_of_scalar<typename Derived::Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
     const BatchLayout resolved = [&] {
       if constexpr (requires { self().resolve_layout(layout); })
@@ -155,10 +249,7 @@ class AttentionCalls {
 
   /// Sets the number of threads (0 = the OpenMP default); returns *this.
   Derived& set_threads(int threads) {
-    auto changed = static_cast<Derived&>(*this).options_;
-    changed.threads = threads;
-    changed.validate();
-    static_cast<Derived&>(*this).options_ = changed;
+    set_thread_count(static_cast<Derived&>(*this).options_, threads);
     return static_cast<Derived&>(*this);
   }
 

@@ -22,7 +22,8 @@ constexpr bool has_key_bias() {
 
 /// The `KeyTerms` of one sequence and head: the form's own (`Scoring::key_terms`), the key
 /// bias \f$g(k_j) + \log\mu(k_j)\f$ with the sizes the range checks need, and which value rows
-/// are non-finite.
+/// are non-finite. The key bias is summed in double, once per key, then rounded to T: the
+/// cancellation in RBF x L2 = softmax then holds in float too (docs/math.md, section 1).
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class KeysBlock,
           class ValuesBlock>
 [[nodiscard]] KeyTerms<typename Kernel::Scalar> compute_key_terms(const Kernel& kernel,

@@ -4,7 +4,7 @@
 /// \mathbb{R}^D\f$ whose inner products estimate a kernel, \f$\varphi(q)\cdot\varphi(k) \approx
 /// \kappa(q, k)\f$ (docs/random_features.md). Feature maps drive both the quadratic random-feature
 /// kernels
-/// (`kernels::FeatureKernel`) and the linear-time engine (`LinearAttention`).
+/// (`kernels::FeatureMapKernel`) and the linear-time engine (`LinearAttention`).
 ///
 /// Rows are tokens: `features(X, out, log_scales)` maps an \f$N \times d\f$ block to the
 /// \f$N \times D\f$ matrix `out` of scaled features \f$\tilde\varphi(x_j)\f$, with

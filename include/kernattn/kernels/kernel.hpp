@@ -111,7 +111,7 @@ concept DirectKernel = KernelBase<K> && std::same_as<typename K::Form, DirectFor
 /// bias) and drops the queries' \f$s_i\f$, which cancel; a log-domain kernel must therefore have no
 /// log-scales.
 template <class K>
-concept FeatureKernel = KernelBase<K> && std::same_as<typename K::Form, FeatureForm> &&
+concept FeatureMapKernel = KernelBase<K> && std::same_as<typename K::Form, FeatureForm> &&
     requires(const K kernel, const Matrix<typename K::Scalar>& x, Matrix<typename K::Scalar>& out,
              Eigen::VectorXd& log_scales, detail::ScoreBlock<typename K::Scalar>& block) {
   { K::log_domain } -> std::convertible_to<bool>;
@@ -128,7 +128,7 @@ concept LogDomainKernel = DotProductKernel<K> || DistanceKernel<K>;
 /// A kernel on inputs \f$[f \mid t]\f$ (the last `position_dimension()` columns are t) with
 /// \f$\log\kappa = \log\kappa_F(f_q,f_k) + \log\kappa_T(t_q,t_k)\f$ for two log-domain kernels:
 /// `feature_kernel()` (\f$\kappa_F\f$, of type `FeatureKernel`), `position_kernel()`
-/// (\f$\kappa_T\f$, of type `PositionKernel`); `feature_dimension(d)` is \f$d - d_t\f$ for inputs
+/// (\f$\kappa_T\f$, of type `PositionKernel`); `feature_columns(d)` is \f$d - d_t\f$ for inputs
 /// of d columns and throws `InvalidArgument` unless it is at least 1; `log_key_term(k)` is the sum
 /// of the dot-product factors' key terms \f$g\f$ on their columns, and `has_key_term` is false
 /// when it vanishes.
@@ -139,14 +139,14 @@ concept ProductKernel = KernelBase<K> && std::same_as<typename K::Form, ProductF
   { kernel.feature_kernel() } -> std::convertible_to<const typename K::FeatureKernel&>;
   { kernel.position_kernel() } -> std::convertible_to<const typename K::PositionKernel&>;
   { kernel.position_dimension() } -> std::convertible_to<Index>;
-  { kernel.feature_dimension(d) } -> std::convertible_to<Index>;
+  { kernel.feature_columns(d) } -> std::convertible_to<Index>;
   { kernel.log_key_term(row) } -> std::convertible_to<double>;
   { K::has_key_term } -> std::convertible_to<bool>;
 };
 
 /// Any kernel the engines can evaluate.
 template <class K>
-concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> || FeatureKernel<K> ||
-    ProductKernel<K>;
+concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> ||
+    FeatureMapKernel<K> || ProductKernel<K>;
 
 }  // namespace kernattn::kernels

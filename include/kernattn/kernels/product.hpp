@@ -75,7 +75,7 @@ class Product {
   [[nodiscard]] Index position_dimension() const { return position_dimension_; }
 
   /// \f$d = d_x - d_t\f$ for inputs of \f$d_x\f$ columns; throws InvalidArgument unless d >= 1.
-  [[nodiscard]] Index feature_dimension(Index input_columns) const {
+  [[nodiscard]] Index feature_columns(Index input_columns) const {
     require(input_columns > position_dimension_, "Product: inputs have ", input_columns,
             " columns but the last ", position_dimension_,
             " are positions: at least one feature column is needed");
@@ -85,7 +85,7 @@ class Product {
   /// \f$g(k) = g_F(f_k) + g_T(t_k)\f$, the key terms of the dot-product factors (in double).
   template <class Row>
   [[nodiscard]] double log_key_term(const Row& k) const {
-    const Index d = feature_dimension(k.size());
+    const Index d = feature_columns(k.size());
     double term = 0.0;
     if constexpr (detail::has_own_key_term<KernelF>()) term += feature_.log_key_term(k.head(d));
     if constexpr (detail::has_own_key_term<KernelT>())
@@ -96,7 +96,7 @@ class Product {
   template <class Q, class K>
   [[nodiscard]] Scalar operator()(const Eigen::MatrixBase<Q>& q,
                                   const Eigen::MatrixBase<K>& k) const {
-    const Index d = feature_dimension(q.size());
+    const Index d = feature_columns(q.size());
     return feature_(q.head(d), k.head(d)) *
            position_(q.tail(position_dimension_), k.tail(position_dimension_));
   }

@@ -5,6 +5,7 @@
 /// directly, not by a softmax).
 
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
@@ -12,17 +13,13 @@
 namespace kernattn::detail {
 
 template <kernels::DirectKernel Kernel>
-struct Scoring<Kernel> {
+struct Scoring<Kernel> : WithoutKeyTerm, WithoutLogFactors, ScaledDotPairs<Kernel> {
   using T = typename Kernel::Scalar;
   static constexpr bool exponential = false;
   static constexpr bool has_key_term = false;
 
   template <class Keys>
   static void key_terms(const Kernel&, const Keys&, KeyTerms<T>&, Eigen::VectorXd&) {}
-  template <class Row>
-  static void add_key_term(const Kernel&, const Row&, double&) {}
-  template <class Add>
-  static void log_factors(const Kernel&, Index, Add&&) {}
 
   /// \f$a\,q\f$.
   template <class QueryTile>
@@ -39,18 +36,6 @@ struct Scoring<Kernel> {
     kernel.from_scaled_dot(tile.array());
   }
 
-  template <class QueryRows>
-  static RowMajorMatrix<T> prepare_rows(const Kernel& kernel, const QueryRows& queries) {
-    return kernel.dot_scale(queries.cols()) * queries;
-  }
-  template <class Keys>
-  static RowMajorMatrix<T> pair_keys(const KeyTerms<T>&, const Keys& keys) {
-    return keys;
-  }
-  template <class Prepared, class KeyRow>
-  static T score_pair(const Prepared& prepared, Index i, const KeyRow& key) {
-    return prepared.row(i).dot(key);
-  }
   template <class Scores>
   static void map_scores(const Kernel& kernel, Scores&& scaled_dots, Index) {
     kernel.from_scaled_dot(scaled_dots);

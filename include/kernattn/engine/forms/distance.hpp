@@ -5,6 +5,7 @@
 /// (`complete_squared_distances`) and mapped by \f$h\f$; single pairs directly, \f$\sum_l (q_l -
 /// k_l)^2\f$.
 
+#include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
 #include "kernattn/engine/forms/single_factor.hpp"
 #include "kernattn/engine/squared_distances.hpp"
@@ -12,7 +13,7 @@
 namespace kernattn::detail {
 
 template <kernels::DistanceKernel Kernel>
-struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>> {
+struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, WithoutKeyTerm {
   using T = typename Kernel::Scalar;
   static constexpr bool has_key_term = false;
   static constexpr bool plain_gemm = false;
@@ -26,8 +27,6 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>> {
   static void factor_norms(const Keys& keys, Vector<T>& squared_norms) {
     squared_norms = keys.rowwise().squaredNorm();
   }
-  template <class Row>
-  static void add_key_term(const Kernel&, const Row&, double&) {}
 
   template <class Add>
   static void log_factor(const Kernel&, Index first, Index columns, Add&& add) {

@@ -6,13 +6,14 @@
 
 #include <cmath>
 
+#include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
 #include "kernattn/engine/forms/single_factor.hpp"
 
 namespace kernattn::detail {
 
 template <kernels::DotProductKernel Kernel>
-struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>> {
+struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDotPairs<Kernel> {
   using T = typename Kernel::Scalar;
   static constexpr bool has_key_term = Kernel::has_key_term;
   /// A factor's scores are the GEMM alone, so a product of such factors is one GEMM.
@@ -48,18 +49,6 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>> {
     tile.noalias() = prepared * keys.transpose();
   }
 
-  template <class QueryRows>
-  static RowMajorMatrix<T> prepare_rows(const Kernel& kernel, const QueryRows& queries) {
-    return kernel.dot_scale(queries.cols()) * queries;
-  }
-  template <class Keys>
-  static RowMajorMatrix<T> pair_keys(const KeyTerms<T>&, const Keys& keys) {
-    return keys;
-  }
-  template <class Prepared, class KeyRow>
-  static T score_pair(const Prepared& prepared, Index i, const KeyRow& key) {
-    return prepared.row(i).dot(key);
-  }
   template <class Scores>
   static void map_scores(const Kernel&, Scores&&, Index) {}
 };

@@ -5,14 +5,15 @@
 /// log-scale \f$s_k\f$ joins its log-weight; the queries' cancel and are dropped.
 
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 
 namespace kernattn::detail {
 
-template <kernels::FeatureKernel Kernel>
-struct Scoring<Kernel> {
+template <kernels::FeatureMapKernel Kernel>
+struct Scoring<Kernel> : WithoutKeyTerm, WithoutLogFactors {
   using T = typename Kernel::Scalar;
   static constexpr bool exponential = Kernel::log_domain;
   static constexpr bool has_key_term = Kernel::has_log_scale;
@@ -23,10 +24,6 @@ struct Scoring<Kernel> {
                         Eigen::VectorXd& log_terms) {
     kernel.features(keys, terms.features, log_terms);
   }
-  template <class Row>
-  static void add_key_term(const Kernel&, const Row&, double&) {}
-  template <class Add>
-  static void log_factors(const Kernel&, Index, Add&&) {}
 
   /// The query features (their log-scales are dropped).
   template <class QueryTile>

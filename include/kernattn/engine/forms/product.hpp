@@ -27,7 +27,7 @@ struct Scoring<Kernel> {
   template <class Keys>
   static void key_terms(const Kernel& kernel, const Keys& keys, KeyTerms<T>& terms,
                         Eigen::VectorXd&) {
-    const Index d = kernel.feature_dimension(keys.cols());
+    const Index d = kernel.feature_columns(keys.cols());
     FeatureScoring::factor_norms(keys.leftCols(d), terms.squared_norms);
     PositionScoring::factor_norms(keys.rightCols(keys.cols() - d), terms.position_squared_norms);
   }
