@@ -11,10 +11,10 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/heads/multi_head.hpp"
 #include "kernattn/coupling/gaussian_copula.hpp"
 #include "kernattn/coupling/independent.hpp"
 #include "kernattn/coupling/student_t_copula.hpp"
+#include "kernattn/heads/multi_head.hpp"
 #include "kernattn/kernattn.hpp"
 
 namespace {

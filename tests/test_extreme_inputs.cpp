@@ -12,11 +12,11 @@
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
-#include "kernattn/heads/batch_normalized.hpp"
 #include "kernattn/attention/graph_attention.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/positional.hpp"
 #include "kernattn/features/positive.hpp"
+#include "kernattn/heads/batch_normalized.hpp"
 #include "reference.hpp"
 
 namespace {

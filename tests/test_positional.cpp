@@ -1,7 +1,8 @@
 // Positional attention (docs/math.md, section 4): the product kernel kappa_F(f_q, f_k) kappa_T(t_q,
 // t_k) with a magnitude of the key features, against the naive double kernel smoother of
-// tests/support/reference.hpp; constant positions, batch x heads, thread counts, the sinusoidal
-// encoding and bad input.
+// tests/support/reference.hpp (tests/support/positional_reference.hpp writes out the product);
+// constant positions, batch x heads, thread counts and bad input. The sinusoidal encoding:
+// test_positional_sinusoidal.cpp.
 #include <cmath>
 #include <optional>
 #include <type_traits>
@@ -11,138 +12,26 @@
 #include "invalid_argument.hpp"
 #include "kernattn/attention/positional.hpp"
 #include "kernattn/attention/sinusoidal.hpp"
+#include "positional_reference.hpp"
 #include "reference.hpp"
 
 namespace {
 
+using positional_ref::D;
+using positional_ref::default_scale;
+using positional_ref::default_variance;
+using positional_ref::Dt;
+using positional_ref::Dv;
+using positional_ref::expected_output;
+using positional_ref::in;
+using positional_ref::Nk;
+using positional_ref::Nq;
+using positional_ref::Positional;
+using positional_ref::problem;
+using positional_ref::run;
+using positional_ref::sinusoidal;
 using ref::MatrixXd;
 using ref::Row;
-
-constexpr Index D = 8, Dt = 6, Dv = 5, Nq = 37, Nk = 53;
-
-/// Features, positions and values of one call, in double but exactly representable in T.
-struct Positional {
-  MatrixXd Fq, Tq, Fk, Tk, V;
-
-  /// The reference's view: queries [Fq | Tq] and keys [Fk | Tk] (one head).
-  [[nodiscard]] ref::Problem joined() const {
-    MatrixXd Q(Fq.rows(), Fq.cols() + Tq.cols()), K(Fk.rows(), Fk.cols() + Tk.cols());
-    Q << Fq, Tq;
-    K << Fk, Tk;
-    return {Q, K, V};
-  }
-};
-
-/// `m` rounded to T (and back), so that T holds it exactly.
-template <class T>
-MatrixXd in(const MatrixXd& m) {
-  return m.cast<T>().template cast<double>();
-}
-
-/// Sinusoidal positions of `tokens` tokens from position `first`, as the library makes them.
-template <class T>
-MatrixXd sinusoidal(Index tokens, Index first, Index dimension = Dt) {
-  return kernattn::sinusoidal_positions<T>(tokens, dimension, 10000.0, first)
-      .template cast<double>();
-}
-
-/// N(0, 1) features and values; the queries are the last Nq of Nk tokens, so a causal mask lets
-/// query i see the keys at its own position and before. Positions: sinusoidal, or N(0, 0.5^2).
-template <class T>
-Positional problem(std::uint32_t seed, bool sinusoidal_positions = true) {
-  Positional p{in<T>(ref::normal(Nq, D, seed)), MatrixXd(), in<T>(ref::normal(Nk, D, seed + 1)),
-               MatrixXd(), in<T>(ref::normal(Nk, Dv, seed + 2))};
-  if (sinusoidal_positions) {
-    p.Tq = sinusoidal<T>(Nq, Nk - Nq);
-    p.Tk = sinusoidal<T>(Nk, 0);
-  } else {
-    p.Tq = in<T>(ref::normal(Nq, Dt, seed + 3, 0.0, 0.5));
-    p.Tk = in<T>(ref::normal(Nk, Dt, seed + 4, 0.0, 0.5));
-  }
-  return p;
-}
-
-/// `row` followed by zeros up to `width` columns.
-Row padded(const Row& row, Index width) {
-  Row wide = Row::Zero(width);
-  wide.head(row.size()) = row;
-  return wide;
-}
-
-/// The product kernel on rows [f | t] with d feature columns, written from the factors' formulas
-/// (ref's models, which never call the library): log kappa = log kappa_F(f_q, f_k) +
-/// log kappa_T(t_q, t_k), so the smoother's weights are the element-wise product
-/// kappa_F(f_i, f_j) kappa_T(t_i, t_j) (times mu(f_j)).
-///
-/// Error: the library sums both factors' inner-product terms into one tile (one GEMM over all
-/// n = d + dt columns for two dot-product factors; otherwise one factor's finished log plus the
-/// other's GEMM or finished log). In any such order an inner product errs by at most n u times its
-/// absolute terms, so each factor's bound is taken at the full width n (its rows padded with
-/// zeros, which change no norm, distance or product and only lengthen the inner product in the
-/// bound), plus (n + 1) u (|log kappa_F| + |log kappa_T|) for adding the two parts.
-ref::KernelModel product(const ref::KernelModel& feature, const ref::KernelModel& position,
-                         Index d) {
-  const auto f = [d](const Row& x) { return Row(x.head(d)); };
-  const auto t = [d](const Row& x) { return Row(x.tail(x.size() - d)); };
-  const auto value = [=](const Row& q, const Row& k) {
-    return feature.value(f(q), f(k)) + position.value(t(q), t(k));
-  };
-  const auto error = [=](const Row& q, const Row& k, double u) {
-    const Index n = q.size();
-    return feature.error(padded(f(q), n), padded(f(k), n), u) +
-           position.error(padded(t(q), n), padded(t(k), n), u) +
-           double(n + 1) * u *
-               (std::abs(feature.value(f(q), f(k))) + std::abs(position.value(t(q), t(k))));
-  };
-  return {false, value, error};
-}
-
-/// The magnitude `m` of the first d columns (the features) of a key [f | t].
-ref::MagnitudeModel of_features(const ref::MagnitudeModel& m, Index d) {
-  return {[=](const Row& k) { return m.log_mu(Row(k.head(d))); },
-          [=](const Row& k, double u) { return m.error(Row(k.head(d)), u); }};
-}
-
-/// The kernel smoother of the element-wise product of the two kernels' weights, written out
-/// literally in double: w_ij = kappa_F(f_i, f_j) kappa_T(t_i, t_j) mu(f_j) for the pairs that
-/// `visible` selects (each row sees at least one key), out_i = sum_j w_ij v_j / sum_j w_ij.
-MatrixXd elementwise_product_attention(const Positional& p, const ref::KernelModel& feature,
-                                       const ref::KernelModel& position,
-                                       const ref::MagnitudeModel& mu,
-                                       const ref::Visibility& visible) {
-  MatrixXd weights = MatrixXd::Zero(p.Fq.rows(), p.Fk.rows());
-  for (Index i = 0; i < weights.rows(); ++i)
-    for (Index j = 0; j < weights.cols(); ++j)
-      if (visible(i, j))
-        weights(i, j) = std::exp(feature.value(p.Fq.row(i), p.Fk.row(j))) *
-                        std::exp(position.value(p.Tq.row(i), p.Tk.row(j))) *
-                        std::exp(mu.log_mu(p.Fk.row(j)));
-  const Eigen::VectorXd sums = weights.rowwise().sum();
-  return (weights * p.V).array().colwise() / sums.array();
-}
-
-/// The expected output of positional attention: the literal element-wise product smoother, with
-/// the error bound that ref::attention derives for the same smoother on the inputs [f | t] in the
-/// log domain (the library's evaluation; the bound includes the reference's own rounding in
-/// double).
-ref::Reference expected_output(const Positional& p, const ref::KernelModel& feature,
-                               const ref::KernelModel& position, const ref::MagnitudeModel& mu,
-                               const ref::Visibility& visible, double u) {
-  ref::Reference r =
-      ref::attention(p.joined(), product(feature, position, D), of_features(mu, D), visible, u);
-  r.out = elementwise_product_attention(p, feature, position, mu, visible);
-  return r;
-}
-
-/// PositionalAttention<KF, KT, M, Mask> on the problem in precision T.
-template <class T, class KF, class KT, class M = magnitude::None, class Mask = mask::None>
-ref::Matrix<T> run(const Positional& p, const KF& kf, const KT& kt, const M& mu = {},
-                   const Mask& visibility = {}, kernattn::ExecutionOptions options = {},
-                   kernattn::BatchLayout layout = {}) {
-  const kernattn::PositionalAttention<KF, KT, M, Mask> attention(kf, kt, mu, visibility, options);
-  return attention(p.Fq.cast<T>(), p.Tq.cast<T>(), p.Fk.cast<T>(), p.Tk.cast<T>(), p.V.cast<T>(),
-                   layout);
-}
 
 /// The Lp magnitudes tried with every pair: p = 2 with the default gamma 1/(2 sqrt(d)) (of the
 /// feature dimension d), p = 1 and p = 3 with other gammas and exponents.
@@ -190,9 +79,7 @@ void check_pair(const Positional& p, const KF& kf, const KT& kt, const ref::Kern
   }
 }
 
-/// The default scale 1/sqrt(n), variance sqrt(n) and lengthscale n^(1/4) for dimension n.
-double default_scale(Index n) { return 1 / std::sqrt(double(n)); }
-double default_variance(Index n) { return std::sqrt(double(n)); }
+/// The default lengthscale n^(1/4) for dimension n.
 double default_lengthscale(Index n) { return std::pow(double(n), 0.25); }
 
 }  // namespace
@@ -404,92 +291,6 @@ TEMPLATE_TEST_CASE("Positional attention is bit-identical for every thread count
     const ref::Matrix<T> two = attention.set_threads(2)(Fq, positions, Fk, positions, V, {2, 3});
     CHECK(attention.options().threads == 2);
     CHECK(check::identical(one, two));
-  }
-}
-
-TEMPLATE_TEST_CASE("Sinusoidal positions follow Vaswani et al.'s formula",
-                   "[positional][sinusoidal]", float, double) {
-  using T = TestType;
-  constexpr double u = ref::unit_roundoff<T>;
-  for (const Index dimension : {Index(1), Index(5), Index(8)})
-    for (const double base : {10000.0, 100.0})
-      for (const Index first : {Index(0), Index(13)}) {
-        CAPTURE(dimension, base, first);
-        const ref::Matrix<T> pe = kernattn::sinusoidal_positions<T>(40, dimension, base, first);
-        REQUIRE(pe.rows() == 40);
-        REQUIRE(pe.cols() == dimension);
-        Index failures = 0;
-        for (Index r = 0; r < 40; ++r)
-          for (Index i = 0; 2 * i < dimension; ++i) {
-            // PE(p, 2i) = sin(p / base^(2i/dt)), PE(p, 2i+1) = cos(p / base^(2i/dt)).
-            const double angle = double(first + r) / std::pow(base, 2.0 * double(i) / dimension);
-            // Rounding to T, plus the library's own angle (a power and a product in double,
-            // against a power and a quotient here) carried by sin and cos: a few u_double |angle|.
-            const auto near = [&](double got, double exact) {
-              return std::abs(got - exact) <= u * std::abs(exact) + 8 * ref::u_double * (angle + 1);
-            };
-            if (!near(pe(r, 2 * i), std::sin(angle))) ++failures;
-            if (2 * i + 1 < dimension && !near(pe(r, 2 * i + 1), std::cos(angle))) ++failures;
-          }
-        CHECK(failures == 0);
-      }
-  CHECK(kernattn::sinusoidal_positions<T>(0, 4).size() == 0);
-}
-
-TEMPLATE_TEST_CASE("An Rbf kernel on sinusoidal positions depends only on the token offset",
-                   "[positional][sinusoidal]", float, double) {
-  // With an even dimension, |PE(p) - PE(p')|^2 = sum_i 2 - 2 cos((p - p') w_i), w_i =
-  // base^(-2i/dt): a function of |p - p'| alone.
-  using T = TestType;
-  constexpr double u = ref::unit_roundoff<T>;
-  constexpr Index dt = 8, tokens = 60;
-  const ref::Matrix<T> pe = kernattn::sinusoidal_positions<T>(tokens, dt);
-  const kernels::Rbf<T> rbf;  // variance sqrt(dt)
-  const double variance = default_variance(dt);
-  for (const Index offset : {Index(0), Index(1), Index(2), Index(5), Index(17), Index(59)}) {
-    double r2 = 0;
-    for (Index i = 0; i < dt / 2; ++i)
-      r2 += 2 - 2 * std::cos(double(offset) * std::pow(10000.0, -2.0 * double(i) / dt));
-    const double exact = std::exp(-r2 / (2 * variance));
-    // Every entry is within e = u + 8 u_double (|angle| + 1) of sin or cos (see above); each of the
-    // dt differences (|.| <= 2) is then within 2e + 2u, their squares' sum (<= 4 dt) within
-    // dt (4 (2e + 2u) + 4 dt u), and kappa within kappa (that / (2 variance) + 4u).
-    const double e = u + 8 * ref::u_double * (double(tokens) + 1);
-    const double r2_error = double(dt) * (4 * (2 * e + 2 * u) + 4 * double(dt) * u);
-    const double bound = exact * (r2_error / (2 * variance) + 4 * u);
-    CAPTURE(offset, exact, bound);
-    Index failures = 0;
-    for (Index p = 0; p + offset < tokens; ++p) {
-      if (std::abs(double(rbf(pe.row(p), pe.row(p + offset))) - exact) > bound) ++failures;
-      if (std::abs(double(rbf(pe.row(p + offset), pe.row(p))) - exact) > bound) ++failures;
-    }
-    CHECK(failures == 0);
-  }
-
-  SECTION("so shifting every position leaves positional attention unchanged") {
-    Positional shifted = problem<T>(1501);
-    const Positional original = shifted;
-    shifted.Tq = sinusoidal<T>(Nq, Nk - Nq + 40);
-    shifted.Tk = sinusoidal<T>(Nk, 40);
-    const ref::KernelModel feature = ref::exponential(default_scale(D));
-    const ref::KernelModel position = ref::rbf(default_variance(Dt));
-    const ref::Visibility visible = ref::causal(Nq, Nk);
-    const ref::Reference a =
-        expected_output(original, feature, position, ref::unit_magnitude(), visible, u);
-    const ref::Reference b =
-        expected_output(shifted, feature, position, ref::unit_magnitude(), visible, u);
-    const ref::Matrix<T> out_a = run<T>(original, kernels::Exponential<T>(), kernels::Rbf<T>(),
-                                        magnitude::None{}, mask::Causal{});
-    const ref::Matrix<T> out_b = run<T>(shifted, kernels::Exponential<T>(), kernels::Rbf<T>(),
-                                        magnitude::None{}, mask::Causal{});
-    check::require_matches<T>(out_a, a);
-    check::require_matches<T>(out_b, b);
-    // The exact outputs for the two sets of positions (each rounded to T) differ only by that
-    // rounding, which moves a log-weight by less than the evaluation error the bounds cover; the
-    // library's outputs then differ by at most the sum of the three.
-    const MatrixXd exact_difference = (a.out - b.out).cwiseAbs();
-    CHECK((exact_difference.array() <= (a.bound + b.bound).array()).all());
-    check::require_close(out_a, out_b, a.bound + b.bound + exact_difference);
   }
 }
 

@@ -80,7 +80,7 @@ Errors estimate(const S& sampler, Index d, const MatrixXd& r, const VectorXd& ka
 ///    mean |error| <= 1/sqrt(M) (one standard error) is checked as well, and the largest single
 ///    error must stay below 5/sqrt(M) (five standard errors at the largest possible sigma_r).
 /// For Orthogonal the frequencies within a block are dependent, but the estimator's variance is
-/// below the iid one (test_samplers.cpp measures it), so the same bounds hold.
+/// below the iid one (test_samplers_orthogonal.cpp measures it), so the same bounds hold.
 template <class S>
 void check_convergence(const S& sampler, Index d, double scale, std::uint64_t seed,
                        const std::string& name) {

@@ -441,7 +441,7 @@ inline Reference attention(const Problem& p, Index sequences, Index heads,
 
 /// kappa^(q, k) = (1/M) sum_m cos(omega_m . (q - k)) in double, for Fourier features of the
 /// M x d frequencies `omega`, as a direct kernel model. Error of the exact engine in precision u
-/// (see test_features.cpp and test_linear_attention.cpp): the phase errors
+/// (see test_features.cpp, and NaiveMap::pair_error in linear_reference.hpp): the phase errors
 /// (d + 1) u sum|omega_m x| averaged over m, (2M + 24) u for the features, (n + 2M + 4) u for the
 /// inner product and the engine's sums (unit-norm features: sum|phi(q)||phi(k)| <= 1), and
 /// (2B + 8) u |kappa^| for the key factors exp(log mu - reference), B = max_j |log mu(k_j)|.
