@@ -29,22 +29,7 @@
 
 namespace {
 
-namespace sp = kernattn::spectral;
-using kernattn::Index;
-using MatrixXd = kernattn::Matrix<double>;
-using VectorXd = kernattn::Vector<double>;
-template <class T>
-using Vec = kernattn::Vector<T>;
-
-using sampler_ref::check_ks;
-using sampler_ref::chi_square_cdf_even;
-using sampler_ref::draw;
-using sampler_ref::held;
-using sampler_ref::laplace_cdf;
-using sampler_ref::normal_cdf;
-using sampler_ref::random_direction;
-using sampler_ref::student_t_cdf;
-using sampler_ref::test_mixture;
+using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
 
 double cauchy_cdf(double x, double scale) { return 0.5 + std::atan(x / scale) / std::numbers::pi; }
 

@@ -11,19 +11,7 @@
 
 namespace {
 
-namespace sp = kernattn::spectral;
-namespace kr = kernattn::random;
-using kernattn::Index;
-using kr::RandomStream;
-using MatrixXd = kernattn::Matrix<double>;
-using VectorXd = kernattn::Vector<double>;
-template <class T>
-using Mat = kernattn::Matrix<T>;
-template <class T>
-using Vec = kernattn::Vector<T>;
-
-using sampler_ref::test_layers;
-using sampler_ref::test_mixture;
+using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
 
 /// Wrong M, d, uniforms' columns and uniforms outside (0, 1) for any sampler.
 template <class S>

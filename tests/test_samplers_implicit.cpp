@@ -13,19 +13,7 @@
 
 namespace {
 
-namespace sp = kernattn::spectral;
-namespace kr = kernattn::random;
-using kernattn::Index;
-using kr::RandomStream;
-using MatrixXd = kernattn::Matrix<double>;
-using VectorXd = kernattn::Vector<double>;
-template <class T>
-using Mat = kernattn::Matrix<T>;
-template <class T>
-using Vec = kernattn::Vector<T>;
-
-using sampler_ref::test_layers;
-using sampler_ref::uniform_matrix;
+using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
 
 /// The network's output for one input row, in double, one multiply-add at a time, with a
 /// first-order bound on the error of an evaluation in precision T (unit roundoff u): per layer

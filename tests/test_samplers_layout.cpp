@@ -10,18 +10,7 @@
 
 namespace {
 
-namespace sp = kernattn::spectral;
-namespace kr = kernattn::random;
-using kernattn::Index;
-using kr::RandomStream;
-using MatrixXd = kernattn::Matrix<double>;
-template <class T>
-using Mat = kernattn::Matrix<T>;
-template <class T>
-using Vec = kernattn::Vector<T>;
-
-using sampler_ref::held;
-using sampler_ref::test_mixture;
+using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
 
 }  // namespace
 

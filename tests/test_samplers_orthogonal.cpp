@@ -23,20 +23,7 @@
 
 namespace {
 
-namespace sp = kernattn::spectral;
-namespace kr = kernattn::random;
-using kernattn::Index;
-using MatrixXd = kernattn::Matrix<double>;
-using VectorXd = kernattn::Vector<double>;
-
-using sampler_ref::check_ks;
-using sampler_ref::chi_square_cdf_even;
-using sampler_ref::draw;
-using sampler_ref::held;
-using sampler_ref::laplace_cdf;
-using sampler_ref::normal_cdf;
-using sampler_ref::random_direction;
-using sampler_ref::student_t_cdf;
+using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
 
 /// The columns of G orthonormalised by modified Gram-Schmidt: the Q of the unique QR
 /// factorisation with a positive diagonal of R.
