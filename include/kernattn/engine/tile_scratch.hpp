@@ -41,6 +41,12 @@ struct TileScratch {
   Vector<T> position_scores;
   Vector<T> accumulated;
 
+  /// The prepared queries of a tile of `rows` x `cols` (see `Scoring::prepare_tile`), over
+  /// `scaled_queries`.
+  [[nodiscard]] auto prepared_queries(Index rows, Index cols) {
+    return matrix_over(scaled_queries, rows, cols);
+  }
+
   [[nodiscard]] static TileScratch& of_this_thread() {
     thread_local TileScratch scratch;
     return scratch;

@@ -25,26 +25,21 @@ struct Scoring<Kernel> : WithoutKeyTerm, WithoutLogFactors, ScaledDotPairs<Kerne
   template <class QueryTile>
   static void prepare_tile(const Kernel& kernel, const QueryTile& queries,
                            TileScratch<T>& scratch) {
-    prepared(queries, scratch) = kernel.dot_scale(queries.cols()) * queries;
+    scratch.prepared_queries(queries.rows(), queries.cols()) =
+        kernel.dot_scale(queries.cols()) * queries;
   }
 
   /// \f$h(a\,(q\cdot k))\f$ for a tile.
   template <class QueryTile, class KeyRows, class Tile>
   static void score_tile(const Kernel& kernel, const QueryTile& queries, TileScratch<T>& scratch,
                          const KeyRows& keys, const KeyTerms<T>&, Index, Tile&& tile) {
-    tile.noalias() = prepared(queries, scratch) * keys.transpose();
+    tile.noalias() = scratch.prepared_queries(queries.rows(), queries.cols()) * keys.transpose();
     kernel.from_scaled_dot(tile.array());
   }
 
   template <class Scores>
   static void map_scores(const Kernel& kernel, Scores&& scaled_dots, Index) {
     kernel.from_scaled_dot(scaled_dots);
-  }
-
- private:
-  template <class QueryTile>
-  static auto prepared(const QueryTile& queries, TileScratch<T>& scratch) {
-    return TileScratch<T>::matrix_over(scratch.scaled_queries, queries.rows(), queries.cols());
   }
 };
 

@@ -48,7 +48,7 @@ struct Scoring<Kernel> {
                            TileScratch<T>& scratch) {
     const Index dt = kernel.position_dimension();
     const Index d = queries.cols() - dt;
-    auto prepared = prepared_queries(queries, scratch);
+    auto prepared = scratch.prepared_queries(queries.rows(), queries.cols());
     FeatureScoring::prepare_factor(kernel.feature_kernel(), queries.leftCols(d),
                                    prepared.leftCols(d), scratch.query_squared_norms[0],
                                    scratch.distance[0]);
@@ -66,7 +66,7 @@ struct Scoring<Kernel> {
   static void score_tile(const Kernel& kernel, const QueryTile& queries, TileScratch<T>& scratch,
                          const KeyRows& keys, const KeyTerms<T>& terms, Index first_key,
                          Tile&& tile) {
-    const auto prepared = prepared_queries(queries, scratch);
+    const auto prepared = scratch.prepared_queries(queries.rows(), queries.cols());
     if constexpr (FeatureScoring::plain_gemm && PositionScoring::plain_gemm) {
       tile.noalias() = prepared * keys.transpose();
     } else {
@@ -88,12 +88,6 @@ struct Scoring<Kernel> {
         tile += position_tile;
       }
     }
-  }
-
- private:
-  template <class QueryTile>
-  static auto prepared_queries(const QueryTile& queries, TileScratch<T>& scratch) {
-    return TileScratch<T>::matrix_over(scratch.scaled_queries, queries.rows(), queries.cols());
   }
 };
 

@@ -23,7 +23,8 @@ struct SingleFactorScoring {
   template <class QueryTile>
   static void prepare_tile(const Kernel& kernel, const QueryTile& queries,
                            TileScratch<T>& scratch) {
-    Factor::prepare_factor(kernel, queries, prepared(queries, scratch),
+    Factor::prepare_factor(kernel, queries,
+                           scratch.prepared_queries(queries.rows(), queries.cols()),
                            scratch.query_squared_norms[0], scratch.distance[0]);
   }
 
@@ -31,14 +32,9 @@ struct SingleFactorScoring {
   static void score_tile(const Kernel& kernel, const QueryTile& queries, TileScratch<T>& scratch,
                          const KeyRows& keys, const KeyTerms<T>& terms, Index first_key,
                          Tile&& tile) {
-    Factor::factor_tile(kernel, queries, prepared(queries, scratch), scratch.query_squared_norms[0],
-                        keys, terms.squared_norms, first_key, scratch.distance[0], tile);
-  }
-
- private:
-  template <class QueryTile>
-  static auto prepared(const QueryTile& queries, TileScratch<T>& scratch) {
-    return TileScratch<T>::matrix_over(scratch.scaled_queries, queries.rows(), queries.cols());
+    Factor::factor_tile(kernel, queries, scratch.prepared_queries(queries.rows(), queries.cols()),
+                        scratch.query_squared_norms[0], keys, terms.squared_norms, first_key,
+                        scratch.distance[0], tile);
   }
 };
 
