@@ -24,10 +24,7 @@ using kernattn::GraphOptions;
 
 namespace {
 
-using graph_ref::edge_reference;
-using graph_ref::for_each_form;
-using graph_ref::Graph;
-using graph_ref::random_graph;
+using namespace graph_ref;
 using ref::MatrixXd;
 
 }  // namespace

@@ -40,10 +40,7 @@ using kernattn::random::RandomStream;
 
 namespace {
 
-using linear_ref::batch_problem;
-using linear_ref::check_engines;
-using linear_ref::Maps;
-using linear_ref::NaiveMap;
+using namespace linear_ref;
 using ref::MatrixXd;
 using ref::Row;
 

@@ -33,13 +33,7 @@ using kernattn::random::RandomStream;
 
 namespace {
 
-using linear_ref::batch_problem;
-using linear_ref::check_engines;
-using linear_ref::identity_tolerance;
-using linear_ref::linear_tilings;
-using linear_ref::Maps;
-using linear_ref::NaiveMap;
-using linear_ref::relative_difference;
+using namespace linear_ref;
 using ref::MatrixXd;
 using ref::Row;
 using ref::VectorXd;

@@ -11,17 +11,7 @@
 
 namespace {
 
-using positional_ref::D;
-using positional_ref::default_scale;
-using positional_ref::default_variance;
-using positional_ref::Dt;
-using positional_ref::expected_output;
-using positional_ref::Nk;
-using positional_ref::Nq;
-using positional_ref::Positional;
-using positional_ref::problem;
-using positional_ref::run;
-using positional_ref::sinusoidal;
+using namespace positional_ref;
 using ref::MatrixXd;
 
 }  // namespace

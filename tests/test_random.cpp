@@ -27,12 +27,7 @@ namespace {
 
 using kernattn::random::Philox4x32;
 using kernattn::random::RandomStream;
-using random_checks::k_sigma;
-using random_checks::ks_critical;
-using random_checks::ks_distance;
-using random_checks::Moments;
-using random_checks::moments;
-using random_checks::uniforms;
+using namespace random_checks;
 
 /// The inverse of the Philox4x32-10 bijection, written from the round definition in philox.hpp:
 /// a round maps (c0, c1, c2, c3) to (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1,

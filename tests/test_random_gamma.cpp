@@ -29,15 +29,7 @@
 namespace {
 
 namespace rnd = kernattn::random;
-using random_checks::eps;
-using random_checks::k_sigma;
-using random_checks::log_grid;
-using random_checks::Moments;
-using random_checks::moments;
-using random_checks::pi;
-using random_checks::ulp;
-using random_checks::uniforms;
-using random_checks::Worst;
+using namespace random_checks;
 
 // --- Error model of gamma_p and gamma_q ---------------------------------------------------------
 

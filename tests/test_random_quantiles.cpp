@@ -29,17 +29,7 @@
 namespace {
 
 namespace rnd = kernattn::random;
-using random_checks::eps;
-using random_checks::k_sigma;
-using random_checks::ks_critical;
-using random_checks::ks_distance;
-using random_checks::log_grid;
-using random_checks::Moments;
-using random_checks::moments;
-using random_checks::pi;
-using random_checks::ulp;
-using random_checks::uniforms;
-using random_checks::Worst;
+using namespace random_checks;
 
 /// The CDF of Student's t with 5 degrees of freedom: with theta = atan(t / sqrt(5)),
 /// F(t) = 1/2 + (theta + sin(theta) cos(theta) (1 + 2/3 cos^2(theta))) / pi.
