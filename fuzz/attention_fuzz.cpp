@@ -223,8 +223,9 @@ void linear(FuzzedDataProvider& data, const Problem& p) {
   const Index m = data.ConsumeIntegralInRange<Index>(0, 24);
   const random::RandomStream stream{data.ConsumeIntegral<std::uint32_t>(), 0};
   LinearOptions options;
-  options.tile = data.ConsumeIntegralInRange<Index>(1, 40);
-  options.chunk = data.ConsumeIntegralInRange<Index>(1, 40);
+  options.query_tile = data.ConsumeIntegralInRange<Index>(1, 40);
+  options.key_tile = data.ConsumeIntegralInRange<Index>(1, 40);
+  options.causal_chunk = data.ConsumeIntegralInRange<Index>(1, 40);
   const bool causal = data.ConsumeBool();
   if (data.ConsumeBool()) {
     const auto map = features::Positive<Real>::draw(m, p.d, stream);

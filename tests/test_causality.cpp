@@ -110,11 +110,13 @@ struct Setting {
 /// The default tiles and chunks; small ones that divide nothing; the smallest.
 std::vector<Setting> settings() {
   kernattn::LinearOptions small;
-  small.tile = 3;
-  small.chunk = 4;
+  small.query_tile = 3;
+  small.key_tile = 3;
+  small.causal_chunk = 4;
   kernattn::LinearOptions smallest;
-  smallest.tile = 1;
-  smallest.chunk = 1;
+  smallest.query_tile = 1;
+  smallest.key_tile = 1;
+  smallest.causal_chunk = 1;
   return {{{}, {}}, {{0, 16, 24}, small}, {{0, 5, 7}, smallest}};
 }
 
@@ -242,8 +244,8 @@ void check_hidden_keys_do_not_matter(const M& m, const ref::Visibility& visible,
   const Index n = visible.rows();
   const Inputs<T> in = random_inputs<T>(n, seed);
   for (const Setting& setting : settings()) {
-    CAPTURE(setting.exact.query_tile, setting.exact.key_tile, setting.linear.tile,
-            setting.linear.chunk);
+    CAPTURE(setting.exact.query_tile, setting.exact.key_tile, setting.linear.key_tile,
+            setting.linear.causal_chunk);
     for (const Composition<T>& composition : compositions<T>(m, setting)) {
       CAPTURE(composition.name);
       const Mat<T> clean = composition.run(in.Q, in.K, in.V);
@@ -284,9 +286,10 @@ TEMPLATE_TEST_CASE(
     CAPTURE(n);
     const Inputs<T> in = random_inputs<T>(n, 700 + std::uint32_t(n));
     for (const Setting& setting : settings()) {
-      if (n > 40 && setting.linear.chunk == 1) continue;  // the smallest tiles: short sequences
-      CAPTURE(setting.exact.query_tile, setting.exact.key_tile, setting.linear.tile,
-              setting.linear.chunk);
+      if (n > 40 && setting.linear.causal_chunk == 1)
+        continue;  // the smallest tiles: short sequences
+      CAPTURE(setting.exact.query_tile, setting.exact.key_tile, setting.linear.key_tile,
+              setting.linear.causal_chunk);
       for (const Composition<T>& composition : compositions<T>(mask::Causal{}, setting)) {
         CAPTURE(composition.name);
         const Mat<T> clean = composition.run(in.Q, in.K, in.V);

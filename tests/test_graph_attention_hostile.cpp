@@ -105,8 +105,13 @@ TEST_CASE("Graph attention rejects bad input, naming the argument", "[graph][err
   }
   SECTION("a negative thread count") {
     REQUIRE_INVALID_ARGUMENT((GraphAttention<kernels::Exponential<float>>(
-                                 kernels::Exponential<float>(), {}, GraphOptions{-1})),
+                                 kernels::Exponential<float>(), {}, GraphOptions{.threads = -1})),
                              "GraphOptions: threads must be >= 0");
+  }
+  SECTION("an empty query tile") {
+    REQUIRE_INVALID_ARGUMENT((GraphAttention<kernels::Exponential<float>>(
+                                 kernels::Exponential<float>(), {}, GraphOptions{.query_tile = 0})),
+                             "GraphOptions: query_tile must be >= 1, got 0");
   }
 }
 
@@ -238,7 +243,7 @@ TEMPLATE_TEST_CASE("An edge stored more than once is one edge", "[graph][duplica
     }
     {
       INFO("with self-loops, some stored twice already");
-      const GraphAttention looped(kernel, mu, GraphOptions{0, true});
+      const GraphAttention looped(kernel, mu, GraphOptions{.add_self_loops = true});
       CHECK(check::identical(looped(uncompressed, Q, K, V), looped(g.adjacency<T>(), Q, K, V)));
     }
   });

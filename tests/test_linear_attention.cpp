@@ -206,7 +206,8 @@ TEMPLATE_TEST_CASE("The denominator guard of signed feature maps", "[linear]",
   const auto check_guard = [&](double tau, bool causal) {
     CAPTURE(tau, causal);
     const ref::Visibility seen = causal ? ref::causal(nq, nk) : ref::all_visible(nq, nk);
-    const LinearOptions options{0, 5, 7, tau};
+    const LinearOptions options{
+        .query_tile = 5, .key_tile = 5, .causal_chunk = 7, .denominator_floor = tau};
     const ref::Matrix<T> out =
         causal ? LinearAttention<features::Fourier<T>, magnitude::Lp<T>, mask::Causal>(
                      map, mu, {}, options)(p.q<T>(), p.k<T>(), p.v<T>())
@@ -287,8 +288,9 @@ TEMPLATE_TEST_CASE("LinearAttention is deterministic across threads, calls and l
   const auto check_layouts = [&](const auto& map, const auto& mask, const auto& mask_of) {
     using Map = std::remove_cvref_t<decltype(map)>;
     using Mask = std::remove_cvref_t<decltype(mask)>;
-    LinearAttention<Map, magnitude::Lp<T>, Mask> linear(map, magnitude::Lp<T>(T(3)), mask,
-                                                        LinearOptions{1, 8, 5});
+    LinearAttention<Map, magnitude::Lp<T>, Mask> linear(
+        map, magnitude::Lp<T>(T(3)), mask,
+        LinearOptions{.threads = 1, .query_tile = 8, .key_tile = 8, .causal_chunk = 5});
     const ref::Matrix<T> one = linear(p.q<T>(), p.k<T>(), p.v<T>(), {B, H});
     const ref::Matrix<T> again = linear(p.q<T>(), p.k<T>(), p.v<T>(), {B, H});
     linear.set_threads(2);
@@ -306,8 +308,9 @@ TEMPLATE_TEST_CASE("LinearAttention is deterministic across threads, calls and l
     std::thread([&] { fresh = linear(p.q<T>(), p.k<T>(), p.v<T>(), {B, H}); }).join();
     std::thread([&] {
       other_out = LinearAttention<Map, magnitude::Lp<T>, mask::None>(
-          map, magnitude::Lp<T>(T(3)), {}, LinearOptions{1, 300, 77})(other.q<T>(), other.k<T>(),
-                                                                      other.v<T>());
+          map, magnitude::Lp<T>(T(3)), {},
+          LinearOptions{.threads = 1, .query_tile = 300, .key_tile = 300, .causal_chunk = 77})(
+          other.q<T>(), other.k<T>(), other.v<T>());
       after_other = linear(p.q<T>(), p.k<T>(), p.v<T>(), {B, H});
     }).join();
     CHECK(other_out.allFinite());
@@ -320,7 +323,8 @@ TEMPLATE_TEST_CASE("LinearAttention is deterministic across threads, calls and l
         const ref::Matrix<T> K = p.k<T>().block(b * nk, h * d, nk, d);
         const ref::Matrix<T> V = p.v<T>().block(b * nk, h * dv, nk, dv);
         const LinearAttention<Map, magnitude::Lp<T>, decltype(mask_of(b))> single(
-            map, magnitude::Lp<T>(T(3)), mask_of(b), LinearOptions{1, 8, 5});
+            map, magnitude::Lp<T>(T(3)), mask_of(b),
+            LinearOptions{.threads = 1, .query_tile = 8, .key_tile = 8, .causal_chunk = 5});
         CHECK(check::identical(single(Q, K, V), one.block(b * nq, h * dv, nq, dv)));
       }
   };

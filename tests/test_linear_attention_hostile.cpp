@@ -114,8 +114,8 @@ TEMPLATE_TEST_CASE("Queries that see no key output zeros, never NaN", "[linear]"
     {
       INFO("causal with Nq > Nk: the first Nq - Nk queries see nothing");
       const ref::Problem p = batch_problem<T>(1, 1, 16, nk, d, dv, 2403);
-      const LinearAttention<Map, magnitude::None, mask::Causal> linear(map, {}, {},
-                                                                       LinearOptions{0, 3, 4});
+      const LinearAttention<Map, magnitude::None, mask::Causal> linear(
+          map, {}, {}, LinearOptions{.query_tile = 3, .key_tile = 3, .causal_chunk = 4});
       const ref::Matrix<T> out = linear(p.q<T>(), p.k<T>(), p.v<T>());
       CHECK(out.allFinite());
       CHECK((out.topRows(16 - nk).array() == T(0)).all());
@@ -225,7 +225,7 @@ TEMPLATE_TEST_CASE("Non-finite padded keys change nothing; a visible NaN value p
     using Map = std::remove_cvref_t<decltype(map)>;
     using Mask = std::remove_cvref_t<decltype(mask)>;
     for (const LinearOptions& options : linear_tilings) {
-      CAPTURE(options.tile, options.chunk);
+      CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
       const LinearAttention<Map, magnitude::Lp<T>, Mask> linear(map, magnitude::Lp<T>(T(1.5)), mask,
                                                                 options);
       const ref::Matrix<T> finite = linear(p.q<T>(), p.k<T>(), p.v<T>());
@@ -249,7 +249,7 @@ TEMPLATE_TEST_CASE("Non-finite padded keys change nothing; a visible NaN value p
     const ref::Matrix<T> expected = exact(p.q<T>(), p.k<T>(), V);
     REQUIRE(expected.array().isNaN().any());
     for (const LinearOptions& options : linear_tilings) {
-      CAPTURE(options.tile, options.chunk);
+      CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
       const ref::Matrix<T> out = LinearAttention<Map, magnitude::None, Mask>(
           map, {}, mask, options)(p.q<T>(), p.k<T>(), V);
       CHECK((out.array().isNaN() == expected.array().isNaN()).all());
@@ -330,7 +330,7 @@ TEMPLATE_TEST_CASE("A NaN or an infinity in a key or a query reaches exactly the
           REQUIRE(expected.row(i).allFinite() == !nan_rows(i));
         }
         for (const LinearOptions& options : linear_tilings) {
-          CAPTURE(options.tile, options.chunk);
+          CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
           const LinearAttention<Map, Magnitude, Mask> linear(map, mu, mask, options);
           const ref::Matrix<T> clean = linear(p.q<T>(), p.k<T>(), p.v<T>());
           const ref::Matrix<T> out = linear(Q, K, p.v<T>());
@@ -377,13 +377,14 @@ TEST_CASE("LinearAttention rejects bad options, dimensions and shapes", "[linear
     REQUIRE_THROWS_AS(Linear(map, {}, {}, options), std::invalid_argument);
     REQUIRE_THROWS_WITH(Linear(map, {}, {}, options), message_contains(fragment));
   };
-  rejects({0, 0, 64, 1e-3}, "tile must be >= 1, got 0");
-  rejects({0, 256, 0, 1e-3}, "chunk must be >= 1, got 0");
-  rejects({0, 256, 64, 0.0}, "denominator_floor must lie in (0, 1], got 0");
-  rejects({0, 256, 64, 1.5}, "denominator_floor must lie in (0, 1], got 1.5");
-  rejects({0, 256, 64, -1e-3}, "denominator_floor must lie in (0, 1]");
-  rejects({0, 256, 64, std::numeric_limits<double>::quiet_NaN()}, "denominator_floor");
-  rejects({-1, 256, 64, 1e-3}, "threads must be >= 0");
+  rejects({.query_tile = 0}, "LinearOptions: query_tile must be >= 1, got 0");
+  rejects({.key_tile = 0}, "LinearOptions: key_tile must be >= 1, got 0");
+  rejects({.causal_chunk = 0}, "LinearOptions: causal_chunk must be >= 1, got 0");
+  rejects({.denominator_floor = 0.0}, "denominator_floor must lie in (0, 1], got 0");
+  rejects({.denominator_floor = 1.5}, "denominator_floor must lie in (0, 1], got 1.5");
+  rejects({.denominator_floor = -1e-3}, "denominator_floor must lie in (0, 1]");
+  rejects({.denominator_floor = std::numeric_limits<double>::quiet_NaN()}, "denominator_floor");
+  rejects({.threads = -1}, "LinearOptions: threads must be >= 0");
   Linear linear(map);
   REQUIRE_THROWS_WITH(linear.set_threads(-2), message_contains("threads must be >= 0"));
   CHECK(linear.options().threads == 0);  // unchanged by the failed call

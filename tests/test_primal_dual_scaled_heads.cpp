@@ -202,8 +202,8 @@ TEMPLATE_TEST_CASE(
       for (const Index chunk : {1, 4, 64}) {
         CAPTURE(nq, nk, r, chunk);
         kernattn::LinearOptions options;
-        options.chunk = chunk;
-        options.tile = 3;
+        options.causal_chunk = chunk;
+        options.key_tile = 3;
         compare(mask::Causal{}, p, r, options);
         if (nk >= 31) compare(mask::Causal{} && padding, p, r, options);
       }
@@ -233,8 +233,8 @@ TEMPLATE_TEST_CASE(
       for (const Index chunk : {1, 5, 64}) {
         CAPTURE(nq, nk, r, chunk);
         kernattn::LinearOptions options;
-        options.chunk = chunk;
-        options.tile = 4;
+        options.causal_chunk = chunk;
+        options.key_tile = 4;
         {
           INFO("Causal");
           const auto [pool, visible] = ref::pooled_causal<T>(p, r, ref::causal(nq, nk));

@@ -279,7 +279,11 @@ struct Maps {
 /// changes no bit (checked on its own in test_linear_attention.cpp), and a thousand tiny parallel
 /// regions cost far more than the work on a busy machine.
 inline const std::vector<LinearOptions> linear_tilings = {
-    {1, 256, 64, 1e-3}, {1, 5, 1, 1e-3}, {1, 7, 7, 1e-3}, {2, 1, 64, 1e-3}, {1, 16, 100, 1e-3}};
+    {.threads = 1},
+    {.threads = 1, .query_tile = 5, .key_tile = 5, .causal_chunk = 1},
+    {.threads = 1, .query_tile = 7, .key_tile = 7, .causal_chunk = 7},
+    {.threads = 2, .query_tile = 1, .key_tile = 1},
+    {.threads = 1, .query_tile = 16, .key_tile = 16, .causal_chunk = 100}};
 
 /// Runs the exact engine with RandomFeature<Map> and the linear engine with every tiling on one
 /// problem and compares them with each other and with the naive reference.
@@ -304,7 +308,7 @@ void check_engines(const ref::Problem& p, BatchLayout layout, const Map& map, co
   }
   ref::Matrix<T> defaults;
   for (const LinearOptions& options : linear_tilings) {
-    CAPTURE(options.tile, options.chunk);
+    CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
     const LinearAttention<Map, Magnitude, Mask> linear_attention(map, mu, mask, options);
     const ref::Matrix<T> linear = linear_attention(p.q<T>(), p.k<T>(), p.v<T>(), layout);
     REQUIRE(linear.rows() == exact.rows());

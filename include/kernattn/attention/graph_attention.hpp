@@ -26,21 +26,6 @@
 
 namespace kernattn {
 
-/// Settings of `GraphAttention`.
-struct GraphOptions {
-  /// Threads for the parallel loop over sequence x head x block of rows; 0 = the OpenMP
-  /// default. No setting of it changes a bit of the result.
-  int threads = 0;
-  /// Whether every node also attends to itself: \f$N(i) \cup \{i\}\f$, whether or not the
-  /// adjacency stores \f$(i, i)\f$. Needs a square adjacency (\f$N_q = N_k\f$).
-  bool add_self_loops = false;
-
-  void validate() const {
-    require(threads >= 0, "GraphOptions: threads must be >= 0 (0 = the OpenMP default), got ",
-            threads);
-  }
-};
-
 /// Graph attention (GAT with any kernel and magnitude): node i attends to its neighbours,
 /// \f[ out_i = \frac{\sum_{j\in N(i)} \kappa(q_i,k_j)\,\mu(k_j)\, v_j}
 ///                  {\sum_{j\in N(i)} \kappa(q_i,k_j)\,\mu(k_j)}, \f]
@@ -139,9 +124,6 @@ class GraphAttention {
   }
 
  private:
-  /// Rows per parallel task: a fixed count, so the work split never depends on the threads.
-  static constexpr Index rows_per_task = 64;
-
   template <class Adjacency, class Queries, class Keys, class Values, class Out>
   void run(const Adjacency& adjacency, const Queries& Q, const Keys& K, const Values& V, Out& out,
            BatchLayout layout) const {
@@ -163,7 +145,7 @@ class GraphAttention {
     });
 
     call.for_each_query_block(
-        rows_per_task, threads, [&](Index b, Index h, Index first, Index rows) {
+        options_.query_tile, threads, [&](Index b, Index h, Index first, Index rows) {
           const auto index = std::size_t(b * call.heads + h);
           detail::attend_graph_rows<Kernel, Magnitude>(
               kernel_, adjacency, options_.add_self_loops, call.query_rows(b, h, first, rows),

@@ -103,7 +103,7 @@ concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 ///   `Causal`, the rows from that key on), one in a query its own row unless it sees no key, and
 ///   a NaN in a visible value the matching column of the rows that see it.
 /// - Causal (`mask::Causal`, aligned bottom-right): prefix state carried across chunks of
-///   `LinearOptions::chunk` queries, the diagonal blocks evaluated directly.
+///   `LinearOptions::causal_chunk` queries, the diagonal blocks evaluated directly.
 /// - The magnitude is folded into the key features in the log domain (see linear_engine.hpp), so
 ///   \f$\mu\f$ far beyond the float range is exact.
 /// - Denominators: non-negative maps (`Positive`) need no guard; a query whose weights are all
@@ -192,7 +192,6 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                               visible_count, key_valid_of(b), options_, out_of(b, h));
       });
     } else {
-      const Index tile = options_.tile;
       std::vector<detail::LinearState<Scalar>> states(
           std::size_t(B * H), detail::LinearState<Scalar>(map_.feature_dimension(), dv));
       parallel_for(B * H, threads, [&](Index item) {
@@ -200,14 +199,16 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
         const Index h = item % H;
         auto& scratch = detail::LinearScratch<Scalar>::of_this_thread();
         const auto key_valid = key_valid_of(b);
-        for (Index first = 0; first < nk && !states[std::size_t(item)].poisoned; first += tile) {
-          const Index count = std::min(tile, nk - first);
+        for (Index first = 0; first < nk && !states[std::size_t(item)].poisoned;
+             first += options_.key_tile) {
+          const Index count = std::min(options_.key_tile, nk - first);
           detail::key_tile_features(map_, magnitude_, keys_of(b, h).middleRows(first, count), first,
                                     key_valid, scratch);
           detail::add_keys_to_state(scratch, values_of(b, h).middleRows(first, count),
                                     states[std::size_t(item)]);
         }
       });
+      const Index tile = options_.query_tile;
       const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / tile;
       parallel_for(B * H * tiles, threads, [&](Index item) {
         const Index t = item % tiles;

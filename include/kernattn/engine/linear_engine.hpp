@@ -253,8 +253,8 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
 
   const auto consume = [&](Index begin, Index end) {
-    for (Index first = begin; first < end && !state.poisoned; first += options.tile) {
-      const Index count = std::min(options.tile, end - first);
+    for (Index first = begin; first < end && !state.poisoned; first += options.key_tile) {
+      const Index count = std::min(options.key_tile, end - first);
       key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
       add_keys_to_state(scratch, values.middleRows(first, count), state);
     }
@@ -264,8 +264,8 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
   Eigen::VectorXd query_log_scales;
   Matrix<T> weights;
   Index in_state = 0;
-  for (Index first_query = 0; first_query < nq; first_query += options.chunk) {
-    const Index rows = std::min(options.chunk, nq - first_query);
+  for (Index first_query = 0; first_query < nq; first_query += options.causal_chunk) {
+    const Index rows = std::min(options.causal_chunk, nq - first_query);
     const Index key_begin = std::max(visible_count(first_query) - 1, in_state);
     consume(in_state, key_begin);
     const Index key_end = visible_count(first_query + rows - 1);

@@ -18,7 +18,34 @@ struct BatchLayout {
   Index heads = 1;
 };
 
-/// Execution settings; none of them changes a single bit of the result.
+namespace detail {
+
+inline void require_valid_threads(const char* options, int threads) {
+  require(threads >= 0, options, ": threads must be >= 0 (0 = the OpenMP default), got ", threads);
+}
+
+inline void require_valid_tile(const char* options, const char* field, Index tile) {
+  require(tile >= 1, options, ": ", field, " must be >= 1, got ", tile);
+}
+
+}  // namespace detail
+
+// Every engine's settings speak one vocabulary:
+//
+//   threads       threads of the engine's parallel loop; 0 = the OpenMP default. It never
+//                 changes a bit of the result: the work is split by tiles, never by threads.
+//                 The tiles may change the last bits (where sums are split or rescaled).
+//   query_tile    queries per tile: the unit of parallel work and of the engine's scratch.
+//   key_tile      keys per step of the engine's loop over keys.
+//   causal_chunk  (linear engine, causal masks) queries per chunk of the chunked recurrence.
+//
+// An engine reads only the fields it has; a field a struct does not have is one its engine has
+// no use for (the graph engine visits the neighbours of a row, not tiles of keys).
+
+/// Settings of the streaming exact engine (`Attention`, `PositionalAttention`, the IKA reference
+/// mode). `threads` never changes a bit of the result; `key_tile` decides where the online
+/// softmax rescales, and `query_tile` how the general tile path's products are blocked, so
+/// both may change the last bits (docs/performance.md).
 struct ExecutionOptions {
   /// Threads for the parallel loop over sequence x head x query tile; 0 = the OpenMP default.
   int threads = 0;
@@ -42,26 +69,30 @@ struct ExecutionOptions {
   }
 
   void validate() const {
-    require(threads >= 0, "ExecutionOptions: threads must be >= 0 (0 = the OpenMP default), got ",
-            threads);
+    detail::require_valid_threads("ExecutionOptions", threads);
     require(query_tile >= 0, "ExecutionOptions: query_tile must be >= 0 (0 = automatic), got ",
             query_tile);
-    require(key_tile >= 1, "ExecutionOptions: key_tile must be >= 1, got ", key_tile);
+    detail::require_valid_tile("ExecutionOptions", "key_tile", key_tile);
   }
 };
 
-/// Settings of the linear-time engine (`LinearAttention`).
+/// Settings of the linear-time engine (`LinearAttention`, Attention-SH's pooled heads).
+/// `threads` never changes a bit of the result; the tiles and the chunk decide the order in
+/// which the state sums its keys, so they may change the last bits.
 struct LinearOptions {
   /// Threads for the parallel loops over sequence x head (x query tile when not causal); 0 = the
-  /// OpenMP default. No setting changes a bit of the result.
+  /// OpenMP default.
   int threads = 0;
-  /// Tokens per tile when the keys are summed into the state and when queries read it: the
-  /// engine's scratch is tile x (feature dimension + d_v) per thread.
-  Index tile = 256;
+  /// Queries per tile when they read a finished state (masks that are not causal): the unit of
+  /// parallel work, with scratch query_tile x (feature dimension + d_v) per thread.
+  Index query_tile = 256;
+  /// Keys per tile when they are summed into the state: scratch key_tile x (feature dimension
+  /// + d_v) per thread.
+  Index key_tile = 256;
   /// Causal masks: queries per chunk. Within a chunk the engine evaluates the
   /// chunk x chunk block of weights directly; across chunks it carries the prefix state. Longer
   /// chunks mean fewer, larger products.
-  Index chunk = 64;
+  Index causal_chunk = 64;
   /// The denominator guard \f$\tau\f$ for feature maps that can be negative (Fourier, Yaglom):
   /// a denominator below \f$\tau\,Z_i\f$ is raised to it, where \f$Z_i = \sum_{j\in M(i)}
   /// \mu(k_j)\f$ bounds \f$|\sum_{j\in M(i)} \hat\kappa(q_i,k_j)\mu(k_j)|\f$ (every
@@ -70,13 +101,40 @@ struct LinearOptions {
   double denominator_floor = 1e-3;
 
   void validate() const {
-    require(threads >= 0, "LinearOptions: threads must be >= 0 (0 = the OpenMP default), got ",
-            threads);
-    require(tile >= 1, "LinearOptions: tile must be >= 1, got ", tile);
-    require(chunk >= 1, "LinearOptions: chunk must be >= 1, got ", chunk);
+    detail::require_valid_threads("LinearOptions", threads);
+    detail::require_valid_tile("LinearOptions", "query_tile", query_tile);
+    detail::require_valid_tile("LinearOptions", "key_tile", key_tile);
+    detail::require_valid_tile("LinearOptions", "causal_chunk", causal_chunk);
     require(std::isfinite(denominator_floor) && denominator_floor > 0.0 && denominator_floor <= 1.0,
             "LinearOptions: denominator_floor must lie in (0, 1], got ", denominator_floor);
   }
+};
+
+/// Settings of the sparse engine (`GraphAttention`). `threads` never changes a bit of the result;
+/// nor does `query_tile`, except for random-feature kernels, whose query features are computed
+/// a tile at a time (the last bits).
+struct GraphOptions {
+  /// Threads for the parallel loop over sequence x head x query tile; 0 = the OpenMP default.
+  int threads = 0;
+  /// Query rows per tile: the unit of parallel work.
+  Index query_tile = 64;
+  /// Whether every node also attends to itself: \f$N(i) \cup \{i\}\f$, whether or not the
+  /// adjacency stores \f$(i, i)\f$. Needs a square adjacency (\f$N_q = N_k\f$).
+  bool add_self_loops = false;
+
+  void validate() const {
+    detail::require_valid_threads("GraphOptions", threads);
+    detail::require_valid_tile("GraphOptions", "query_tile", query_tile);
+  }
+};
+
+/// Settings of `MultiHead`.
+struct MultiHeadOptions {
+  /// Threads for the heads (see `MultiHead`); 0 = the OpenMP default. No setting changes a bit
+  /// of the result.
+  int threads = 0;
+
+  void validate() const { detail::require_valid_threads("MultiHeadOptions", threads); }
 };
 
 }  // namespace kernattn

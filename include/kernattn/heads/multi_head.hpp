@@ -27,18 +27,6 @@ namespace kernattn {
 template <class... HeadTypes>
 struct Heads {};
 
-/// Settings of `MultiHead`.
-struct MultiHeadOptions {
-  /// Threads for the heads (see `MultiHead`); 0 = the OpenMP default. No setting changes a bit
-  /// of the result.
-  int threads = 0;
-
-  void validate() const {
-    require(threads >= 0, "MultiHeadOptions: threads must be >= 0 (0 = the OpenMP default), got ",
-            threads);
-  }
-};
-
 /// A head made from random frequencies: `frequencies` (M) rows drawn from `sampler`, turned into
 /// the head by `build(omega)` with \f$\Omega\f$ the \f$M \times d\f$ frequency matrix, e.g.
 /// `[](Matrix<float> omega) { return LinearAttention(features::Fourier<float>(omega)); }`.

@@ -147,8 +147,8 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
   LinearScratch<T> own;
 
   const auto consume = [&](Index begin, Index end) {
-    for (Index first = begin; first < end && !state.poisoned; first += options.tile) {
-      const Index tile = std::min(options.tile, end - first);
+    for (Index first = begin; first < end && !state.poisoned; first += options.key_tile) {
+      const Index tile = std::min(options.key_tile, end - first);
       key_tile_features(map, magnitude, windows.middleRows(first, tile), first, window_valid,
                         scratch);
       add_keys_to_state(scratch, window_values.middleRows(first, tile), state);
@@ -158,8 +158,8 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
   Matrix<T> query_features;
   Eigen::VectorXd query_log_scales;
   Index in_state = 0;
-  for (Index first_query = 0; first_query < nq; first_query += options.chunk) {
-    const Index rows = std::min(options.chunk, nq - first_query);
+  for (Index first_query = 0; first_query < nq; first_query += options.causal_chunk) {
+    const Index rows = std::min(options.causal_chunk, nq - first_query);
     const Index key_begin = std::max(bound.whole_windows(first_query), in_state);
     consume(in_state, key_begin);
     const Index key_end = std::max(bound.whole_windows(first_query + rows - 1), key_begin);
