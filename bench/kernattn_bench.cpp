@@ -5,7 +5,9 @@
 // items_per_second = queries per second. All families use wall-clock time, so the two-thread family
 // compares fairly.
 //
-//   BM_Gemm          plain Eigen S = Q K^T, O = S V (the same flops): the reference rate
+//   BM_PeakFma<T>    (bench/peak_fma.cpp) independent vector FMAs in registers: the core's
+//                    floating-point ceiling for the build's instruction set
+//   BM_Gemm          plain Eigen S = Q K^T, O = S V (the same flops): Eigen's GEMM rate
 //   BM_NaiveSoftmax  materialised softmax(Q K^T / sqrt(d)) V in Eigen (an N x N matrix)
 //   BM_Softmax       kernattn, Exponential kernel (streaming, no N x N matrix)
 //   BM_RbfL2         kernattn, RBF x Lp magnitude with a *runtime* p = 2: equals softmax

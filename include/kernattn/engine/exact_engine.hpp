@@ -12,8 +12,10 @@
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/block_path.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/key_tiles.hpp"
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/masked_product.hpp"
 #include "kernattn/engine/options.hpp"
@@ -78,12 +80,23 @@ void require_finite_rows(const Queries& queries, Index first_query, const Keys& 
 /// their bits: hidden pairs are overwritten before any arithmetic, and a partially hidden tile
 /// whose values hold a NaN or an infinity takes its product with the values by
 /// `accumulate_nonfinite_values`.
+///
+/// A form that scores in blocks (`BlockScoring`) takes the block path instead,
+/// `attend_query_tile_in_blocks`: the same weights, kept in the L1 cache block by block.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
           class QueryTile, class Keys, class Values, class OutTile>
 void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query,
                        const Keys& keys, const Values& values,
                        const KeyTerms<typename Kernel::Scalar>& terms, const BoundMask& visibility,
                        Index key_tile, OutTile&& out) {
+  if constexpr (BlockScoring<Kernel>) {
+    if (terms.packed != nullptr) {
+      attend_query_tile_in_blocks<Kernel, Magnitude>(kernel, queries, first_query, keys, terms,
+                                                     visibility, key_tile, out);
+      require_finite_rows(queries, first_query, keys, values, visibility, out);
+      return;
+    }
+  }
   using T = typename Kernel::Scalar;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
@@ -127,92 +140,84 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
     return reference;
   };
 
-  const mask::Range query_range{first_query, first_query + rows};
-  for (Index first_key = 0; first_key < key_count; first_key += key_tile) {
-    const Index tile_keys = std::min(key_tile, key_count - first_key);
-    const mask::Coverage coverage =
-        visibility.coverage(query_range, {first_key, first_key + tile_keys});
-    if (coverage == mask::Coverage::hidden) continue;
-    const bool partial = coverage == mask::Coverage::partial;
-    const auto visible = [&](Index i, Index j) {
-      return visibility.visible(first_query + i, first_key + j);
-    };
-    const auto bias = [&](Index j) { return terms.key_bias(first_key + j); };
-    range.require_tile("Attention", scratch.query_norms, first_query, terms.range_norms,
-                       terms.range_key_terms, first_key, tile_keys,
-                       [&](Index i, Index j) { return !partial || visible(i, j); });
+  for_each_key_tile<T>(
+      visibility, first_query, rows, key_count, key_tile, range, scratch.query_norms, terms,
+      [&](Index first_key, Index tile_keys, bool partial, const auto& visible) {
+        const auto bias = [&](Index j) { return terms.key_bias(first_key + j); };
 
-    auto tile = scores.leftCols(tile_keys);
-    const auto hide_invisible = [&](T value) {
-      for (Index j = 0; j < tile_keys; ++j)
-        for (Index i = 0; i < rows; ++i)
-          if (!visible(i, j)) tile(i, j) = value;
-    };
+        auto tile = scores.leftCols(tile_keys);
+        const auto hide_invisible = [&](T value) {
+          for (Index j = 0; j < tile_keys; ++j)
+            for (Index i = 0; i < rows; ++i)
+              if (!visible(i, j)) tile(i, j) = value;
+        };
 
-    Form::score_tile(kernel, queries, scratch, keys.middleRows(first_key, tile_keys), terms,
-                     first_key, tile);
+        Form::score_tile(kernel, queries, scratch, keys.middleRows(first_key, tile_keys), terms,
+                         first_key, tile);
 
-    // Weights relative to the running maximum; in a fully visible tile the row sums are taken
-    // in the same pass, in a partial one after the hidden weights are zeroed.
-    if constexpr (exponential) {
-      Array tile_max = Array::Constant(rows, minus_infinity);
-      // 0 x the log-weights, summed per row (hidden pairs of a partial tile included): NaN
-      // exactly where a row of the tile holds a non-finite log-weight, such as -inf.
-      Array nonfinite_probe = Array::Zero(rows);
-      for (Index j = 0; j < tile_keys; ++j) {
-        if constexpr (add_key_bias) tile.col(j).array() += bias(j);
-        nonfinite_probe += tile.col(j).array() * T(0);
-        if (!partial) tile_max = tile_max.max(tile.col(j).array());
-      }
-      const bool all_finite = (nonfinite_probe == T(0)).all();
-      if (partial) {
-        hide_invisible(minus_infinity);
-        for (Index j = 0; j < tile_keys; ++j) tile_max = tile_max.max(tile.col(j).array());
-      }
-      // A log-weight of -inf weighs exactly 0, so a row whose visible log-weights are all -inf
-      // sums to 0 and outputs zeros whatever the tiles. Eigen's vectorised exp(-inf) is a tiny
-      // positive number, so a tile that holds a non-finite log-weight sets the weights of its
-      // -inf ones to 0 after the exp (the select is not vectorised: only such tiles pay for it).
-      const Array reference = advance_running_max(tile_max);
-      for (Index j = 0; j < tile_keys; ++j) {
-        auto weights = tile.col(j).array();
-        if (!all_finite) {
-          auto& minus_infinite = scratch.minus_infinite;
-          minus_infinite = weights == minus_infinity;
-          weights = (weights - reference).exp();
-          weights = minus_infinite.select(T(0), weights);
-        } else {
-          weights = (weights - reference).exp();
+        // Weights relative to the running maximum; in a fully visible tile the row sums are taken
+        // in the same pass, in a partial one after the hidden weights are zeroed.
+        if constexpr (exponential) {
+          Array tile_max = Array::Constant(rows, minus_infinity);
+          // 0 x the log-weights, summed per row (hidden pairs of a partial tile included): NaN
+          // exactly where a row of the tile holds a non-finite log-weight, such as -inf.
+          Array nonfinite_probe = Array::Zero(rows);
+          for (Index j = 0; j < tile_keys; ++j) {
+            if constexpr (add_key_bias) tile.col(j).array() += bias(j);
+            nonfinite_probe += tile.col(j).array() * T(0);
+            if (!partial) tile_max = tile_max.max(tile.col(j).array());
+          }
+          const bool all_finite = (nonfinite_probe == T(0)).all();
+          if (partial) {
+            hide_invisible(minus_infinity);
+            for (Index j = 0; j < tile_keys; ++j) tile_max = tile_max.max(tile.col(j).array());
+          }
+          // A log-weight of -inf weighs exactly 0, so a row whose visible log-weights are all -inf
+          // sums to 0 and outputs zeros whatever the tiles. Eigen's vectorised exp(-inf) is a tiny
+          // positive number, so a tile that holds a non-finite log-weight sets the weights of its
+          // -inf ones to 0 after the exp (the select is not vectorised: only such tiles pay for
+          // it).
+          const Array reference = advance_running_max(tile_max);
+          for (Index j = 0; j < tile_keys; ++j) {
+            auto weights = tile.col(j).array();
+            if (!all_finite) {
+              auto& minus_infinite = scratch.minus_infinite;
+              minus_infinite = weights == minus_infinity;
+              weights = (weights - reference).exp();
+              weights = minus_infinite.select(T(0), weights);
+            } else {
+              weights = (weights - reference).exp();
+            }
+            if (!partial) running_sum += weights;
+          }
+        } else if constexpr (track_maximum) {
+          Array tile_max = Array::Constant(
+              rows,
+              partial ? minus_infinity : terms.key_bias.segment(first_key, tile_keys).maxCoeff());
+          if (partial)
+            for (Index j = 0; j < tile_keys; ++j)
+              for (Index i = 0; i < rows; ++i)
+                if (visible(i, j)) tile_max(i) = std::max(tile_max(i), bias(j));
+          const Array reference = advance_running_max(tile_max);
+          for (Index j = 0; j < tile_keys; ++j) {
+            auto weights = tile.col(j).array();
+            weights *= (bias(j) - reference).exp();
+            if (!partial) running_sum += weights;
+          }
+        } else if (!partial) {
+          for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
         }
-        if (!partial) running_sum += weights;
-      }
-    } else if constexpr (track_maximum) {
-      Array tile_max = Array::Constant(
-          rows, partial ? minus_infinity : terms.key_bias.segment(first_key, tile_keys).maxCoeff());
-      if (partial)
-        for (Index j = 0; j < tile_keys; ++j)
-          for (Index i = 0; i < rows; ++i)
-            if (visible(i, j)) tile_max(i) = std::max(tile_max(i), bias(j));
-      const Array reference = advance_running_max(tile_max);
-      for (Index j = 0; j < tile_keys; ++j) {
-        auto weights = tile.col(j).array();
-        weights *= (bias(j) - reference).exp();
-        if (!partial) running_sum += weights;
-      }
-    } else if (!partial) {
-      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
-    }
-    if (partial) {
-      hide_invisible(T(0));
-      for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
-    }
+        if (partial) {
+          hide_invisible(T(0));
+          for (Index j = 0; j < tile_keys; ++j) running_sum += tile.col(j).array();
+        }
 
-    const auto value_rows = values.middleRows(first_key, tile_keys);
-    if (partial && terms.has_nonfinite_values(first_key, first_key + tile_keys))
-      accumulate_nonfinite_values(tile, value_rows, visible, accumulated);
-    else
-      accumulated.noalias() += tile * value_rows;
-  }
+        const auto value_rows = values.middleRows(first_key, tile_keys);
+        if (partial && terms.has_nonfinite_values(first_key, first_key + tile_keys))
+          accumulate_nonfinite_values(tile, value_rows, visible, accumulated);
+        else
+          accumulated.noalias() += tile * value_rows;
+      });
 
   // Column by column: rows of a column-major output are strided, and at power-of-two strides
   // a row-wise store thrashes the cache.
@@ -233,9 +238,16 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
   const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences);
 
   std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.heads));
+  std::vector<PackedKeys<T>>* packed = nullptr;
+  if constexpr (BlockScoring<Kernel>) packed = &packed_keys_of_this_thread<T>(key_terms.size());
   call.for_each_head(threads, [&](Index b, Index h) {
-    key_terms[std::size_t(b * call.heads + h)] =
-        compute_key_terms(kernel, magnitude, call.keys_of(b, h), call.values_of(b, h));
+    const auto index = std::size_t(b * call.heads + h);
+    KeyTerms<T>& terms = key_terms[index];
+    terms = compute_key_terms(kernel, magnitude, call.keys_of(b, h), call.values_of(b, h));
+    if constexpr (BlockScoring<Kernel>) {
+      (*packed)[index].pack(call.keys_of(b, h), call.values_of(b, h), options.key_tile);
+      terms.packed = &(*packed)[index];
+    }
   });
 
   call.for_each_query_block(

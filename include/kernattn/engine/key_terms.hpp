@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/block_kernels.hpp"
 
 namespace kernattn::detail {
 
@@ -30,6 +31,8 @@ struct KeyTerms {
   /// \f$|g(k_j) + \log\mu(k_j)|\f$ in double (infinite if it is NaN), 0 for a key with a
   /// non-finite entry; empty when `key_bias` is.
   Eigen::ArrayXd range_key_terms;
+  /// The block path: the keys and values packed for its kernels (null unless it runs).
+  const PackedKeys<T>* packed = nullptr;
   /// How many value rows before j hold a non-finite entry (size N_k + 1); empty when none does.
   std::vector<Index> nonfinite_values_before;
 

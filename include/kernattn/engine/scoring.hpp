@@ -23,6 +23,11 @@
 ///    `pair_keys(terms, keys)` (the rows a pair reads, one per key), `score_pair(prepared, i,
 ///    key)` and `map_scores(kernel, scores, d)`, which turns the gathered pair values into
 ///    scores.
+///
+/// A form may also score in blocks (`BlockScoring`), the exact engine's fast path: its tile
+/// scores are the products of the prepared queries with the keys, finished per block by
+/// `finish_block(kernel, queries, first_row, scratch, keys, terms, first_key, scores)` (rows
+/// [first_row, first_row + scores.rows()) of the query tile, a row-major block of scores).
 
 #include "kernattn/engine/forms/direct.hpp"
 #include "kernattn/engine/forms/distance.hpp"
@@ -32,6 +37,14 @@
 #include "kernattn/engine/forms/scoring.hpp"
 
 namespace kernattn::detail {
+
+/// The kernels whose form scores in blocks: the raw scores of a query block and a key tile are
+/// the dot products of the prepared queries (`prepare_tile`) with the keys' rows, and
+/// `finish_block` turns them into log-weights.
+template <class Kernel>
+concept BlockScoring = Scoring<Kernel>::exponential && requires {
+  requires Scoring<Kernel>::block_scoring;
+};
 
 /// The kernels whose form scores single pairs (every form but the product form).
 template <class Kernel>

@@ -132,3 +132,31 @@ void complete_squared_distances(const Queries& queries,
 }
 
 }  // namespace kernattn::detail
+
+namespace kernattn::detail {
+
+/// `complete_squared_distances` for a row-major block of scores whose row i is query i of
+/// `queries` and column j key j of `keys` (the exact engine's block path): \f$r_{ij}^2 =
+/// \lVert q_i\rVert^2 + \lVert k_j\rVert^2 - 2\,q_i\cdot k_j\f$, kept where \f$r^2 \ge
+/// (\lVert q\rVert^2 + \lVert k\rVert^2)/4\f$ and recomputed directly below that, with the same
+/// bounds. The block path takes only finite inputs, so no score is NaN.
+template <class Queries, class QueryNorms, class KeyRows, class KeyNorms, class Scores>
+void complete_block_squared_distances(const Queries& queries, const QueryNorms& query_squared_norms,
+                                      const KeyRows& keys, const KeyNorms& key_squared_norms,
+                                      Scores&& scores) {
+  using T = typename Queries::Scalar;
+  const auto key_norms = key_squared_norms.transpose().array();
+  for (Index i = 0; i < scores.rows(); ++i) {
+    auto row = scores.row(i).array();
+    const T query_norm = query_squared_norms(i);
+    row += query_norm + key_norms;
+    // 4 r^2 - |q|^2 < |k|^2 for some key of the row (see complete_squared_distances).
+    const T excess = (key_norms - (T(4) * row - query_norm)).max(T(0)).sum();
+    if (excess == T(0)) continue;
+    for (Index j = 0; j < row.size(); ++j)
+      if (T(4) * row(j) - query_norm < key_norms(j))
+        row(j) = (keys.row(j) - queries.row(i)).squaredNorm();
+  }
+}
+
+}  // namespace kernattn::detail

@@ -40,6 +40,11 @@ struct TileScratch {
   Vector<T> scores;
   Vector<T> position_scores;
   Vector<T> accumulated;
+  /// The block path (`attend_query_tile_in_blocks`): the packed query blocks
+  /// (`pack_query_blocks`) and one block of scores.
+  Vector<T> packed_queries;
+  Vector<T> block_scores;
+  Vector<T> finite_values;
 
   /// The prepared queries of a tile of `rows` x `cols` (see `Scoring::prepare_tile`), over
   /// `scaled_queries`.

@@ -57,6 +57,20 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, WithoutKe
     kernel.log_from_squared_distance(tile.array(), queries.cols());
   }
 
+  /// The block path: the dot products of \f$-2q\f$ with the keys, completed to squared
+  /// distances (`complete_block_squared_distances`) and mapped by \f$h\f$.
+  static constexpr bool block_scoring = true;
+  template <class Queries, class Keys, class Scores>
+  static void finish_block(const Kernel& kernel, const Queries& queries, Index first_row,
+                           TileScratch<T>& scratch, const Keys& keys, const KeyTerms<T>& terms,
+                           Index first_key, Scores&& scores) {
+    complete_block_squared_distances(
+        queries.middleRows(first_row, scores.rows()),
+        scratch.query_squared_norms[0].segment(first_row, scores.rows()), keys,
+        terms.squared_norms.segment(first_key, keys.rows()), scores);
+    kernel.log_from_squared_distance(scores.array(), queries.cols());
+  }
+
   template <class QueryRows>
   static RowMajorMatrix<T> prepare_rows(const Kernel&, const QueryRows& queries) {
     return queries;

@@ -51,6 +51,12 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDot
 
   template <class Scores>
   static void map_scores(const Kernel&, Scores&&, Index) {}
+
+  /// The block path: the dot products of the scaled queries with the keys are the scores.
+  static constexpr bool block_scoring = true;
+  template <class Queries, class Keys, class Scores>
+  static void finish_block(const Kernel&, const Queries&, Index, TileScratch<T>&, const Keys&,
+                           const KeyTerms<T>&, Index, Scores&&) {}
 };
 
 }  // namespace kernattn::detail

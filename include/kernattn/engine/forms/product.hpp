@@ -42,6 +42,13 @@ struct Scoring<Kernel> {
     PositionScoring::log_factor(kernel.position_kernel(), columns - dt, dt, add);
   }
 
+  /// The block path when both factors are a GEMM alone: one dot product over all columns of the
+  /// prepared queries, which are then the scores.
+  static constexpr bool block_scoring = FeatureScoring::plain_gemm && PositionScoring::plain_gemm;
+  template <class Queries, class Keys, class Scores>
+  static void finish_block(const Kernel&, const Queries&, Index, TileScratch<T>&, const Keys&,
+                           const KeyTerms<T>&, Index, Scores&&) {}
+
   /// Each factor prepares its own columns of the queries.
   template <class QueryTile>
   static void prepare_tile(const Kernel& kernel, const QueryTile& queries,

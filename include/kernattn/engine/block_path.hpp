@@ -1,0 +1,151 @@
+#pragma once
+/// \file
+/// The exact engine's block path (docs/performance.md): a query tile attended block of
+/// `BlockShape::rows` queries at a time, so that each block's scores are computed, turned into
+/// weights and multiplied into the values while they sit in the L1 cache, by the
+/// register-blocked kernels of `block_kernels.hpp` on packed queries, keys and values.
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/block_kernels.hpp"
+#include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/key_tiles.hpp"
+#include "kernattn/engine/log_weight_range.hpp"
+#include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/scoring.hpp"
+#include "kernattn/engine/tile_scratch.hpp"
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/mask/mask.hpp"
+
+namespace kernattn::detail {
+
+/// `attend_query_tile` for a kernel whose form scores in blocks (`BlockScoring`): the same
+/// weights, online softmax and results up to rounding (the products sum their terms in another
+/// order than Eigen's GEMM), and the same rules for non-finite data: a pair the mask hides is set
+/// to \f$-\infty\f$ before anything is derived from it, a log-weight of \f$-\infty\f$ weighs
+/// exactly 0, and a non-finite value reaches exactly the rows that see it.
+///
+/// The keys and values come packed (`KeyTerms::packed`, once per call). Per key tile the range
+/// checks run as in `attend_query_tile`; then per block of R queries: the R x tile scores
+/// (`score_block`), finished by the form (`finish_block`) and the key biases; hidden pairs set
+/// to \f$-\infty\f$; per row the new running maximum \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$
+/// of the row's sum and accumulator, the weights \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where
+/// \f$x_{ij} = -\infty\f$) and their sum; then the block's weights times the values
+/// (`accumulate_block`).
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
+          class QueryTile, class Keys, class OutTile>
+void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries, Index first_query,
+                                 const Keys& keys, const KeyTerms<typename Kernel::Scalar>& terms,
+                                 const BoundMask& visibility, Index key_tile, OutTile&& out) {
+  using T = typename Kernel::Scalar;
+  using Shape = BlockShape<T>;
+  using Form = Scoring<Kernel>;
+  using RowArray = Eigen::Array<T, 1, Eigen::Dynamic>;
+  using BlockScores = Eigen::Map<RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+  constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
+  constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  constexpr Index R = Shape::rows;
+
+  const Index rows = queries.rows();
+  const Index d = queries.cols();
+  const Index key_count = keys.rows();
+  const Index blocks = (rows + R - 1) / R;
+  const Index width = terms.packed->width;
+  const Index stride = Shape::padded_keys(std::min(key_tile, key_count));
+
+  TileScratch<T>& scratch = TileScratch<T>::of_this_thread();
+  Form::prepare_tile(kernel, queries, scratch);
+  pack_query_blocks(scratch.prepared_queries(rows, d), scratch.packed_queries);
+  scratch.accumulated.setZero(blocks * R * width);
+  if (scratch.block_scores.size() < R * stride) scratch.block_scores.resize(R * stride);
+  T* const block_scores = scratch.block_scores.data();
+
+  const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
+  range.norms(queries, scratch.query_norms);
+
+  Eigen::Array<T, Eigen::Dynamic, 1> running_sum = Eigen::Array<T, Eigen::Dynamic, 1>::Zero(rows);
+  Eigen::Array<T, Eigen::Dynamic, 1> running_max =
+      Eigen::Array<T, Eigen::Dynamic, 1>::Constant(rows, minus_infinity);
+
+  for_each_key_tile<T>(
+      visibility, first_query, rows, key_count, key_tile, range, scratch.query_norms, terms,
+      [&](Index first_key, Index tile_keys, bool partial, const auto& visible) {
+        const auto key_rows = keys.middleRows(first_key, tile_keys);
+        const T* const key_panels = terms.packed->panels_of_tile(first_key / key_tile);
+        const T* const packed_values = terms.packed->value_rows(first_key);
+        const Index panels = Shape::padded_keys(tile_keys) / Shape::key_panel;
+        // A partial tile whose values hold a NaN or an infinity multiplies the values with those
+        // entries replaced by 0, then adds each entry to the rows that see it
+        // (`accumulate_nonfinite_values`): a row that does not see it keeps its bits.
+        const bool nonfinite_values =
+            partial && terms.has_nonfinite_values(first_key, first_key + tile_keys);
+        const T* value_rows = packed_values;
+        if (nonfinite_values) {
+          const Eigen::Map<const Vector<T>> values_of_tile(packed_values, tile_keys * width);
+          scratch.finite_values = values_of_tile.array().isFinite().select(values_of_tile, T(0));
+          value_rows = scratch.finite_values.data();
+        }
+
+        for (Index block = 0; block < blocks; ++block) {
+          const Index first_row = block * R;
+          const Index block_rows = std::min(R, rows - first_row);
+          score_block(scratch.packed_queries.data() + block * d * R, d, key_panels, panels,
+                      block_scores, stride);
+          BlockScores scores(block_scores, block_rows, tile_keys, Eigen::OuterStride<>(stride));
+          Form::finish_block(kernel, queries, first_row, scratch, key_rows, terms, first_key,
+                             scores);
+
+          for (Index r = 0; r < block_rows; ++r) {
+            const Index i = first_row + r;
+            auto weights = scores.row(r).array();
+            if constexpr (add_key_bias)
+              weights += terms.key_bias.segment(first_key, tile_keys).transpose().array();
+            if (partial)
+              for (Index j = 0; j < tile_keys; ++j)
+                if (!visible(i, j)) weights(j) = minus_infinity;
+            // A log-weight of -inf (a hidden pair, or one that underflows) weighs exactly 0;
+            // Eigen's vectorised exp(-inf) is a tiny positive number, so such rows are fixed after
+            // the exp.
+            const bool has_minus_infinity = partial || !((weights * T(0)).sum() == T(0));
+            const T new_max = std::max(running_max(i), weights.maxCoeff());
+            const T reference = new_max == minus_infinity ? T(0) : new_max;
+            const T rescale =
+                running_max(i) == minus_infinity ? T(0) : T(std::exp(running_max(i) - reference));
+            running_max(i) = new_max;
+            if (has_minus_infinity) {
+              const RowArray log_weights = weights;
+              weights =
+                  (log_weights == minus_infinity).select(T(0), (log_weights - reference).exp());
+            } else {
+              weights = (weights - reference).exp();
+            }
+            running_sum(i) = running_sum(i) * rescale + weights.sum();
+            if (rescale != T(1))
+              Eigen::Map<RowArray>(scratch.accumulated.data() + i * width, width) *= rescale;
+          }
+          accumulate_block(block_scores, stride, tile_keys, value_rows, width,
+                           scratch.accumulated.data() + first_row * width);
+          if (nonfinite_values)
+            for (Index j = 0; j < tile_keys; ++j)
+              for (Index c = 0; c < width; ++c) {
+                const T value = packed_values[j * width + c];
+                if (std::isfinite(value)) continue;
+                for (Index r = 0; r < block_rows; ++r)
+                  if (visible(first_row + r, j))
+                    scratch.accumulated((first_row + r) * width + c) +=
+                        block_scores[r * stride + j] * value;
+              }
+        }
+      });
+
+  const Eigen::Map<const RowMajorMatrix<T>> accumulated(scratch.accumulated.data(), blocks * R,
+                                                        width);
+  const auto empty = running_sum == T(0);
+  for (Index c = 0; c < out.cols(); ++c)
+    out.col(c).array() = empty.select(T(0), accumulated.col(c).head(rows).array() / running_sum);
+}
+
+}  // namespace kernattn::detail
