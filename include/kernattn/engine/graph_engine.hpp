@@ -6,6 +6,7 @@
 
 #include <Eigen/SparseCore>
 #include <algorithm>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -47,10 +48,12 @@ void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
   const std::string_view outer_name = Adjacency::IsRowMajor ? "row" : "column";
   const std::string_view inner_name = Adjacency::IsRowMajor ? "column" : "row";
   const Index inner_size = a.innerSize();
+  // Formatted once: the checks below run once per row and per entry.
+  const std::string shape = shape_of(a);
   const auto require_index = [&](Index outer, Index inner) {
     require(0 <= inner && inner < inner_size, "adjacency: ", outer_name, " ", outer, " stores ",
-            inner_name, " index ", inner, ", outside [0, ", inner_size, ") (adjacency is ",
-            shape_of(a), ")");
+            inner_name, " index ", inner, ", outside [0, ", inner_size, ") (adjacency is ", shape,
+            ")");
   };
   if constexpr (std::is_base_of_v<Eigen::SparseCompressedBase<Adjacency>, Adjacency>) {
     const Index outer_size = a.outerSize();
@@ -61,22 +64,21 @@ void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
     const Index first = starts[0];
     const Index last = starts[outer_size];
     require(first >= 0, "adjacency: its outer index array starts at ", first,
-            ", below 0 (adjacency is ", shape_of(a), ")");
+            ", below 0 (adjacency is ", shape, ")");
     require(!a.isCompressed() || last - first <= a.nonZeros(),
             "adjacency: its outer index array ends at entry ", last, " but it declares ",
-            a.nonZeros(), " stored entries from entry ", first, " (adjacency is ", shape_of(a),
-            ")");
+            a.nonZeros(), " stored entries from entry ", first, " (adjacency is ", shape, ")");
     // The structure first, so that no index is read outside [first, last).
     for (Index outer = 0; outer < outer_size; ++outer) {
       const Index begin = starts[outer];
       const Index next = starts[outer + 1];
       require(begin <= next, "adjacency: its outer index array must be non-decreasing, but ",
               outer_name, " ", outer, " starts at entry ", begin, " and ", outer_name, " ",
-              outer + 1, " at entry ", next, " (adjacency is ", shape_of(a), ")");
+              outer + 1, " at entry ", next, " (adjacency is ", shape, ")");
       const Index count = counts == nullptr ? next - begin : Index(counts[outer]);
       require(0 <= count && count <= next - begin, "adjacency: ", outer_name, " ", outer, " holds ",
               count, " entries from entry ", begin, ", but the next ", outer_name,
-              " starts at entry ", next, " (adjacency is ", shape_of(a), ")");
+              " starts at entry ", next, " (adjacency is ", shape, ")");
     }
     for (Index outer = 0; outer < outer_size; ++outer) {
       const Index begin = starts[outer];
