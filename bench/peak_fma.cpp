@@ -40,8 +40,8 @@ void BM_PeakFma(benchmark::State& state) {
   }
   const double flops_per_iteration =
       2.0 * double(lanes) * double(kAccumulators) * double(kStepsPerIteration);
-  state.counters["GFLOPS"] = benchmark::Counter(flops_per_iteration * 1e-9,
-                                                benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["lanes"] = double(lanes);
 }
 
