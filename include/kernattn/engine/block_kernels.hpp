@@ -79,7 +79,8 @@ struct PackedKeys {
   void pack(const Keys& keys, const Values& values_in, Index tile) {
     using Shape = BlockShape<T>;
     constexpr Index P = Shape::key_panel;
-    key_tile = tile;
+    // A tile longer than the keys is one tile of all of them (and padded_keys cannot overflow).
+    key_tile = std::min(tile, std::max<Index>(keys.rows(), 1));
     d = keys.cols();
     width = Shape::padded_columns(values_in.cols());
     const Index count = keys.rows();
