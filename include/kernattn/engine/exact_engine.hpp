@@ -81,7 +81,7 @@ void require_finite_rows(const Queries& queries, Index first_query, const Keys& 
 /// whose values hold a NaN or an infinity takes its product with the values by
 /// `accumulate_nonfinite_values`.
 ///
-/// A form that scores in blocks (`BlockScoring`) takes the block path instead,
+/// `attend_exact` calls it for the forms that do not score in blocks; the others take
 /// `attend_query_tile_in_blocks`: the same weights, kept in the L1 cache block by block.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
           class QueryTile, class Keys, class Values, class OutTile>
@@ -89,14 +89,6 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
                        const Keys& keys, const Values& values,
                        const KeyTerms<typename Kernel::Scalar>& terms, const BoundMask& visibility,
                        Index key_tile, OutTile&& out) {
-  if constexpr (BlockScoring<Kernel>) {
-    if (terms.packed != nullptr) {
-      attend_query_tile_in_blocks<Kernel, Magnitude>(kernel, queries, first_query, keys, terms,
-                                                     visibility, key_tile, out);
-      require_finite_rows(queries, first_query, keys, values, visibility, out);
-      return;
-    }
-  }
   using T = typename Kernel::Scalar;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
@@ -253,10 +245,21 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
   call.for_each_query_block(
       options.query_tile_for(call.queries), threads,
       [&](Index b, Index h, Index first, Index rows) {
-        attend_query_tile<Kernel, Magnitude>(
-            kernel, call.query_rows(b, h, first, rows), first, call.keys_of(b, h),
-            call.values_of(b, h), key_terms[std::size_t(b * call.heads + h)],
-            bound_masks[std::size_t(b)], options.key_tile, call.out_rows(b, h, first, rows));
+        const auto queries = call.query_rows(b, h, first, rows);
+        auto out = call.out_rows(b, h, first, rows);
+        const KeyTerms<T>& terms = key_terms[std::size_t(b * call.heads + h)];
+        const auto& visibility = bound_masks[std::size_t(b)];
+        // The path is the kernel type's alone: a block form always takes the block path.
+        if constexpr (BlockScoring<Kernel>) {
+          attend_query_tile_in_blocks<Kernel, Magnitude>(kernel, queries, first, call.keys_of(b, h),
+                                                         terms, visibility, options.key_tile, out);
+          require_finite_rows(queries, first, call.keys_of(b, h), call.values_of(b, h), visibility,
+                              out);
+        } else {
+          attend_query_tile<Kernel, Magnitude>(kernel, queries, first, call.keys_of(b, h),
+                                               call.values_of(b, h), terms, visibility,
+                                               options.key_tile, out);
+        }
       });
 }
 
