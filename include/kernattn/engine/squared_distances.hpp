@@ -10,41 +10,18 @@
 
 namespace kernattn::detail {
 
-/// Writes \f$\sum_l (q_{il} - k_l)^2\f$ for every query row i of `queries` into `column`, in blocks
-/// of queries whose sums stay in registers across the d coordinates.
-template <class Queries, class Key, class Column>
-void squared_distances_to_key(const Queries& queries, const Key& key, Column&& column) {
-  using T = typename Queries::Scalar;
-  constexpr Index block = 256 / Index(sizeof(T));  // four 64-byte vectors
-  const Index rows = queries.rows();
-  Index begin = 0;
-  for (; begin + block <= rows; begin += block) {
-    Eigen::Array<T, block, 1> sum = Eigen::Array<T, block, 1>::Zero();
-    for (Index l = 0; l < queries.cols(); ++l)
-      sum += (queries.col(l).template segment<block>(begin).array() - key(l)).square();
-    column.template segment<block>(begin) = sum;
-  }
-  if (begin == rows) return;
-  auto tail = column.segment(begin, rows - begin);
-  tail.setZero();
-  for (Index l = 0; l < queries.cols(); ++l)
-    tail += (queries.col(l).segment(begin, rows - begin).array() - key(l)).square();
-}
-
 /// Recomputes the squared distances of column `column` (key `key` of the tile's `keys`, squared
 /// norm `key_squared_norm`) whose value from the expansion is below \f$(\lVert q\rVert^2 +
 /// \lVert k\rVert^2)/4\f$ (see `complete_squared_distances`) directly, as \f$\sum_l (k_l -
-/// q_l)^2\f$. A few such pairs (a query that is also a key) are recomputed one by one, from
-/// contiguous rows; once more than a quarter of the column is (data far from the origin), the
-/// whole column is, vectorised over the queries, and so is every later column of the key tile
-/// that has a close pair (`whole_columns` becomes true).
+/// q_l)^2\f$, one by one from contiguous rows. Each pair is decided and computed alone, so a
+/// score never depends on any other query or key (a hidden one, say).
 template <class Queries, class KeyRows, class Column>
 void recompute_close_distances(const Queries& queries,
                                const Vector<typename Queries::Scalar>& query_squared_norms,
                                const KeyRows& keys, Index key,
                                typename Queries::Scalar key_squared_norm,
                                DistanceScratch<typename Queries::Scalar>& distance,
-                               bool& whole_columns, Column&& column) {
+                               Column&& column) {
   using T = typename Queries::Scalar;
   const Index rows = column.size();
   // Copied column by column: reading a column-major block row by row strides through as many
@@ -58,17 +35,12 @@ void recompute_close_distances(const Queries& queries,
     distance.keys_ready = true;
   }
   const auto key_row = distance.key_rows.row(key);
-  if (whole_columns) {
-    squared_distances_to_key(queries, key_row, column);
-    return;
-  }
   // The column is searched in chunks, each tested as a whole first (see
   // `complete_squared_distances`), so that a column with one close pair costs little more.
   constexpr Index chunk = 32;
   const auto excess = [&](const auto& squared_distances, const auto& query_norms) {
     return (key_squared_norm - (T(4) * squared_distances - query_norms)).max(T(0)).sum();
   };
-  Index found = 0;
   for (Index begin = 0; begin < rows; begin += chunk) {
     const Index size = std::min(chunk, rows - begin);
     const T chunk_excess =
@@ -79,11 +51,6 @@ void recompute_close_distances(const Queries& queries,
     if (chunk_excess == T(0)) continue;
     for (Index i = begin; i < begin + size; ++i) {
       if (!(T(4) * column(i) - query_squared_norms(i) < key_squared_norm)) continue;
-      if (++found > rows / 4) {
-        squared_distances_to_key(queries, key_row, column);
-        whole_columns = true;
-        return;
-      }
       if (!distance.queries_ready) {
         copy_rows(queries, distance.query_rows);
         distance.queries_ready = true;
@@ -113,7 +80,6 @@ void complete_squared_distances(const Queries& queries,
                                 DistanceScratch<typename Queries::Scalar>& distance, Tile&& tile) {
   using T = typename Queries::Scalar;
   distance.keys_ready = false;
-  bool whole_columns = false;
   // Column by column: Eigen does not vectorise a broadcast across a column-major block, and each
   // column here is a contiguous vector of query rows.
   for (Index j = 0; j < keys.rows(); ++j) {
@@ -126,8 +92,7 @@ void complete_squared_distances(const Queries& queries,
     // way the column is searched, where a NaN is never below the threshold.
     const T excess = (key_norm - (T(4) * column - query_squared_norms.array())).max(T(0)).sum();
     if (!(excess == T(0)))
-      recompute_close_distances(queries, query_squared_norms, keys, j, key_norm, distance,
-                                whole_columns, column);
+      recompute_close_distances(queries, query_squared_norms, keys, j, key_norm, distance, column);
   }
 }
 
