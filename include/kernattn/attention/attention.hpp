@@ -8,6 +8,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernattn/core/aliasing.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/exact_backward.hpp"
 #include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
@@ -68,6 +71,120 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   [[nodiscard]] const Magnitude& magnitude() const { return magnitude_; }
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const ExecutionOptions& options() const { return options_; }
+
+  using detail::AttentionCalls<Attention>::compute;
+
+  /// Writes the attention output into `out`, as `compute(Q, K, V, out, layout)`, and the row
+  /// statistics into `statistics`, resized to \f$(B N_q) \times H\f$ (docs/gradients.md):
+  /// per query row and head, the log-normaliser \f$L_i = \log\sum_{j\in M(i)} w_{ij}\f$
+  /// (\f$-\infty\f$ for a row that sees no key) for the exponential forms, the signed
+  /// denominator \f$\sum_{j\in M(i)} w_{ij}\f$ for the direct forms. They are what the backward
+  /// pass needs, and what merges outputs over disjoint key sets. Writing them costs one pass over
+  /// the output rows.
+  template <class DQ, class DK, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<Scalar>& statistics,
+               BatchLayout layout = {}) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
+                  "Q, K, V and out must have the attention's scalar type");
+    detail::validate_attention_shapes(Q, K, V, out, layout);
+    if (detail::may_share_memory(statistics, Q) || detail::may_share_memory(statistics, K) ||
+        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out)) {
+      Matrix<Scalar> separate;
+      compute(Q, K, V, out, separate, layout);
+      statistics = separate;
+      return;
+    }
+    statistics.resize(Q.rows(), layout.heads);
+    if (V.cols() == 0 && Q.rows() > 0 && K.rows() > 0) {
+      // The statistics do not depend on the values: one column of zeros per head stands in.
+      const Matrix<Scalar> zeros = Matrix<Scalar>::Zero(V.rows(), layout.heads);
+      Matrix<Scalar> unused(Q.rows(), layout.heads);
+      compute(Q, K, zeros, unused, statistics, layout);
+      return;
+    }
+    detail::with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          detail::attend_exact(
+              kernel_, magnitude_, mask_, options_,
+              detail::CallBlocks(queries, keys, values, destination, layout),
+              detail::StatisticsOut<Scalar>{&statistics, Q.rows() / layout.sequences});
+        });
+  }
+
+  /// The backward pass (docs/gradients.md): given the inputs of a forward call, its output `out`
+  /// and `statistics` (from `compute(Q, K, V, out, statistics, layout)`) and \f$dOut =
+  /// \partial\ell/\partial out\f$ of a scalar loss \f$\ell\f$, writes \f$\partial\ell/\partial
+  /// Q\f$, \f$\partial\ell/\partial K\f$ and \f$\partial\ell/\partial V\f$ into dQ, dK and dV
+  /// (matrices, Maps, Refs or blocks of their inputs' shapes; through temporaries where they may
+  /// overlap an argument). The scores are recomputed tile by tile: no \f$N_q \times N_k\f$ matrix
+  /// exists, the extra memory is O(N) plus tiles, and the gradients are bit-identical for every
+  /// thread count. A row that sees no key, or whose denominator is 0, has zero gradient.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
+                GK&& dK, GV&& dV, BatchLayout layout = {}) const {
+    static_assert(kernels::DifferentiableKernel<Kernel>,
+                  "Attention::backward: the kernel has no derivatives (feature-map kernels have no "
+                  "backward pass yet; a user-defined kernel needs those of "
+                  "kernels::DifferentiableKernel)");
+    static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
+                  "Attention::backward: the magnitude has no log_magnitude_gradient");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    // Views of the inputs (an expression such as `out - target` is evaluated once here).
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+      detail::attend_exact_backward(
+          kernel_, magnitude_, mask_, options_,
+          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
+                                query_gradient, key_gradient, value_gradient, layout));
+    };
+    const auto overlaps = [&](const auto& gradient) {
+      return detail::may_share_memory(gradient, queries) ||
+             detail::may_share_memory(gradient, keys) ||
+             detail::may_share_memory(gradient, values) ||
+             detail::may_share_memory(gradient, output) ||
+             detail::may_share_memory(gradient, statistics) ||
+             detail::may_share_memory(gradient, output_gradient);
+    };
+    if (overlaps(dQ) || overlaps(dK) || overlaps(dV) || detail::may_share_memory(dQ, dK) ||
+        detail::may_share_memory(dQ, dV) || detail::may_share_memory(dK, dV)) {
+      Matrix<Scalar> query_gradient(dQ.rows(), dQ.cols());
+      Matrix<Scalar> key_gradient(dK.rows(), dK.cols());
+      Matrix<Scalar> value_gradient(dV.rows(), dV.cols());
+      run(query_gradient, key_gradient, value_gradient);
+      dQ = query_gradient;
+      dK = key_gradient;
+      dV = value_gradient;
+    } else {
+      run(dQ, dK, dV);
+    }
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Matrix<Scalar>& statistics,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     BatchLayout layout = {}) const {
+    AttentionGradients<Scalar> result{Matrix<Scalar>(Q.rows(), Q.cols()),
+                                      Matrix<Scalar>(K.rows(), K.cols()),
+                                      Matrix<Scalar>(V.rows(), V.cols())};
+    backward(Q, K, V, out, statistics, dOut, result.dQ, result.dK, result.dV, layout);
+    return result;
+  }
 
   /// The same kernel, magnitude and options with another set filter.
   template <mask::Mask NewMask>

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/block_kernels.hpp"
@@ -14,6 +15,7 @@
 #include "kernattn/engine/key_tiles.hpp"
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/row_statistics.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -34,12 +36,13 @@ namespace kernattn::detail {
 /// to \f$-\infty\f$; per row the new running maximum \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$
 /// of the row's sum and accumulator, the weights \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where
 /// \f$x_{ij} = -\infty\f$) and their sum; then the block's weights times the values
-/// (`accumulate_block`).
+/// (`accumulate_block`). `statistics` receives the row statistics as in `attend_query_tile`.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
-          class QueryTile, class Keys, class OutTile>
+          class QueryTile, class Keys, class OutTile, class StatisticsTile>
 void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries, Index first_query,
                                  const Keys& keys, const KeyTerms<typename Kernel::Scalar>& terms,
-                                 const BoundMask& visibility, Index key_tile, OutTile&& out) {
+                                 const BoundMask& visibility, Index key_tile, OutTile&& out,
+                                 StatisticsTile&& statistics) {
   using T = typename Kernel::Scalar;
   using Shape = BlockShape<T>;
   using Form = Scoring<Kernel>;
@@ -146,6 +149,9 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
   const auto empty = running_sum == T(0);
   for (Index c = 0; c < out.cols(); ++c)
     out.col(c).array() = empty.select(T(0), accumulated.col(c).head(rows).array() / running_sum);
+  if constexpr (!std::is_same_v<std::remove_cvref_t<StatisticsTile>, NoStatistics>)
+    write_row_statistics(kernel, queries, first_query, scratch, running_max, running_sum,
+                         statistics);
 }
 
 }  // namespace kernattn::detail

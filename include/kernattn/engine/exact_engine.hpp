@@ -20,6 +20,7 @@
 #include "kernattn/engine/masked_product.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/row_statistics.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -81,14 +82,17 @@ void require_finite_rows(const Queries& queries, Index first_query, const Keys& 
 /// whose values hold a NaN or an infinity takes its product with the values by
 /// `accumulate_nonfinite_values`.
 ///
+/// `statistics` receives the tile's row statistics (`write_row_statistics`) unless it is
+/// `NoStatistics`.
+///
 /// `attend_exact` calls it for the forms that do not score in blocks; the others take
 /// `attend_query_tile_in_blocks`: the same weights, kept in the L1 cache block by block.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
-          class QueryTile, class Keys, class Values, class OutTile>
+          class QueryTile, class Keys, class Values, class OutTile, class StatisticsTile>
 void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index first_query,
                        const Keys& keys, const Values& values,
                        const KeyTerms<typename Kernel::Scalar>& terms, const BoundMask& visibility,
-                       Index key_tile, OutTile&& out) {
+                       Index key_tile, OutTile&& out, StatisticsTile&& statistics) {
   using T = typename Kernel::Scalar;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
@@ -217,16 +221,26 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
   for (Index c = 0; c < out.cols(); ++c)
     out.col(c).array() = empty.select(T(0), accumulated.col(c).array() / running_sum);
   require_finite_rows(queries, first_query, keys, values, visibility, out);
+  if constexpr (!std::is_same_v<std::remove_cvref_t<StatisticsTile>, NoStatistics>)
+    write_row_statistics(kernel, queries, first_query, scratch, running_max, running_sum,
+                         statistics);
 }
 
 /// Exact attention of every sequence and head of a call (`call`, see `CallBlocks`): the key terms
 /// once per sequence and head, then every query tile, in parallel (`attend_query_tile`).
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::Mask Mask, class Blocks>
 void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
-                  const ExecutionOptions& options, const Blocks& call) {
+                  const ExecutionOptions& options, const Blocks& call,
+                  StatisticsOut<typename Kernel::Scalar> statistics = {}) {
   using T = typename Kernel::Scalar;
   const int threads = resolve_thread_count(options.threads);
-  if (finish_empty_call(mask, call.queries, call.keys, call.sequences, call.out())) return;
+  if (finish_empty_call(mask, call.queries, call.keys, call.sequences, call.out())) {
+    // Only a call without keys: the front end gives a call with statistics value columns.
+    if (statistics)
+      statistics.matrix->setConstant(
+          Scoring<Kernel>::exponential ? ScalarTraits<T>::negative_infinity : T(0));
+    return;
+  }
   const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences);
 
   std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.heads));
@@ -249,17 +263,24 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
         auto out = call.out_rows(b, h, first, rows);
         const KeyTerms<T>& terms = key_terms[std::size_t(b * call.heads + h)];
         const auto& visibility = bound_masks[std::size_t(b)];
-        // The path is the kernel type's alone: a block form always takes the block path.
-        if constexpr (BlockScoring<Kernel>) {
-          attend_query_tile_in_blocks<Kernel, Magnitude>(kernel, queries, first, call.keys_of(b, h),
-                                                         terms, visibility, options.key_tile, out);
-          require_finite_rows(queries, first, call.keys_of(b, h), call.values_of(b, h), visibility,
-                              out);
-        } else {
-          attend_query_tile<Kernel, Magnitude>(kernel, queries, first, call.keys_of(b, h),
-                                               call.values_of(b, h), terms, visibility,
-                                               options.key_tile, out);
-        }
+        const auto attend = [&](auto&& statistics_tile) {
+          // The path is the kernel type's alone: a block form always takes the block path.
+          if constexpr (BlockScoring<Kernel>) {
+            attend_query_tile_in_blocks<Kernel, Magnitude>(kernel, queries, first,
+                                                           call.keys_of(b, h), terms, visibility,
+                                                           options.key_tile, out, statistics_tile);
+            require_finite_rows(queries, first, call.keys_of(b, h), call.values_of(b, h),
+                                visibility, out);
+          } else {
+            attend_query_tile<Kernel, Magnitude>(kernel, queries, first, call.keys_of(b, h),
+                                                 call.values_of(b, h), terms, visibility,
+                                                 options.key_tile, out, statistics_tile);
+          }
+        };
+        if (statistics)
+          attend(statistics.rows(b, h, first, rows));
+        else
+          attend(NoStatistics{});
       });
 }
 

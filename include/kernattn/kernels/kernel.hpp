@@ -149,4 +149,38 @@ template <class K>
 concept Kernel = DotProductKernel<K> || DistanceKernel<K> || DirectKernel<K> ||
     FeatureMapKernel<K> || ProductKernel<K>;
 
+namespace detail {
+/// A key term the backward passes can differentiate: none, or `log_key_term_gradient(k)`,
+/// \f$\nabla g(k)\f$ in double.
+template <class K>
+concept DifferentiableKeyTerm =
+    !K::has_key_term || requires(const K kernel, const RowVector<typename K::Scalar> row) {
+  { kernel.log_key_term_gradient(row) } -> std::convertible_to<Eigen::RowVectorXd>;
+};
+
+/// A log-domain kernel the backward passes can differentiate.
+template <class K>
+concept DifferentiableLogDomainKernel =
+    (DotProductKernel<K> && DifferentiableKeyTerm<K>) ||
+    (DistanceKernel<K> && requires(const K kernel, Index d, ScoreBlock<typename K::Scalar>& block) {
+      kernel.log_derivative_from_squared_distance(block, d);
+    });
+}  // namespace detail
+
+/// A kernel the backward passes can differentiate (docs/gradients.md): a dot-product kernel with
+/// \f$\nabla g\f$ (`log_key_term_gradient(k)`) where it has a key term; a distance kernel with
+/// `log_derivative_from_squared_distance(block, d)`, which replaces each \f$r^2\f$ by
+/// \f$h'(r^2)\f$; a direct kernel with `derivative_from_scaled_dot(block)`, which replaces each
+/// \f$x\f$ by \f$h'(x)\f$; a product of two such log-domain kernels. Feature-map kernels have
+/// no backward yet.
+template <class K>
+concept DifferentiableKernel =
+    detail::DifferentiableLogDomainKernel<K> ||
+    (DirectKernel<K>&& requires(const K kernel, detail::ScoreBlock<typename K::Scalar>& block) {
+      kernel.derivative_from_scaled_dot(block);
+    }) ||
+    (ProductKernel<K> && detail::DifferentiableKeyTerm<K> &&
+     detail::DifferentiableLogDomainKernel<typename K::FeatureKernel> &&
+     detail::DifferentiableLogDomainKernel<typename K::PositionKernel>);
+
 }  // namespace kernattn::kernels

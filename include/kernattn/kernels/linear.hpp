@@ -19,6 +19,12 @@ class Linear {
   template <class Block>
   void from_scaled_dot(Block&& /*block*/) const {}
 
+  /// \f$h'(x) = 1\f$.
+  template <class Block>
+  void derivative_from_scaled_dot(Block&& block) const {
+    block.setConstant(T(1));
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     return q.dot(k);

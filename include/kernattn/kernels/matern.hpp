@@ -55,6 +55,27 @@ class Matern {
     }
   }
 
+  /// Replaces each squared distance \f$r^2\f$ by \f$d\log\kappa/d(r^2)\f$; with \f$c =
+  /// \sqrt{2\nu}/\ell\f$ and \f$x = c\,r\f$:
+  ///  - \f$\nu = 1/2\f$: \f$-c/(2r)\f$, and 0 at \f$r = 0\f$, where \f$-c\,r\f$ has no gradient (0
+  ///    is in its superdifferential, and is what `torch.cdist` gives there);
+  ///  - \f$\nu = 3/2\f$: \f$-c^2 / (2(1 + x))\f$;
+  ///  - \f$\nu = 5/2\f$: \f$-c^2 (1 + x) / (6(1 + x + x^2/3))\f$.
+  template <class Block>
+  void log_derivative_from_squared_distance(Block&& block, Index d) const {
+    const T rate = root_of_2nu() / lengthscale(d);
+    block = block.max(T(0)).min(std::numeric_limits<T>::max());
+    if constexpr (TwiceNu == 1) {
+      block = (block == T(0)).select(T(0), T(-0.5) * rate / block.sqrt());
+    } else if constexpr (TwiceNu == 3) {
+      block = T(-0.5) * rate * rate / (T(1) + rate * block.sqrt());
+    } else {
+      const T cap = std::sqrt(std::numeric_limits<T>::max()) / T(2);
+      const auto x = (rate * block.sqrt()).min(cap);
+      block = (-rate * rate / T(6)) * (T(1) + x) / (T(1) + x + x.square() / T(3));
+    }
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     const T x = root_of_2nu() * (q - k).norm() / lengthscale(q.size());

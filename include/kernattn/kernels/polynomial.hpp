@@ -58,6 +58,18 @@ class Polynomial {
     }
   }
 
+  /// Replaces each \f$x = a\,q\cdot k\f$ by \f$h'(x) = n\,(x + c)^{n-1}\f$.
+  template <class Block>
+  void derivative_from_scaled_dot(Block&& block) const {
+    if (degree_ == 1) {
+      block.setConstant(T(1));
+      return;
+    }
+    const Polynomial lower(degree_ - 1, offset_);
+    lower.from_scaled_dot(block);
+    block *= T(degree_);
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     return std::pow(dot_scale(q.size()) * q.dot(k) + offset_, T(degree_));

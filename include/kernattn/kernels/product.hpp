@@ -93,6 +93,19 @@ class Product {
     return term;
   }
 
+  /// \f$\nabla g(k) = [\nabla g_F(f_k) \mid \nabla g_T(t_k)]\f$, zero on a factor without a key
+  /// term (in double).
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_key_term_gradient(const Row& k) const {
+    const Index d = feature_columns(k.size());
+    Eigen::RowVectorXd gradient = Eigen::RowVectorXd::Zero(k.size());
+    if constexpr (detail::has_own_key_term<KernelF>())
+      gradient.head(d) = feature_.log_key_term_gradient(k.head(d));
+    if constexpr (detail::has_own_key_term<KernelT>())
+      gradient.tail(k.size() - d) = position_.log_key_term_gradient(k.tail(k.size() - d));
+    return gradient;
+  }
+
   template <class Q, class K>
   [[nodiscard]] Scalar operator()(const Eigen::MatrixBase<Q>& q,
                                   const Eigen::MatrixBase<K>& k) const {

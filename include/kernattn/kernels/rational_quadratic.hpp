@@ -36,6 +36,14 @@ class RationalQuadratic {
     block = -alpha_ * (block.max(T(0)) / (T(2) * alpha_ * l * l)).log1p();
   }
 
+  /// Replaces each \f$r^2\f$ by \f$d\log\kappa/d(r^2) = -1 / (2\ell^2 +
+  /// r^2/\alpha)\f$.
+  template <class Block>
+  void log_derivative_from_squared_distance(Block&& block, Index d) const {
+    const T l = lengthscale(d);
+    block = T(-1) / (T(2) * l * l + block.max(T(0)) / alpha_);
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     const T l = lengthscale(q.size());

@@ -39,6 +39,12 @@ class Rbf {
            (0.5 / variance_.template resolve<double>(k.size()));
   }
 
+  /// \f$\nabla g(k) = -k / \sigma^2\f$, in double.
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_key_term_gradient(const Row& k) const {
+    return -k.template cast<double>() / variance_.template resolve<double>(k.size());
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     return std::exp(-(q - k).squaredNorm() / (T(2) * variance(q.size())));

@@ -38,6 +38,16 @@ class FeaturePart {
     return inner_.log_magnitude(k.head(k.size() - position_dimension_));
   }
 
+  /// \f$[\nabla\log\mu_F(f) \mid 0]\f$: positions never weigh a key.
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_magnitude_gradient(const Row& k) const {
+    Eigen::RowVectorXd gradient = Eigen::RowVectorXd::Zero(k.size());
+    if constexpr (!Inner::is_unit)
+      gradient.head(k.size() - position_dimension_) =
+          inner_.log_magnitude_gradient(k.head(k.size() - position_dimension_));
+    return gradient;
+  }
+
  private:
   Inner inner_{};
   Index position_dimension_ = 1;

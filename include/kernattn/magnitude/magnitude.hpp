@@ -28,4 +28,12 @@ concept Magnitude = requires(const M magnitude,
   { magnitude.log_magnitude(row) } -> std::convertible_to<double>;
 };
 
+/// A magnitude the backward passes can differentiate: `log_magnitude_gradient(k)` is
+/// \f$\nabla_k\log\mu(k)\f$ (in double) unless \f$\mu \equiv 1\f$.
+template <class M>
+concept DifferentiableMagnitude = Magnitude<M> &&
+    (M::is_unit || requires(const M magnitude, const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
+      { magnitude.log_magnitude_gradient(row) } -> std::convertible_to<Eigen::RowVectorXd>;
+    });
+
 }  // namespace kernattn::magnitude

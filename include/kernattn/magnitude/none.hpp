@@ -14,6 +14,11 @@ struct None {
   [[nodiscard]] double log_magnitude(const Row& /*k*/) const {
     return 0.0;
   }
+
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_magnitude_gradient(const Row& k) const {
+    return Eigen::RowVectorXd::Zero(k.size());
+  }
 };
 
 }  // namespace kernattn::magnitude

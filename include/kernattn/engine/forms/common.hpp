@@ -7,11 +7,36 @@
 
 namespace kernattn::detail {
 
-/// A form without a key term of the kernel's own: \f$g \equiv 0\f$.
+/// A form without a key term of the kernel's own, \f$g \equiv 0\f$, and without a query term
+/// that its scores drop.
 struct WithoutKeyTerm {
   template <class Kernel, class Row>
   static void add_key_term(const Kernel&, const Row&, double&) {}
+  template <class Kernel, class Queries, class Scratch>
+  static void add_query_log_terms(const Kernel&, const Queries&, const Scratch&, Eigen::ArrayXd&) {}
 };
+
+/// \f$f(q)\f$ of a kernel with \f$\log\kappa(q,k) = a\,(q\cdot k) + f(q) + g(k)\f$, in double: the
+/// kernel's `log_query_term(q)` if it has one, else \f$g(q)\f$, the query term of a symmetric
+/// kernel (every such kernel the library ships). Only the row statistics need it: it cancels in
+/// the output.
+template <class Kernel, class Row>
+[[nodiscard]] double log_query_term(const Kernel& kernel, const Row& q) {
+  if constexpr (requires { kernel.log_query_term(q); })
+    return kernel.log_query_term(q);
+  else
+    return kernel.log_key_term(q);
+}
+
+/// Adds \f$f(q_i)\f$ (`log_query_term`) to `log_terms(i)` for each query row, when the kernel has
+/// a key term.
+template <class Kernel, class Queries>
+void add_symmetric_query_terms(const Kernel& kernel, const Queries& queries,
+                               Eigen::ArrayXd& log_terms) {
+  if constexpr (Kernel::has_key_term)
+    for (Index i = 0; i < queries.rows(); ++i)
+      log_terms(i) += log_query_term(kernel, queries.row(i));
+}
 
 /// A form without log-domain factors (direct and feature forms): the range checks bound only
 /// the key term.

@@ -27,6 +27,12 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDot
   static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
     log_term += kernel.log_key_term(key);
   }
+  /// The row statistics: \f$f(q_i)\f$, which the scores drop.
+  template <class Queries>
+  static void add_query_log_terms(const Kernel& kernel, const Queries& queries,
+                                  const TileScratch<T>&, Eigen::ArrayXd& log_terms) {
+    add_symmetric_query_terms(kernel, queries, log_terms);
+  }
 
   /// The factor on columns [first, first + columns): its scale \f$|a|\f$ bounds its terms.
   template <class Add>

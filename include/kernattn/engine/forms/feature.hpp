@@ -25,12 +25,19 @@ struct Scoring<Kernel> : WithoutKeyTerm, WithoutLogFactors {
     kernel.features(keys, terms.features, log_terms);
   }
 
-  /// The query features (their log-scales are dropped).
+  /// The query features (their log-scales are dropped from the scores).
   template <class QueryTile>
   static void prepare_tile(const Kernel& kernel, const QueryTile& queries,
                            TileScratch<T>& scratch) {
-    scratch.query_log_scales.resize(queries.rows());
+    scratch.query_log_scales.setZero(queries.rows());
     kernel.features(queries, scratch.query_features, scratch.query_log_scales);
+  }
+
+  /// The row statistics: the query log-scales \f$s_i\f$, which the scores drop.
+  template <class Queries>
+  static void add_query_log_terms(const Kernel&, const Queries&, const TileScratch<T>& scratch,
+                                  Eigen::ArrayXd& log_terms) {
+    if constexpr (has_key_term) log_terms += scratch.query_log_scales.array();
   }
 
   /// \f$h(\tilde\varphi(q)\cdot\tilde\varphi(k))\f$ for a tile.

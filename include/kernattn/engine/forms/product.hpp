@@ -35,6 +35,12 @@ struct Scoring<Kernel> {
   static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
     log_term += kernel.log_key_term(key);
   }
+  /// The row statistics: \f$f(q_i)\f$, which the scores drop.
+  template <class Queries>
+  static void add_query_log_terms(const Kernel& kernel, const Queries& queries,
+                                  const TileScratch<T>&, Eigen::ArrayXd& log_terms) {
+    add_symmetric_query_terms(kernel, queries, log_terms);
+  }
   template <class Add>
   static void log_factors(const Kernel& kernel, Index columns, Add&& add) {
     const Index dt = kernel.position_dimension();

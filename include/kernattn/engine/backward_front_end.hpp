@@ -1,0 +1,49 @@
+#pragma once
+/// \file
+/// What the backward calls share: the gradients they return and the checks of their arguments.
+
+#include "kernattn/core/errors.hpp"
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/options.hpp"
+
+namespace kernattn {
+
+/// The gradients of a scalar loss with respect to Q, K and V, each of its input's shape.
+template <Real T>
+struct AttentionGradients {
+  Matrix<T> dQ;
+  Matrix<T> dK;
+  Matrix<T> dV;
+};
+
+namespace detail {
+
+/// Requires `argument` (named `name`) to have `rows` x `cols`, saying what the shape follows from.
+template <class Argument>
+void require_shape(const Argument& argument, std::string_view name, Index rows, Index cols,
+                   std::string_view because) {
+  require(argument.rows() == rows && argument.cols() == cols, name, " is ", shape_of(argument),
+          " but must be ", shape_of(rows, cols), " (", because, ")");
+}
+
+/// Checks the arguments of a backward call in the batch x heads `layout`: those of the forward
+/// call (`validate_attention_shapes`), then the statistics (\f$(B N_q) \times H\f$), dOut (the
+/// output's shape) and the gradients (their inputs' shapes), naming each argument and its shape.
+template <class DQ, class DK, class DV, class Out, class Statistics, class OutGradient, class GQ,
+          class GK, class GV>
+void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                              const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<Out>& out,
+                              const Statistics& statistics, const OutGradient& dOut, const GQ& dQ,
+                              const GK& dK, const GV& dV, BatchLayout layout) {
+  validate_attention_shapes(Q, K, V, out, layout);
+  require_shape(statistics, "statistics", Q.rows(), layout.heads,
+                "one row statistic per query row and head, as the forward call wrote them");
+  require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
+  require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
+  require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
+  require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+}
+
+}  // namespace detail
+}  // namespace kernattn

@@ -1,0 +1,373 @@
+#pragma once
+/// \file
+/// The backward pass of the streaming exact engine (docs/gradients.md): dQ, dK and dV from Q,
+/// K, V, the output, the row statistics and dOut, with the scores recomputed tile by tile and no
+/// \f$N_q \times N_k\f$ matrix anywhere.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/core/threading.hpp"
+#include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/log_weight_range.hpp"
+#include "kernattn/engine/options.hpp"
+#include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/score_gradients.hpp"
+#include "kernattn/engine/scoring.hpp"
+#include "kernattn/engine/tile_scratch.hpp"
+#include "kernattn/kernels/kernel.hpp"
+#include "kernattn/magnitude/magnitude.hpp"
+#include "kernattn/mask/mask.hpp"
+
+namespace kernattn::detail {
+
+/// The arguments of one backward call in the batch x heads layout (`BatchLayout`): the inputs,
+/// the forward's output and statistics, dOut, and the gradients it writes.
+template <class Queries, class Keys, class Values, class Out, class Statistics, class OutGradient,
+          class QueryGradient, class KeyGradient, class ValueGradient>
+struct BackwardCall {
+  const Queries& Q;
+  const Keys& K;
+  const Values& V;
+  const Out& out;
+  const Statistics& statistics;
+  const OutGradient& dOut;
+  QueryGradient& dQ;
+  KeyGradient& dK;
+  ValueGradient& dV;
+  BatchLayout layout;
+
+  [[nodiscard]] Index queries() const { return Q.rows() / layout.sequences; }
+  [[nodiscard]] Index keys() const { return K.rows() / layout.sequences; }
+  [[nodiscard]] Index d() const { return Q.cols() / layout.heads; }
+  [[nodiscard]] Index dv() const { return V.cols() / layout.heads; }
+
+  /// Sequence b, head h of a matrix with `rows` rows per sequence and `cols` columns per head.
+  template <class M>
+  [[nodiscard]] static auto block_of(M& m, Index b, Index h, Index rows, Index cols) {
+    return m.block(b * rows, h * cols, rows, cols);
+  }
+};
+
+/// A `BackwardCall` over its arguments.
+template <class Queries, class Keys, class Values, class Out, class Statistics, class OutGradient,
+          class QueryGradient, class KeyGradient, class ValueGradient>
+[[nodiscard]] auto backward_call(const Queries& Q, const Keys& K, const Values& V, const Out& out,
+                                 const Statistics& statistics, const OutGradient& dOut,
+                                 QueryGradient& dQ, KeyGradient& dK, ValueGradient& dV,
+                                 BatchLayout layout) {
+  return BackwardCall<Queries, Keys, Values, Out, Statistics, OutGradient, QueryGradient,
+                      KeyGradient, ValueGradient>{Q,    K,  V,  out, statistics,
+                                                  dOut, dQ, dK, dV,  layout};
+}
+
+/// \f$\nabla_k\big(g(k) + \log\mu(k)\big)\f$ for every key: the gradient of the key bias of
+/// `compute_key_terms`, once per key, in double and then rounded to T.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Keys>
+[[nodiscard]] Matrix<typename Kernel::Scalar> key_bias_gradients(const Kernel& kernel,
+                                                                 const Magnitude& magnitude,
+                                                                 const Keys& keys) {
+  Eigen::MatrixXd gradients = Eigen::MatrixXd::Zero(keys.rows(), keys.cols());
+  for (Index j = 0; j < keys.rows(); ++j) {
+    if constexpr (Scoring<Kernel>::has_key_term)
+      gradients.row(j) += kernel.log_key_term_gradient(keys.row(j));
+    if constexpr (!Magnitude::is_unit)
+      gradients.row(j) += magnitude.log_magnitude_gradient(keys.row(j));
+  }
+  return gradients.cast<typename Kernel::Scalar>();
+}
+
+/// The tiles of one thread's backward pass, kept from call to call.
+template <Real T>
+struct BackwardTiles {
+  Matrix<T> weights;
+  Matrix<T> weight_gradients;
+  GradientScratch<T> scoring;
+
+  [[nodiscard]] static BackwardTiles& of_this_thread() {
+    thread_local BackwardTiles tiles;
+    return tiles;
+  }
+};
+
+/// A copy of `m` with its non-finite entries replaced by 0.
+template <class M>
+[[nodiscard]] Matrix<typename M::Scalar> finite_part(const M& m) {
+  using T = typename M::Scalar;
+  return m.array().isFinite().select(m, T(0));
+}
+
+/// The contributions of one key tile (keys [first_key, first_key + keys.rows()) of a sequence
+/// and head) against every query tile that sees part of it. With \f$P_{ij}\f$ the normalised
+/// weight of pair (i, j) recomputed from the statistics and \f$E_{ij} = dO_i\cdot v_j - D_i\f$,
+/// \f$D_i = dO_i\cdot out_i\f$:
+///  - \f$dv_j \mathrel{+}= \sum_i P_{ij}\,dO_i\f$;
+///  - exponential forms, \f$P_{ij} = e^{x_{ij} - L_i}\f$: the score gradient is
+///    \f$G_{ij} = P_{ij}E_{ij}\f$, and key j's bias gets \f$\sum_i G_{ij}\f$;
+///  - direct forms, \f$P_{ij} = \kappa_{ij}\mu_j/\ell_i\f$: \f$G_{ij} = \mu_j
+///    E_{ij}/\ell_i\f$, and the bias gets \f$\sum_i P_{ij}E_{ij}\f$.
+/// dQ rows get \f$G\f$'s query side (`ScoreGradients::add_gradients`), `key_gradients` and
+/// `value_gradients` (this tile's rows of dK and dV) the key side plus the bias's share times
+/// \f$\nabla(g + \log\mu)\f$.
+///
+/// Pairs the mask hides weigh exactly 0 and are set so before anything is derived from them. A
+/// partially hidden tile that holds a non-finite entry on the key side (k, v) or the query side
+/// (q, dOut, \f$D_i\f$, the statistic) is computed on its finite part, and then every gradient of
+/// a pair that sees the entry becomes NaN, as the plain products would make it: a row or key that
+/// does not see it keeps its bits.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
+          class Queries, class KeyRows, class ValueRows, class OutGradient, class DQ,
+          class KeyGradientRows, class ValueGradientRows>
+void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGradient& dOut,
+                       const Vector<typename Kernel::Scalar>& products,
+                       const Vector<typename Kernel::Scalar>& references, const KeyRows& keys,
+                       const ValueRows& values, const KeyTerms<typename Kernel::Scalar>& terms,
+                       const Matrix<typename Kernel::Scalar>& bias_gradients, Index first_key,
+                       const BoundMask& visibility, Index query_tile, DQ&& dq,
+                       KeyGradientRows&& key_gradients, ValueGradientRows&& value_gradients) {
+  using T = typename Kernel::Scalar;
+  using Gradients = ScoreGradients<Kernel>;
+  constexpr bool exponential = Scoring<Kernel>::exponential;
+  constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  const Index key_count = keys.rows();
+  const Index query_count = queries.rows();
+  const Index d = queries.cols();
+
+  BackwardTiles<T>& tiles = BackwardTiles<T>::of_this_thread();
+  Matrix<T> dk = Matrix<T>::Zero(key_count, d);
+  Matrix<T> dv = Matrix<T>::Zero(key_count, values.cols());
+  Eigen::Array<T, Eigen::Dynamic, 1> bias_sums =
+      Eigen::Array<T, Eigen::Dynamic, 1>::Zero(key_count);
+  const Eigen::Array<bool, Eigen::Dynamic, 1> finite_keys =
+      finite_rows(keys) && finite_rows(values);
+  const bool keys_finite = finite_keys.all();
+  const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
+  Eigen::ArrayXXd query_norms;
+
+  for (Index first = 0; first < query_count; first += query_tile) {
+    const Index rows = std::min(query_tile, query_count - first);
+    const mask::Coverage coverage =
+        visibility.coverage({first, first + rows}, {first_key, first_key + key_count});
+    if (coverage == mask::Coverage::hidden) continue;
+    const bool partial = coverage == mask::Coverage::partial;
+    const auto visible = [&](Index i, Index j) {
+      return visibility.visible(first + i, first_key + j);
+    };
+    const auto query_rows = queries.middleRows(first, rows);
+    const auto out_gradient_rows = dOut.middleRows(first, rows);
+    const auto row_products = products.segment(first, rows).array();
+    const auto row_references = references.segment(first, rows).array();
+    range.norms(query_rows, query_norms);
+    range.require_tile("Attention", query_norms, first, terms.range_norms, terms.range_key_terms,
+                       first_key, key_count,
+                       [&](Index i, Index j) { return !partial || visible(i, j); });
+    const Eigen::Array<bool, Eigen::Dynamic, 1> finite_queries =
+        finite_rows(query_rows) && finite_rows(out_gradient_rows) && row_products.isFinite() &&
+        !row_references.isNaN() && row_references < std::numeric_limits<T>::infinity();
+    const bool sanitise = partial && !(keys_finite && finite_queries.all());
+
+    auto& weights = tiles.weights;
+    auto& gradient = tiles.weight_gradients;
+    const auto hide = [&](auto& tile) {
+      for (Index j = 0; j < key_count; ++j)
+        for (Index i = 0; i < rows; ++i)
+          if (!visible(i, j)) tile(i, j) = T(0);
+    };
+    const auto attend = [&](const auto& q, const auto& k, const auto& v, const auto& dout,
+                            const KeyTerms<T>& scoring_terms, Index scoring_first_key) {
+      weights.resize(rows, key_count);
+      Gradients::scores(kernel, q, k, scoring_terms, scoring_first_key, tiles.scoring, weights);
+      gradient.noalias() = dout * v.transpose();
+      gradient.colwise() -= row_products.matrix();
+      if constexpr (exponential) {
+        for (Index j = 0; j < key_count; ++j) {
+          auto column = weights.col(j).array();
+          if constexpr (add_key_bias) column += terms.key_bias(first_key + j);
+          column = (column - row_references).exp();
+        }
+        for (Index i = 0; i < rows; ++i)
+          if (row_references(i) == ScalarTraits<T>::negative_infinity) weights.row(i).setZero();
+        if (partial) hide(weights);
+        gradient.array() *= weights.array();
+        if (partial) hide(gradient);
+        bias_sums += gradient.colwise().sum().transpose().array();
+      } else {
+        // mu_j / l_i, 0 for a row whose denominator is 0 (it outputs zeros).
+        for (Index j = 0; j < key_count; ++j) {
+          for (Index i = 0; i < rows; ++i) {
+            const T denominator = row_references(i);
+            T factor = T(0);
+            if (partial && !visible(i, j)) {
+              weights(i, j) = T(0);
+              gradient(i, j) = T(0);
+              continue;
+            }
+            if (denominator != T(0)) {
+              if constexpr (add_key_bias)
+                factor = std::copysign(T(std::exp(double(terms.key_bias(first_key + j)) -
+                                                  std::log(std::abs(double(denominator))))),
+                                       denominator);
+              else
+                factor = T(1) / denominator;
+            }
+            const T error = gradient(i, j);
+            gradient(i, j) = factor * error;
+            weights(i, j) *= factor;
+            if constexpr (add_key_bias) bias_sums(j) += weights(i, j) * error;
+          }
+        }
+      }
+      dv.noalias() += weights.transpose() * dout;
+      Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
+                               dk);
+    };
+    if (!sanitise) {
+      attend(query_rows, keys, values, out_gradient_rows, terms, first_key);
+      continue;
+    }
+    // The form's own key terms (squared norms) of the finite part, so that no NaN enters the
+    // scores of pairs that the finite part leaves finite; a finite key keeps its own bits.
+    const Matrix<T> finite_keys_part = finite_part(keys);
+    KeyTerms<T> finite_terms;
+    Eigen::VectorXd unused_log_terms = Eigen::VectorXd::Zero(key_count);
+    Scoring<Kernel>::key_terms(kernel, finite_keys_part, finite_terms, unused_log_terms);
+    for (Vector<T>* norms : {&finite_terms.squared_norms, &finite_terms.position_squared_norms}) {
+      const Vector<T>& own =
+          norms == &finite_terms.squared_norms ? terms.squared_norms : terms.position_squared_norms;
+      for (Index j = 0; j < norms->size(); ++j)
+        if (finite_keys(j)) (*norms)(j) = own(first_key + j);
+    }
+    attend(finite_part(query_rows), finite_keys_part, finite_part(values),
+           finite_part(out_gradient_rows), finite_terms, 0);
+    constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+    for (Index j = 0; j < key_count; ++j)
+      for (Index i = 0; i < rows; ++i) {
+        if (!visible(i, j) || (finite_keys(j) && finite_queries(i))) continue;
+        dq.row(first + i).setConstant(nan);
+        dk.row(j).setConstant(nan);
+        dv.row(j).setConstant(nan);
+      }
+  }
+  if constexpr (add_key_bias)
+    dk += bias_sums.matrix().asDiagonal() * bias_gradients.middleRows(first_key, key_count);
+  key_gradients = dk;
+  value_gradients = dv;
+}
+
+/// The most (sequence, head, key stripe) tasks a backward call makes when it has fewer
+/// sequence-head pairs: each pair's keys are split into up to this many stripes of key tiles,
+/// each stripe with its own partial dQ (see `attend_exact_backward`).
+inline constexpr Index backward_tasks = 8;
+
+/// The backward pass of `attend_exact` (docs/gradients.md). Per sequence and head: the key terms
+/// and their gradients once per key; \f$D_i = dO_i\cdot out_i\f$ and the reference of each query
+/// row (\f$L_i - f(q_i)\f$ for the exponential forms, the denominator for the direct forms) once
+/// per query; then the keys' tiles in S stripes, \f$S = \min(\text{key tiles},
+/// \lceil 8 / (BH)\rceil)\f$: each (sequence, head, stripe) is one task that owns its key tiles'
+/// rows of dK and dV and adds its share of dQ to a partial of its own (stripe 0 to dQ itself);
+/// the partials are then added to dQ in stripe order. Every split depends on the shapes alone,
+/// so the gradients are bit-identical for every thread count; the extra memory is the partials,
+/// \f$(S - 1)\,N_q\,d\f$ scalars per sequence and head, and one tile per thread.
+template <kernels::DifferentiableKernel Kernel, magnitude::DifferentiableMagnitude Magnitude,
+          mask::Mask Mask, class Call>
+void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
+                           const ExecutionOptions& options, const Call& call) {
+  using T = typename Kernel::Scalar;
+  constexpr bool exponential = Scoring<Kernel>::exponential;
+  const int threads = resolve_thread_count(options.threads);
+  const Index sequences = call.layout.sequences;
+  const Index heads = call.layout.heads;
+  const Index queries = call.queries();
+  const Index keys = call.keys();
+  const Index d = call.d();
+  const Index dv = call.dv();
+  call.dQ.setZero();
+  call.dK.setZero();
+  call.dV.setZero();
+  if (queries == 0 || keys == 0 || dv == 0) {
+    static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences}));
+    return;
+  }
+  const auto bound_masks = bind_masks(mask, queries, keys, sequences);
+  const Index pairs = sequences * heads;
+  const auto keys_of = [&](Index b, Index h) { return call.block_of(call.K, b, h, keys, d); };
+  const auto values_of = [&](Index b, Index h) { return call.block_of(call.V, b, h, keys, dv); };
+  const auto queries_of = [&](Index b, Index h) { return call.block_of(call.Q, b, h, queries, d); };
+  const auto out_gradient_of = [&](Index b, Index h) {
+    return call.block_of(call.dOut, b, h, queries, dv);
+  };
+
+  std::vector<KeyTerms<T>> key_terms(static_cast<std::size_t>(pairs));
+  std::vector<Matrix<T>> bias_gradients(static_cast<std::size_t>(pairs));
+  std::vector<Vector<T>> products(static_cast<std::size_t>(pairs));
+  std::vector<Vector<T>> references(static_cast<std::size_t>(pairs));
+  parallel_for(pairs, threads, [&](Index pair) {
+    const Index b = pair / heads;
+    const Index h = pair % heads;
+    const auto p = std::size_t(pair);
+    key_terms[p] = compute_key_terms(kernel, magnitude, keys_of(b, h), values_of(b, h));
+    if constexpr (has_key_bias<Kernel, Magnitude>())
+      bias_gradients[p] = key_bias_gradients(kernel, magnitude, keys_of(b, h));
+    products[p] =
+        (out_gradient_of(b, h).array() * call.block_of(call.out, b, h, queries, dv).array())
+            .rowwise()
+            .sum()
+            .matrix();
+    const auto statistics = call.statistics.col(h).segment(b * queries, queries);
+    if constexpr (exponential) {
+      Eigen::ArrayXd query_terms = Eigen::ArrayXd::Zero(queries);
+      Scoring<Kernel>::add_query_log_terms(kernel, queries_of(b, h),
+                                           TileScratch<T>::of_this_thread(), query_terms);
+      references[p] =
+          (statistics.template cast<double>().array() - query_terms).template cast<T>().matrix();
+    } else {
+      references[p] = statistics;
+    }
+  });
+
+  const Index key_tile = std::min(options.key_tile, keys);
+  const Index tiles = 1 + (keys - 1) / key_tile;
+  const Index stripes = std::min(tiles, (backward_tasks + pairs - 1) / pairs);
+  const Index query_tile = options.query_tile_for(queries);
+  std::vector<Matrix<T>> partial_query_gradients(static_cast<std::size_t>(pairs * (stripes - 1)));
+  parallel_for(pairs * stripes, threads, [&](Index task) {
+    const Index pair = task / stripes;
+    const Index stripe = task % stripes;
+    const Index b = pair / heads;
+    const Index h = pair % heads;
+    const auto p = std::size_t(pair);
+    const auto run_stripe = [&](auto&& dq) {
+      for (Index tile = stripe * tiles / stripes; tile < (stripe + 1) * tiles / stripes; ++tile) {
+        const Index first_key = tile * key_tile;
+        const Index count = std::min(key_tile, keys - first_key);
+        backward_key_tile<Kernel, Magnitude>(
+            kernel, queries_of(b, h), out_gradient_of(b, h), products[p], references[p],
+            keys_of(b, h).middleRows(first_key, count),
+            values_of(b, h).middleRows(first_key, count), key_terms[p], bias_gradients[p],
+            first_key, bound_masks[std::size_t(b)], query_tile, dq,
+            call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
+            call.block_of(call.dV, b, h, keys, dv).middleRows(first_key, count));
+      }
+    };
+    if (stripe == 0) {
+      run_stripe(call.block_of(call.dQ, b, h, queries, d));
+    } else {
+      Matrix<T>& partial = partial_query_gradients[std::size_t(pair * (stripes - 1) + stripe - 1)];
+      partial.setZero(queries, d);
+      run_stripe(partial);
+    }
+  });
+  if (stripes > 1)
+    parallel_for(pairs, threads, [&](Index pair) {
+      auto dq = call.block_of(call.dQ, pair / heads, pair % heads, queries, d);
+      for (Index stripe = 1; stripe < stripes; ++stripe)
+        dq += partial_query_gradients[std::size_t(pair * (stripes - 1) + stripe - 1)];
+    });
+}
+
+}  // namespace kernattn::detail
