@@ -38,6 +38,9 @@
 //
 // Compare BM_LinearPositive/4096 with BM_Softmax/4096 (the exact softmax it estimates).
 //
+// Backward passes (BM_SoftmaxBackward, BM_RbfLp3Backward, BM_SoftmaxBackward_2T): see
+// bench/backward.cpp.
+//
 // Multi-head, H = 8 heads of d = dv = 64 (Q, K, V are N x 512), N in {1024, 4096}, one thread
 // unless stated:
 //
@@ -70,7 +73,7 @@
 //   ./kernattn_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //       --benchmark_counters_tabular=true --benchmark_min_time=0.2
 // Peak memory:
-//   ./kernattn_bench --peak-memory
+//   ./kernattn_bench --peak-memory            (and --peak-memory-backward: bench/backward.cpp)
 // runs the N = 32768 softmax once, outside Google Benchmark, in a process that has allocated
 // nothing else, and prints the peak RSS (one materialised N x N float matrix would be 4 GiB).
 //
@@ -82,7 +85,6 @@
 // Use an otherwise idle machine: check `uptime` (and top) before trusting the numbers.
 
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <Eigen/Core>
 #include <Eigen/SparseCore>
@@ -98,45 +100,21 @@
 #include <utility>
 #include <vector>
 
+#include "bench_common.hpp"
+
+namespace kernattn_bench {
+/// `--peak-memory-backward` (bench/backward.cpp).
+int peak_memory_backward_main();
+}  // namespace kernattn_bench
+
 namespace {
 
-using kernattn::Index;
-using Mat = kernattn::Matrix<float>;
+using namespace kernattn_bench;
 
-constexpr Index kHeadDim = 64;
-constexpr Index kLongSequence = 32768;
 constexpr Index kFrequencies = 256;         // M, the random frequencies of the feature families
 constexpr Index kHeads = 8;                 // H of the multi-head families
 constexpr Index kCoupledFrequencies = 128;  // M of each head of the coupled families
 constexpr Index kGraphDegree = 32;          // neighbours per node of BM_Graph
-
-/// One problem with Nq = Nk = n and d = dv = kHeadDim per head (`heads` heads side by side, as
-/// after a projection), plus its output.
-struct Problem {
-  Mat Q, K, V, out;
-};
-
-/// Fixed-seed inputs, entries uniform on [-sqrt 3, sqrt 3) (unit variance). std::mt19937's output
-/// is fixed by the standard, so the inputs are the same with every standard library.
-Problem make_problem(Index n, Index heads = 1) {
-  std::mt19937 generator(20240521u);
-  const auto fill = [&](Index rows) {
-    Mat m(rows, heads * kHeadDim);
-    for (Index j = 0; j < m.cols(); ++j)
-      for (Index i = 0; i < m.rows(); ++i)
-        m(i, j) = float((double(generator()) / 4294967296.0 * 2.0 - 1.0) * 1.7320508075688772);
-    return m;
-  };
-  Problem problem;
-  problem.Q = fill(n);
-  problem.K = fill(n);
-  problem.V = fill(n);
-  problem.out = Mat::Zero(n, heads * kHeadDim);
-  return problem;
-}
-
-/// 4 N^2 d: 2 N^2 d for the scores Q K^T and 2 N^2 dv (dv = d) for the product with V.
-double flops(Index n) { return 4.0 * double(n) * double(n) * double(kHeadDim); }
 
 /// Linear attention with M frequencies and D features (dv = d): 2*2*N*d*M for the frequency
 /// products of Q and K, 2*N*D*dv for the state phi(K)^T V, 2*N*D*dv for the read phi(Q) S.
@@ -153,40 +131,6 @@ double quadratic_feature_flops(Index n, Index features) {
   const double d = double(kHeadDim);
   const double D = double(features);
   return 2.0 * N * N * D + 2.0 * N * N * d + 2.0 * 2.0 * N * d * D;
-}
-
-double peak_rss_mb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return double(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-kernattn::ExecutionOptions with_threads(int threads) {
-  kernattn::ExecutionOptions options;
-  options.threads = threads;
-  return options;
-}
-
-/// The timed loop shared by every family: `evaluate()` computes one attention (or GEMM pair) into
-/// `result`; everything it needs was allocated before the loop. `flop_count` is the flops
-/// credited to one call.
-template <class Evaluate>
-void timed_loop(benchmark::State& state, Index n, double flop_count, const Mat& result,
-                Evaluate&& evaluate) {
-  for (auto _ : state) {
-    evaluate();
-    benchmark::DoNotOptimize(result.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["GFLOPS"] =
-      benchmark::Counter(flop_count * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetItemsProcessed(state.iterations() * n);
-}
-
-/// The same, credited with the 4 N^2 d flops of exact attention.
-template <class Evaluate>
-void timed_loop(benchmark::State& state, Index n, const Mat& result, Evaluate&& evaluate) {
-  timed_loop(state, n, flops(n), result, std::forward<Evaluate>(evaluate));
 }
 
 void BM_Gemm(benchmark::State& state) {
@@ -494,8 +438,11 @@ int peak_memory_main() {
 int main(int argc, char** argv) {
   // The reference GEMMs run on one thread like the library; the library sets its own threads.
   Eigen::setNbThreads(1);
-  for (int i = 1; i < argc; ++i)
+  for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--peak-memory") return peak_memory_main();
+    if (std::string_view(argv[i]) == "--peak-memory-backward")
+      return kernattn_bench::peak_memory_backward_main();
+  }
 
   register_benchmarks();
   benchmark::Initialize(&argc, argv);

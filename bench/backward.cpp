@@ -1,0 +1,102 @@
+// Backward families of kernattn_bench (docs/gradients.md): d = dv = 64, float, one head, one
+// thread unless stated. Each call is one `Attention::backward` given the forward's output and
+// row statistics (computed once, outside the timed loop), credited with the 10 N^2 d flops of its
+// five products of 2 N^2 d (the scores Q K^T, dOut V^T, P^T dOut, dS^T Q and dS K): 2.5 times the
+// 4 N^2 d of the forward, so its GFLOPS read against BM_Softmax's directly.
+//
+//   BM_SoftmaxBackward/N      Exponential kernel, N in {1024, 4096}
+//   BM_RbfLp3Backward/N       RBF x Lp magnitude, p = 3
+//   BM_SoftmaxBackward_2T/N   Exponential kernel on two threads, N = 4096
+//
+// Peak memory: `kernattn_bench --peak-memory-backward` runs the N = 32768 forward with statistics
+// and then the backward once, in a process that has allocated nothing else, and prints the peak
+// resident set.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <kernattn/kernattn.hpp>
+
+#include "bench_common.hpp"
+
+namespace kernattn_bench {
+
+namespace {
+
+/// 10 N^2 d: five products of 2 N^2 d.
+double backward_flops(Index n) { return 2.5 * flops(n); }
+
+/// A forward with statistics, then the timed backward.
+template <class AttentionT>
+void backward_benchmark(benchmark::State& state, const AttentionT& attention) {
+  const Index n = state.range(0);
+  Problem p = make_problem(n);
+  Mat statistics;
+  attention.compute(p.Q, p.K, p.V, p.out, statistics);
+  const Mat dOut = make_problem(n).V.reverse();
+  Mat dQ(n, kHeadDim);
+  Mat dK(n, kHeadDim);
+  Mat dV(n, kHeadDim);
+  timed_loop(state, n, backward_flops(n), dQ,
+             [&] { attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV); });
+}
+
+template <class AttentionT>
+void register_backward(const char* name, const AttentionT& attention,
+                       std::initializer_list<Index> sizes) {
+  auto* family = benchmark::RegisterBenchmark(
+      name, [attention](benchmark::State& state) { backward_benchmark(state, attention); });
+  for (const Index n : sizes) family->Arg(n);
+  family->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+const bool registered = [] {
+  namespace kernels = kernattn::kernels;
+  namespace magnitude = kernattn::magnitude;
+  using kernattn::Attention;
+  register_backward("BM_SoftmaxBackward",
+                    Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(1)),
+                    {1024, 4096});
+  register_backward("BM_RbfLp3Backward",
+                    Attention<kernels::Rbf<float>, magnitude::Lp<float>>(
+                        {}, magnitude::Lp<float>(3.0f), {}, with_threads(1)),
+                    {1024, 4096});
+  register_backward("BM_SoftmaxBackward_2T",
+                    Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)), {4096});
+  return true;
+}();
+
+}  // namespace
+
+/// `--peak-memory-backward`: the N = 32768 softmax forward with statistics and its backward, once.
+int peak_memory_backward_main() {
+  const double before_inputs = peak_rss_mb();
+  Problem p = make_problem(kLongSequence);
+  const Mat dOut = make_problem(kLongSequence).V.reverse();
+  Mat statistics(kLongSequence, 1);
+  Mat dQ(kLongSequence, kHeadDim);
+  Mat dK(kLongSequence, kHeadDim);
+  Mat dV(kLongSequence, kHeadDim);
+  dQ.setZero();
+  dK.setZero();
+  dV.setZero();
+  const double with_arguments = peak_rss_mb();
+  const kernattn::Attention<kernattn::kernels::Exponential<float>> softmax({}, {}, {},
+                                                                           with_threads(1));
+  softmax.compute(p.Q, p.K, p.V, p.out, statistics);
+  const auto start = std::chrono::steady_clock::now();
+  softmax.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  benchmark::DoNotOptimize(dQ.data());
+  std::printf(
+      "exact softmax backward, N = %ld, d = dv = %ld, float, 1 thread: %.2f s, %.1f GFLOP/s\n",
+      long(kLongSequence), long(kHeadDim), seconds, backward_flops(kLongSequence) * 1e-9 / seconds);
+  std::printf("peak RSS before the arguments:                          %8.1f MB\n", before_inputs);
+  std::printf("peak RSS with Q, K, V, out, dOut, dQ, dK, dV (%.0f MB): %8.1f MB\n",
+              8.0 * double(p.Q.size()) * sizeof(float) / (1024.0 * 1024.0), with_arguments);
+  std::printf("peak_rss_MB after the backward:                         %8.1f MB\n", peak_rss_mb());
+  return 0;
+}
+
+}  // namespace kernattn_bench
