@@ -6,6 +6,7 @@
 /// \f$\sum_{j\in M(i)} w_{ij}\f$ of the direct forms.
 
 #include <cmath>
+#include <limits>
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
@@ -57,12 +58,13 @@ void write_row_statistics(const Kernel& kernel, const Queries& queries, Index fi
     if constexpr (Form::exponential) {
       statistics(i) = sum == 0.0 ? minus_infinity : T(reference + std::log(sum) + log_terms(i));
     } else {
-      const T denominator = T(sum * std::exp(reference));
-      require(std::isfinite(denominator) || !std::isfinite(sum),
+      // Checked in double: a double beyond the largest T has no conversion to T.
+      const double denominator = sum * std::exp(reference);
+      require(std::abs(denominator) <= double(std::numeric_limits<T>::max()) || !std::isfinite(sum),
               "Attention: the denominator of query ", first_query + i, " (", sum, " x e^",
               reference, ") overflows ", ScalarTraits<T>::name,
               ", so the row statistics cannot hold it: scale the magnitude down");
-      statistics(i) = denominator;
+      statistics(i) = T(denominator);
     }
   }
 }
