@@ -61,6 +61,12 @@ Mat<T> poisoned(Mat<T> m, Index first, bool nan) {
   return m;
 }
 
+/// `attention` with other tiles and threads.
+template <class Attention>
+Attention with_options(const Attention& attention, const kernattn::ExecutionOptions& options) {
+  return Attention(attention.kernel(), attention.magnitude(), attention.mask(), options);
+}
+
 /// The gradients of `attention` on (Q, K, V) with dOut `dO`, through its own forward.
 template <class T, class Attention>
 kernattn::AttentionGradients<T> gradients_of(const Attention& attention, const Mat<T>& Q,
@@ -150,8 +156,7 @@ TEMPLATE_TEST_CASE(
   for (const kernattn::ExecutionOptions& options : backward_checks::backward_tilings) {
     CAPTURE(options.query_tile, options.key_tile);
     for_each_form<T>(mask::Causal{}, [&](const auto& base, const auto& kernel, const auto&) {
-      using A = std::remove_cvref_t<decltype(base)>;
-      const A attention(base.kernel(), base.magnitude(), base.mask(), options);
+      const auto attention = with_options(base, options);
       const auto clean = gradients_of<T>(attention, Q, K, V, dO);
       REQUIRE(clean.dQ.allFinite());
       for (const Index p : {Index(0), Index(6), Index(13), Index(n - 2)})
@@ -185,8 +190,7 @@ TEMPLATE_TEST_CASE(
   for (const kernattn::ExecutionOptions& options : backward_checks::backward_tilings) {
     CAPTURE(options.query_tile, options.key_tile);
     for_each_form<T>(padding, [&](const auto& base, const auto&, const auto&) {
-      using A = std::remove_cvref_t<decltype(base)>;
-      const A attention(base.kernel(), base.magnitude(), base.mask(), options);
+      const auto attention = with_options(base, options);
       const auto clean = gradients_of<T>(attention, Q, K, V, dO);
       CHECK(clean.dK.bottomRows(n - length).isZero(0));
       CHECK(clean.dV.bottomRows(n - length).isZero(0));

@@ -45,9 +45,37 @@ struct GradientScratch {
 template <class Kernel>
 struct ScoreGradients;
 
+/// The squared norms of keys [first, first + count) when a factor keeps them (a distance
+/// factor), else an empty vector.
+template <Real T>
+[[nodiscard]] Vector<T> key_norms_of(const Vector<T>& norms, Index first, Index count) {
+  return norms.size() == 0 ? Vector<T>() : Vector<T>(norms.segment(first, count));
+}
+
+/// The forms that are one log-domain factor on all columns (dot-product and distance kernels):
+/// `Factor` is the form's `ScoreGradients`, with its `factor_scores` and `add_factor_gradients`.
+template <class Kernel, class Factor>
+struct SingleFactorGradients {
+  using T = typename Kernel::Scalar;
+
+  template <class Queries, class Keys, class Tile>
+  static void scores(const Kernel& kernel, const Queries& queries, const Keys& keys,
+                     const KeyTerms<T>& terms, Index first_key, GradientScratch<T>& scratch,
+                     Tile&& tile) {
+    Factor::factor_scores(kernel, queries, keys,
+                          key_norms_of(terms.squared_norms, first_key, keys.rows()),
+                          scratch.factors[0], tile);
+  }
+  template <class Queries, class Keys, class G, class DQ, class DK>
+  static void add_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
+                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {
+    Factor::add_factor_gradients(kernel, queries, keys, scratch.factors[0], gradient, dq, dk);
+  }
+};
+
 /// One factor \f$a\,(q\cdot k)\f$: \f$\partial_q = a\,G K\f$, \f$\partial_k = a\,G^\top Q\f$.
 template <kernels::DotProductKernel Kernel>
-struct ScoreGradients<Kernel> {
+struct ScoreGradients<Kernel> : SingleFactorGradients<Kernel, ScoreGradients<Kernel>> {
   using T = typename Kernel::Scalar;
 
   template <class Queries, class Keys, class Tile>
@@ -64,24 +92,13 @@ struct ScoreGradients<Kernel> {
     dq.noalias() += gradient * keys;
     dk.noalias() += gradient.transpose() * queries;
   }
-
-  template <class Queries, class Keys, class Tile>
-  static void scores(const Kernel& kernel, const Queries& queries, const Keys& keys,
-                     const KeyTerms<T>&, Index, GradientScratch<T>& scratch, Tile&& tile) {
-    factor_scores(kernel, queries, keys, {}, scratch.factors[0], tile);
-  }
-  template <class Queries, class Keys, class G, class DQ, class DK>
-  static void add_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
-                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {
-    add_factor_gradients(kernel, queries, keys, scratch.factors[0], gradient, dq, dk);
-  }
 };
 
 /// One factor \f$h(r^2)\f$, \f$r^2 = \lVert q - k\rVert^2\f$: with \f$G'_{ij} =
 /// G_{ij}\,h'(r^2_{ij})\f$, \f$\partial_{q_i} = 2\big(\sum_j G'_{ij}\,q_i - (G' K)_i\big)\f$ and
 /// \f$\partial_{k_j} = 2\big(\sum_i G'_{ij}\,k_j - (G'^\top Q)_j\big)\f$.
 template <kernels::DistanceKernel Kernel>
-struct ScoreGradients<Kernel> {
+struct ScoreGradients<Kernel> : SingleFactorGradients<Kernel, ScoreGradients<Kernel>> {
   using T = typename Kernel::Scalar;
 
   /// `key_squared_norms`: \f$\lVert k_j\rVert^2\f$ of the tile's keys.
@@ -112,19 +129,6 @@ struct ScoreGradients<Kernel> {
     dq += row_sums.asDiagonal() * queries;
     dk.noalias() -= scratch.raw.transpose() * queries;
     dk += column_sums.asDiagonal() * keys;
-  }
-
-  template <class Queries, class Keys, class Tile>
-  static void scores(const Kernel& kernel, const Queries& queries, const Keys& keys,
-                     const KeyTerms<T>& terms, Index first_key, GradientScratch<T>& scratch,
-                     Tile&& tile) {
-    factor_scores(kernel, queries, keys, terms.squared_norms.segment(first_key, keys.rows()),
-                  scratch.factors[0], tile);
-  }
-  template <class Queries, class Keys, class G, class DQ, class DK>
-  static void add_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
-                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {
-    add_factor_gradients(kernel, queries, keys, scratch.factors[0], gradient, dq, dk);
   }
 };
 
@@ -171,12 +175,12 @@ struct ScoreGradients<Kernel> {
     const Index d = kernel.feature_columns(queries.cols());
     const Index count = keys.rows();
     FeatureGradients::factor_scores(kernel.feature_kernel(), queries.leftCols(d), keys.leftCols(d),
-                                    norms_of(terms.squared_norms, first_key, count),
+                                    key_norms_of(terms.squared_norms, first_key, count),
                                     scratch.factors[0], tile);
     scratch.position_scores.resize(tile.rows(), tile.cols());
     PositionGradients::factor_scores(kernel.position_kernel(), queries.rightCols(dt),
                                      keys.rightCols(dt),
-                                     norms_of(terms.position_squared_norms, first_key, count),
+                                     key_norms_of(terms.position_squared_norms, first_key, count),
                                      scratch.factors[1], scratch.position_scores);
     tile += scratch.position_scores;
   }
@@ -193,13 +197,6 @@ struct ScoreGradients<Kernel> {
     PositionGradients::add_factor_gradients(kernel.position_kernel(), queries.rightCols(dt),
                                             keys.rightCols(dt), scratch.factors[1],
                                             position_gradient, dq.rightCols(dt), dk.rightCols(dt));
-  }
-
- private:
-  /// The squared norms of keys [first, first + count) when the factor keeps them (a distance
-  /// factor), else an empty vector.
-  static Vector<T> norms_of(const Vector<T>& norms, Index first, Index count) {
-    return norms.size() == 0 ? Vector<T>() : Vector<T>(norms.segment(first, count));
   }
 };
 
