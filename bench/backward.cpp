@@ -7,6 +7,12 @@
 //   BM_SoftmaxBackward/N      Exponential kernel, N in {1024, 4096}
 //   BM_RbfLp3Backward/N       RBF x Lp magnitude, p = 3
 //   BM_SoftmaxBackward_2T/N   Exponential kernel on two threads, N = 4096
+//   BM_LinearPositiveBackward/N        LinearAttention<Positive> (M = 256), N in {1024, 4096,
+//                                      16384}: `LinearAttention::backward` given the output,
+//                                      credited with three times the forward's flops (it
+//                                      recomputes the state, then takes the queries' and the
+//                                      keys' adjoints, each about one forward)
+//   BM_LinearPositiveCausalBackward/N  the same with mask::Causal
 //
 // Peak memory: `kernattn_bench --peak-memory-backward` runs the N = 32768 forward with statistics
 // and then the backward once, in a process that has allocated nothing else, and prints the peak
@@ -41,6 +47,31 @@ void backward_benchmark(benchmark::State& state, const AttentionT& attention) {
              [&] { attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV); });
 }
 
+/// The forward, then the timed linear backward (no statistics).
+template <class AttentionT>
+void linear_backward_benchmark(benchmark::State& state, const AttentionT& attention) {
+  const Index n = state.range(0);
+  Problem p = make_problem(n);
+  attention.compute(p.Q, p.K, p.V, p.out);
+  const Mat dOut = make_problem(n).V.reverse();
+  Mat dQ(n, kHeadDim);
+  Mat dK(n, kHeadDim);
+  Mat dV(n, kHeadDim);
+  timed_loop(state, n, 3.0 * linear_flops(n, kFrequencies, kFrequencies), dQ,
+             [&] { attention.backward(p.Q, p.K, p.V, p.out, dOut, dQ, dK, dV); });
+}
+
+template <class AttentionT>
+void register_linear_backward(const char* name, const AttentionT& attention) {
+  benchmark::RegisterBenchmark(
+      name, [attention](benchmark::State& state) { linear_backward_benchmark(state, attention); })
+      ->Arg(1024)
+      ->Arg(4096)
+      ->Arg(16384)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
 template <class AttentionT>
 void register_backward(const char* name, const AttentionT& attention,
                        std::initializer_list<Index> sizes) {
@@ -63,6 +94,18 @@ const bool registered = [] {
                     {1024, 4096});
   register_backward("BM_SoftmaxBackward_2T",
                     Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)), {4096});
+
+  using Positive = kernattn::features::Positive<float>;
+  const Positive positive =
+      Positive::draw(kFrequencies, kHeadDim, kernattn::random::RandomStream{20240521u, 2});
+  kernattn::LinearOptions one;
+  one.threads = 1;
+  register_linear_backward("BM_LinearPositiveBackward",
+                           kernattn::LinearAttention<Positive>(positive, {}, {}, one));
+  register_linear_backward(
+      "BM_LinearPositiveCausalBackward",
+      kernattn::LinearAttention<Positive, magnitude::None, kernattn::mask::Causal>(positive, {}, {},
+                                                                                   one));
   return true;
 }();
 

@@ -46,6 +46,17 @@ inline Problem make_problem(Index n, Index heads = 1) {
 /// 4 N^2 d: 2 N^2 d for the scores Q K^T and 2 N^2 dv (dv = d) for the product with V.
 inline double flops(Index n) { return 4.0 * double(n) * double(n) * double(kHeadDim); }
 
+/// M, the random frequencies of the feature families.
+constexpr Index kFrequencies = 256;
+
+/// Linear attention with M frequencies and D features (dv = d): 2*2*N*d*M for the frequency
+/// products of Q and K, 2*N*D*dv for the state phi(K)^T V, 2*N*D*dv for the read phi(Q) S.
+inline double linear_flops(Index n, Index frequencies, Index features) {
+  const double N = double(n);
+  const double d = double(kHeadDim);
+  return 2.0 * 2.0 * N * d * double(frequencies) + 4.0 * N * double(features) * d;
+}
+
 inline double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

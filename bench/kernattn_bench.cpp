@@ -111,18 +111,9 @@ namespace {
 
 using namespace kernattn_bench;
 
-constexpr Index kFrequencies = 256;         // M, the random frequencies of the feature families
 constexpr Index kHeads = 8;                 // H of the multi-head families
 constexpr Index kCoupledFrequencies = 128;  // M of each head of the coupled families
 constexpr Index kGraphDegree = 32;          // neighbours per node of BM_Graph
-
-/// Linear attention with M frequencies and D features (dv = d): 2*2*N*d*M for the frequency
-/// products of Q and K, 2*N*D*dv for the state phi(K)^T V, 2*N*D*dv for the read phi(Q) S.
-double linear_flops(Index n, Index frequencies, Index features) {
-  const double N = double(n);
-  const double d = double(kHeadDim);
-  return 2.0 * 2.0 * N * d * double(frequencies) + 4.0 * N * double(features) * d;
-}
 
 /// Quadratic attention through D features (dv = d): 2*N^2*D for the feature dot products,
 /// 2*N^2*dv for the product with V, 2*2*N*d*D for the features of Q and K.

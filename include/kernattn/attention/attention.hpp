@@ -148,26 +148,8 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
           detail::backward_call(queries, keys, values, output, statistics, output_gradient,
                                 query_gradient, key_gradient, value_gradient, layout));
     };
-    const auto overlaps = [&](const auto& gradient) {
-      return detail::may_share_memory(gradient, queries) ||
-             detail::may_share_memory(gradient, keys) ||
-             detail::may_share_memory(gradient, values) ||
-             detail::may_share_memory(gradient, output) ||
-             detail::may_share_memory(gradient, statistics) ||
-             detail::may_share_memory(gradient, output_gradient);
-    };
-    if (overlaps(dQ) || overlaps(dK) || overlaps(dV) || detail::may_share_memory(dQ, dK) ||
-        detail::may_share_memory(dQ, dV) || detail::may_share_memory(dK, dV)) {
-      Matrix<Scalar> query_gradient(dQ.rows(), dQ.cols());
-      Matrix<Scalar> key_gradient(dK.rows(), dK.cols());
-      Matrix<Scalar> value_gradient(dV.rows(), dV.cols());
-      run(query_gradient, key_gradient, value_gradient);
-      dQ = query_gradient;
-      dK = key_gradient;
-      dV = value_gradient;
-    } else {
-      run(dQ, dK, dV);
-    }
+    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
+                                    output_gradient);
   }
 
   /// `backward` into new matrices.

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/linear_backward.hpp"
 #include "kernattn/engine/linear_engine.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/features/feature_map.hpp"
@@ -140,6 +142,61 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const LinearOptions& options() const { return options_; }
 
+  /// The backward pass (docs/gradients.md, "Linear attention"): given the inputs of a forward
+  /// call, its output `out` and \f$dOut = \partial\ell/\partial out\f$ of a scalar loss
+  /// \f$\ell\f$, writes \f$\partial\ell/\partial Q\f$, \f$\partial\ell/\partial K\f$ and
+  /// \f$\partial\ell/\partial V\f$ into dQ, dK and dV (through temporaries where they may
+  /// overlap an argument). The state is recomputed, so no row statistics are needed: time
+  /// \f$O(N M d)\f$, memory the state (D x d_v) plus tiles, and under a causal filter one state
+  /// per chunk of `LinearOptions::causal_chunk` queries. A row whose output the guard makes zero
+  /// has zero gradient; a signed map's floored denominator \f$\tau Z_i\f$ is differentiated as
+  /// such. Q, out, dOut and the keys and values that are not padding must be finite
+  /// (`InvalidArgument` otherwise). Parallel over sequence x head; bit-identical for every
+  /// thread count.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                BatchLayout layout = {}) const {
+    static_assert(features::DifferentiableFeatureMap<FeatureMap>,
+                  "LinearAttention::backward: the feature map has no feature_gradient "
+                  "(features::DifferentiableFeatureMap)");
+    static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
+                  "LinearAttention::backward: the magnitude has no log_magnitude_gradient");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          run_backward(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
+                       value_gradient, layout);
+        },
+        queries, keys, values, output, output_gradient);
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     BatchLayout layout = {}) const {
+    AttentionGradients<Scalar> result{Matrix<Scalar>(Q.rows(), Q.cols()),
+                                      Matrix<Scalar>(K.rows(), K.cols()),
+                                      Matrix<Scalar>(V.rows(), V.cols())};
+    backward(Q, K, V, out, dOut, result.dQ, result.dK, result.dV, layout);
+    return result;
+  }
+
   /// The same feature map, magnitude and options with another set filter.
   template <mask::LinearMask NewMask>
   [[nodiscard]] LinearAttention<FeatureMap, Magnitude, NewMask> with_mask(NewMask mask) const {
@@ -197,16 +254,10 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       parallel_for(B * H, threads, [&](Index item) {
         const Index b = item / H;
         const Index h = item % H;
-        auto& scratch = detail::LinearScratch<Scalar>::of_this_thread();
-        const auto key_valid = key_valid_of(b);
-        for (Index first = 0; first < nk && !states[std::size_t(item)].poisoned;
-             first += options_.key_tile) {
-          const Index count = std::min(options_.key_tile, nk - first);
-          detail::key_tile_features(map_, magnitude_, keys_of(b, h).middleRows(first, count), first,
-                                    key_valid, scratch);
-          detail::add_keys_to_state(scratch, values_of(b, h).middleRows(first, count),
-                                    states[std::size_t(item)]);
-        }
+        detail::consume_keys(map_, magnitude_, keys_of(b, h), values_of(b, h), 0, nk,
+                             key_valid_of(b), options_.key_tile,
+                             detail::LinearScratch<Scalar>::of_this_thread(),
+                             states[std::size_t(item)]);
       });
       const Index tile = options_.query_tile;
       const Index tiles = nq == 0 ? 0 : 1 + (nq - 1) / tile;
@@ -226,6 +277,52 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       for (Index h = 0; h < H; ++h)
         detail::require_finite_output(queries_of(b, h), keys_of(b, h), values_of(b, h),
                                       out_of(b, h), b, h);
+  }
+
+  template <class Queries, class Keys, class Values, class Out, class OutGradient, class GQ,
+            class GK, class GV>
+  void run_backward(const Queries& Q, const Keys& K, const Values& V, const Out& out,
+                    const OutGradient& dOut, GQ& dQ, GK& dK, GV& dV, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = Q.cols() / H;
+    const Index dv = V.cols() / H;
+    if (nq == 0 || nk == 0 || dv == 0) {  // the loss cannot depend on Q, K or V
+      static_cast<void>(detail::bind_masks(mask_, nq, nk, B));
+      dQ.setZero();
+      dK.setZero();
+      dV.setZero();
+      return;
+    }
+    const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
+    parallel_for(B * H, resolve_thread_count(options_.threads), [&](Index item) {
+      const Index b = item / H;
+      const Index h = item % H;
+      const auto key_valid = [&bound = bound_masks[std::size_t(b)], nq](Index j) {
+        return bound.visible(nq - 1, j);
+      };
+      const auto queries = Q.block(b * nq, h * d, nq, d);
+      const auto keys = K.block(b * nk, h * d, nk, d);
+      const auto values = V.block(b * nk, h * dv, nk, dv);
+      const auto output = out.block(b * nq, h * dv, nq, dv);
+      const auto output_gradient = dOut.block(b * nq, h * dv, nq, dv);
+      detail::require_finite_backward_inputs(queries, keys, values, output, output_gradient,
+                                             key_valid, b, h);
+      auto query_gradient = dQ.block(b * nq, h * d, nq, d);
+      auto key_gradient = dK.block(b * nk, h * d, nk, d);
+      auto value_gradient = dV.block(b * nk, h * dv, nk, dv);
+      if constexpr (detail::LinearMaskTraits<Mask>::causal)
+        detail::attend_backward_causal(
+            map_, magnitude_, queries, keys, values, output, output_gradient,
+            detail::LinearMaskTraits<Mask>::visible_count(mask_, nq, nk), key_valid, options_,
+            query_gradient, key_gradient, value_gradient);
+      else
+        detail::attend_backward_noncausal(map_, magnitude_, queries, keys, values, output,
+                                          output_gradient, key_valid, options_, query_gradient,
+                                          key_gradient, value_gradient);
+    });
   }
 
   FeatureMap map_;

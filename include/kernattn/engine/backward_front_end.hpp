@@ -2,6 +2,7 @@
 /// \file
 /// What the backward calls share: the gradients they return and the checks of their arguments.
 
+#include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/front_end.hpp"
@@ -27,6 +28,19 @@ void require_shape(const Argument& argument, std::string_view name, Index rows, 
           " but must be ", shape_of(rows, cols), " (", because, ")");
 }
 
+/// The checks of a backward call without row statistics (the linear engine's).
+template <class DQ, class DK, class DV, class Out, class OutGradient, class GQ, class GK, class GV>
+void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                              const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<Out>& out,
+                              const OutGradient& dOut, const GQ& dQ, const GK& dK, const GV& dV,
+                              BatchLayout layout) {
+  validate_attention_shapes(Q, K, V, out, layout);
+  require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
+  require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
+  require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
+  require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+}
+
 /// Checks the arguments of a backward call in the batch x heads `layout`: those of the forward
 /// call (`validate_attention_shapes`), then the statistics (\f$(B N_q) \times H\f$), dOut (the
 /// output's shape) and the gradients (their inputs' shapes), naming each argument and its shape.
@@ -39,10 +53,28 @@ void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matri
   validate_attention_shapes(Q, K, V, out, layout);
   require_shape(statistics, "statistics", Q.rows(), layout.heads,
                 "one row statistic per query row and head, as the forward call wrote them");
-  require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
-  require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
-  require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
-  require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+  validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+}
+
+/// Calls `run(dQ, dK, dV)`, through temporaries of the gradients' shapes when a gradient may
+/// overlap another or one of `inputs` (an overlapping argument is read after it is written).
+template <Real T, class GQ, class GK, class GV, class Run, class... Inputs>
+void write_gradients(GQ& dQ, GK& dK, GV& dV, const Run& run, const Inputs&... inputs) {
+  const auto overlaps = [&](const auto& gradient) {
+    return (may_share_memory(gradient, inputs) || ...);
+  };
+  if (overlaps(dQ) || overlaps(dK) || overlaps(dV) || may_share_memory(dQ, dK) ||
+      may_share_memory(dQ, dV) || may_share_memory(dK, dV)) {
+    Matrix<T> query_gradient(dQ.rows(), dQ.cols());
+    Matrix<T> key_gradient(dK.rows(), dK.cols());
+    Matrix<T> value_gradient(dV.rows(), dV.cols());
+    run(query_gradient, key_gradient, value_gradient);
+    dQ = query_gradient;
+    dK = key_gradient;
+    dV = value_gradient;
+  } else {
+    run(dQ, dK, dV);
+  }
 }
 
 }  // namespace detail

@@ -151,6 +151,20 @@ void add_keys_to_state(LinearScratch<T>& scratch, const Values& values, LinearSt
   }
 }
 
+/// Sums keys `[begin, end)` into the state, `tile` at a time, until one poisons it.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Keys, class Values,
+          class KeyValid>
+void consume_keys(const Map& map, const Magnitude& magnitude, const Keys& keys,
+                  const Values& values, Index begin, Index end, const KeyValid& key_valid,
+                  Index tile, LinearScratch<typename Map::Scalar>& scratch,
+                  LinearState<typename Map::Scalar>& state) {
+  for (Index first = begin; first < end && !state.poisoned; first += tile) {
+    const Index count = std::min(tile, end - first);
+    key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
+    add_keys_to_state(scratch, values.middleRows(first, count), state);
+  }
+}
+
 /// Writes \f$out_i = n_i / \mathrm{guard}(den_i)\f$ for a block of rows: the numerators are
 /// scaled column by column and the block is stored at once (row-by-row stores into a
 /// column-major output of power-of-two height thrash the cache). Non-negative maps: a zero
@@ -228,104 +242,148 @@ void read_state(const Map& map, const Queries& queries,
                                         floor, out);
 }
 
-/// Causal attention of one sequence and head, chunk after chunk (docs/math.md, section 5,
-/// "chunked"): query \f$i\f$ sees the first \f$n_i\f$ = `visible_count(i)` keys, \f$n_i\f$
-/// non-decreasing in \f$i\f$
-/// (`mask::Causal`: \f$n_i = i + N_k - N_q + 1\f$, clamped to \f$[0, N_k]\f$).
-///
-/// Before chunk \f$[i_0, i_1)\f$ the state takes in keys up to \f$b = \max(n_{i_0} - 1, 0)\f$
-/// (exclusive), which every query of the chunk sees. The chunk's keys \f$[b, n_{i_1 - 1})\f$ are
-/// weighted directly: query \f$i\f$ takes the first \f$n_i - b\f$ of them, relative to its own
-/// reference \f$r_i = \max(m, \max_{\text{visible chunk keys}} \ell_j)\f$, so a later key, however
-/// large, never underflows an earlier one. Then the chunk's keys join the state. Each token's
-/// features are computed once. A query that sees a key that poisons (see `first_poisoned_key`),
-/// in the state or in its chunk, outputs NaN; the queries before that key are untouched.
+/// One chunk of queries of the causal engine against the state before it and its own keys.
+template <Real T>
+struct CausalChunk {
+  Matrix<T> query_features;          ///< \f$\tilde\varphi(q_i)\f$, rows x D.
+  Eigen::VectorXd query_log_scales;  ///< Their log-scales (dropped: they cancel).
+  Matrix<T> weights;                 ///< \f$p_{ic} = e^{\ell_c - r_i}\,\tilde\varphi(q_i)\cdot
+                                     ///< \tilde\varphi(k_c)\f$, 0 for keys i does not see.
+  Matrix<T> from_state;              ///< \f$e^{m - r_i}\,\tilde\varphi(q_i)^T S\f$.
+  Vector<T> denominators;           ///< \f$e^{m - r_i}\tilde\varphi(q_i)\cdot z + \sum_c p_{ic}\f$.
+  Eigen::VectorXd scale_sums;       ///< \f$Z_i\f$ relative to \f$r_i\f$.
+  Eigen::VectorXd references;       ///< \f$r_i\f$.
+  std::vector<Index> visible_keys;  ///< How many of the chunk's keys query i sees.
+};
+
+/// The key ranges of the causal chunk of queries `[first_query, first_query + rows)`: the state
+/// takes in keys `[consumed, key_begin)` before it, its own keys are `[key_begin, key_end)`.
+struct ChunkKeys {
+  Index first_query = 0;
+  Index rows = 0;
+  Index consumed = 0;
+  Index key_begin = 0;
+  Index key_end = 0;
+};
+
+/// The chunks of a causal call (docs/math.md, section 5, "chunked"): query \f$i\f$ sees the
+/// first \f$n_i\f$ = `visible_count(i)` keys, \f$n_i\f$ non-decreasing in \f$i\f$. Before chunk
+/// \f$[i_0, i_1)\f$ the state takes in keys up to \f$b = \max(n_{i_0} - 1, 0)\f$ (exclusive), which
+/// every query of the chunk sees; the chunk's keys are \f$[b, n_{i_1 - 1})\f$.
+template <class VisibleCount>
+[[nodiscard]] std::vector<ChunkKeys> causal_chunks(Index queries, Index chunk,
+                                                   const VisibleCount& visible_count) {
+  std::vector<ChunkKeys> chunks;
+  Index in_state = 0;
+  for (Index first_query = 0; first_query < queries; first_query += chunk) {
+    const Index rows = std::min(chunk, queries - first_query);
+    const Index key_begin = std::max(visible_count(first_query) - 1, in_state);
+    const Index key_end = visible_count(first_query + rows - 1);
+    chunks.push_back({first_query, rows, in_state, key_begin, key_end});
+    in_state = key_end;
+  }
+  return chunks;
+}
+
+/// Evaluates a chunk of queries against the state before it and the chunk's keys (their
+/// features and log-scales left in `scratch`): query \f$i\f$ takes the first \f$n_i - b\f$ of
+/// the chunk's keys, relative to its own reference \f$r_i = \max(m, \max_{\text{visible chunk
+/// keys}} \ell_j)\f$, so a later key, however large, never underflows an earlier one. A query that
+/// sees a key that poisons (see `first_poisoned_key`), in the state or in its chunk, gets a NaN
+/// denominator and scale sum.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
+          class VisibleCount, class KeyValid>
+void evaluate_chunk(const Map& map, const Magnitude& magnitude, const Queries& queries,
+                    const Keys& keys, const ChunkKeys& range, const VisibleCount& visible_count,
+                    const KeyValid& key_valid, const LinearState<typename Map::Scalar>& state,
+                    LinearScratch<typename Map::Scalar>& scratch,
+                    CausalChunk<typename Map::Scalar>& chunk) {
+  using T = typename Map::Scalar;
+  const Index rows = range.rows;
+  const Index chunk_keys = range.key_end - range.key_begin;
+  chunk.query_log_scales.setZero(rows);
+  map.features(queries.middleRows(range.first_query, rows), chunk.query_features,
+               chunk.query_log_scales);
+  key_tile_features(map, magnitude, keys.middleRows(range.key_begin, chunk_keys), range.key_begin,
+                    key_valid, scratch);
+  const Index first_poisoned = state.poisoned ? 0 : first_poisoned_key(scratch);
+
+  chunk.weights.noalias() = chunk.query_features * scratch.features.transpose();
+  chunk.from_state.noalias() = chunk.query_features * state.weighted_values;
+  const Vector<T> denominator_from_state = chunk.query_features * state.feature_sum;
+  chunk.denominators.resize(rows);
+  chunk.scale_sums.resize(rows);
+  chunk.references.resize(rows);
+  chunk.visible_keys.assign(std::size_t(rows), 0);
+  double prefix_max = log_of_zero;
+  Index seen = 0;
+  for (Index r = 0; r < rows; ++r) {
+    const Index visible =
+        std::clamp<Index>(visible_count(range.first_query + r) - range.key_begin, 0, chunk_keys);
+    chunk.visible_keys[std::size_t(r)] = visible;
+    if (state.poisoned || visible > first_poisoned) {
+      // It sees a key that poisons (every query of the chunk sees the state's keys).
+      chunk.denominators(r) = std::numeric_limits<T>::quiet_NaN();
+      chunk.scale_sums(r) = std::numeric_limits<double>::quiet_NaN();
+      chunk.references(r) = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
+    const double reference = std::max(state.log_reference, prefix_max);
+    double scale_sum = state.scale_sum * exp_difference(state.log_reference, reference);
+    for (Index c = 0; c < chunk_keys; ++c) {
+      const double factor = c < visible ? exp_difference(scratch.log_scales(c), reference) : 0.0;
+      chunk.weights(r, c) = factor == 0.0 ? T(0) : chunk.weights(r, c) * T(factor);
+      scale_sum += factor;
+    }
+    const T state_factor = T(exp_difference(state.log_reference, reference));
+    chunk.from_state.row(r) *= state_factor;
+    chunk.denominators(r) = denominator_from_state(r) * state_factor +
+                            (chunk_keys > 0 ? chunk.weights.row(r).sum() : T(0));
+    chunk.scale_sums(r) = scale_sum;
+    chunk.references(r) = reference;
+  }
+}
+
+/// Causal attention of one sequence and head, chunk after chunk (`causal_chunks`,
+/// `evaluate_chunk`); `mask::Causal` gives \f$n_i = i + N_k - N_q + 1\f$, clamped to
+/// \f$[0, N_k]\f$. Then the chunk's keys join the state. Each token's features are computed
+/// once. A query that sees a key that poisons outputs NaN; the queries before that key are
+/// untouched.
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
           class Values, class VisibleCount, class KeyValid, class Out>
 void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
                    const Keys& keys, const Values& values, const VisibleCount& visible_count,
                    const KeyValid& key_valid, const LinearOptions& options, Out&& out) {
   using T = typename Map::Scalar;
-  const Index nq = queries.rows();
   const Index dv = values.cols();
   if (dv == 0) return;  // nothing to write (and no row of an empty matrix to form)
   LinearState<T> state(map.feature_dimension(), dv);
   LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
-
-  const auto consume = [&](Index begin, Index end) {
-    for (Index first = begin; first < end && !state.poisoned; first += options.key_tile) {
-      const Index count = std::min(options.key_tile, end - first);
-      key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
-      add_keys_to_state(scratch, values.middleRows(first, count), state);
-    }
-  };
-
-  Matrix<T> query_features;
-  Eigen::VectorXd query_log_scales;
-  Matrix<T> weights;
-  Index in_state = 0;
-  for (Index first_query = 0; first_query < nq; first_query += options.causal_chunk) {
-    const Index rows = std::min(options.causal_chunk, nq - first_query);
-    const Index key_begin = std::max(visible_count(first_query) - 1, in_state);
-    consume(in_state, key_begin);
-    const Index key_end = visible_count(first_query + rows - 1);
-    const Index chunk_keys = key_end - key_begin;
-
-    query_log_scales.setZero(rows);
-    map.features(queries.middleRows(first_query, rows), query_features, query_log_scales);
-    key_tile_features(map, magnitude, keys.middleRows(key_begin, chunk_keys), key_begin, key_valid,
-                      scratch);
-    const Index first_poisoned = state.poisoned ? 0 : first_poisoned_key(scratch);
-
-    weights.noalias() = query_features * scratch.features.transpose();
-    Matrix<T> from_state = query_features * state.weighted_values;
-    const Vector<T> denominator_from_state = query_features * state.feature_sum;
-    Vector<T> denominators(rows);
-    Eigen::VectorXd scale_sums(rows);
-    std::vector<Index> visible_keys(std::size_t(rows), 0);
-    double prefix_max = log_of_zero;
-    Index seen = 0;
-    for (Index r = 0; r < rows; ++r) {
-      const Index visible =
-          std::clamp<Index>(visible_count(first_query + r) - key_begin, 0, chunk_keys);
-      visible_keys[std::size_t(r)] = visible;
-      if (state.poisoned || visible > first_poisoned) {
-        // It sees a key that poisons (every query of the chunk sees the state's keys).
-        denominators(r) = std::numeric_limits<T>::quiet_NaN();
-        scale_sums(r) = std::numeric_limits<double>::quiet_NaN();
-        continue;
-      }
-      for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
-      const double reference = std::max(state.log_reference, prefix_max);
-      double scale_sum = state.scale_sum * exp_difference(state.log_reference, reference);
-      for (Index c = 0; c < chunk_keys; ++c) {
-        const double factor = c < visible ? exp_difference(scratch.log_scales(c), reference) : 0.0;
-        weights(r, c) = factor == 0.0 ? T(0) : weights(r, c) * T(factor);
-        scale_sum += factor;
-      }
-      const T state_factor = T(exp_difference(state.log_reference, reference));
-      from_state.row(r) *= state_factor;
-      denominators(r) =
-          denominator_from_state(r) * state_factor + (chunk_keys > 0 ? weights.row(r).sum() : T(0));
-      scale_sums(r) = scale_sum;
-    }
+  CausalChunk<T> chunk;
+  for (const ChunkKeys& range :
+       causal_chunks(queries.rows(), options.causal_chunk, visible_count)) {
+    consume_keys(map, magnitude, keys, values, range.consumed, range.key_begin, key_valid,
+                 options.key_tile, scratch, state);
+    evaluate_chunk(map, magnitude, queries, keys, range, visible_count, key_valid, state, scratch,
+                   chunk);
+    const Index chunk_keys = range.key_end - range.key_begin;
     if (chunk_keys > 0) {
-      auto chunk_values = values.middleRows(key_begin, chunk_keys);
+      auto chunk_values = values.middleRows(range.key_begin, chunk_keys);
       if (chunk_values.allFinite())
-        from_state.noalias() += weights * chunk_values;
+        chunk.from_state.noalias() += chunk.weights * chunk_values;
       else
         accumulate_nonfinite_values(
-            weights, chunk_values,
+            chunk.weights, chunk_values,
             [&](Index r, Index c) {
-              return c < visible_keys[std::size_t(r)] && key_valid(key_begin + c);
+              return c < chunk.visible_keys[std::size_t(r)] && key_valid(range.key_begin + c);
             },
-            from_state);
+            chunk.from_state);
     }
-    write_guarded_rows<Map::non_negative>(from_state, denominators, scale_sums,
+    write_guarded_rows<Map::non_negative>(chunk.from_state, chunk.denominators, chunk.scale_sums,
                                           options.denominator_floor,
-                                          out.middleRows(first_query, rows));
-    add_keys_to_state(scratch, values.middleRows(key_begin, chunk_keys), state);
-    in_state = key_end;
+                                          out.middleRows(range.first_query, range.rows));
+    add_keys_to_state(scratch, values.middleRows(range.key_begin, chunk_keys), state);
   }
 }
 

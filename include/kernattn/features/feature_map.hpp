@@ -52,6 +52,20 @@ concept FeatureMap = requires(const F map, const Matrix<typename F::Scalar>& x,
   map.features(x, out, log_scales);
 };
 
+/// A feature map with a vector-Jacobian product, for the backward passes (docs/gradients.md):
+/// `feature_gradient(x, features, d_features, d_log_scales, dx)` writes, row by row,
+/// \f$dx_j = J_{\tilde\varphi}(x_j)^T\, d\tilde\varphi_j + \nabla s(x_j)\, ds_j\f$, where
+/// `features` holds \f$\tilde\varphi(x)\f$ as `features` wrote it and `dx` is resized to x's shape.
+/// Row j of dx depends on row j of the arguments alone.
+template <class F>
+concept DifferentiableFeatureMap = FeatureMap<F> &&
+    requires(const F map, const Matrix<typename F::Scalar>& x,
+             const Matrix<typename F::Scalar>& features,
+             const Matrix<typename F::Scalar>& d_features, const Eigen::VectorXd& d_log_scales,
+             Matrix<typename F::Scalar>& dx) {
+  map.feature_gradient(x, features, d_features, d_log_scales, dx);
+};
+
 namespace detail {
 
 /// Requires a frequency matrix with at least one row and column and finite entries.

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/spectral/gaussian.hpp"
@@ -92,6 +94,68 @@ class Positive {
     for (Index j = 0; j < x.rows(); ++j)
       log_scales(j) += double(row_max(j)) - half_square_scale * double(squared_norms(j));
     if (epsilon_ > 0.0) add_epsilon(half_square_scale, squared_norms, out, log_scales);
+  }
+
+  /// The derivative of the stabilised form, with \f$\tilde\varphi_m = E_m + F\f$, \f$E_m =
+  /// M^{-1/2}\exp(\lambda\omega_m\cdot x - c - t)\f$, \f$F = M^{-1/2}\varepsilon e^{n - t}\f$,
+  /// \f$s = c - n + t\f$, \f$c = \lambda\omega_{m^*}\cdot x\f$ (\f$m^*\f$ the largest phase, the
+  /// largest \f$E_m\f$), \f$n = \lambda^2\lVert x\rVert^2/2\f$, \f$u = \nabla n = \lambda^2 x\f$
+  /// and \f$t' = [n + \log\varepsilon > 0]\f$: \f[ dx = \lambda\,(d\tilde\varphi \circ E)\,\Omega +
+  /// \big(ds - \textstyle\sum_m
+  ///     d\tilde\varphi_m E_m\big)\lambda\omega_{m^*} - t'\big(\textstyle\sum_m
+  ///     d\tilde\varphi_m E_m\big)\,u + (1 - t')\big(F \textstyle\sum_m d\tilde\varphi_m -
+  ///     ds\big)\,u. \f]
+  template <class X>
+  void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<T>& features,
+                        const Matrix<T>& d_features, const Eigen::VectorXd& d_log_scales,
+                        Matrix<T>& dx) const {
+    detail::require_input_columns(x, input_dimension(), "Positive");
+    const Index rows = x.rows();
+    const Index M = frequencies_t_.cols();
+    const T lambda = input_scale_;
+    // F and t' per row (both 0 without epsilon).
+    Vector<T> floor = Vector<T>::Zero(rows);
+    Eigen::Array<bool, Eigen::Dynamic, 1> norm_bound =
+        Eigen::Array<bool, Eigen::Dynamic, 1>::Zero(rows);
+    if (epsilon_ > 0.0) {
+      const double factor = 1.0 / std::sqrt(double(M));
+      const double log_epsilon = std::log(epsilon_);
+      const Vector<T> squared_norms = x.rowwise().squaredNorm();
+      for (Index j = 0; j < rows; ++j) {
+        const double n = 0.5 * double(lambda) * double(lambda) * double(squared_norms(j));
+        norm_bound(j) = n + log_epsilon > 0.0;
+        floor(j) = T(factor * std::exp(n + log_epsilon - std::max(0.0, n + log_epsilon)));
+      }
+    }
+    // Column by column (no strided rows): d phi~ o E, its row sums, the row sums of d phi~ and
+    // the largest feature of each row.
+    thread_local Matrix<T> scaled_gradient;  // kept: a fresh tile would cost page faults
+    scaled_gradient.resize(rows, M);
+    Vector<T> through_exponentials = Vector<T>::Zero(rows);
+    Vector<T> gradient_sums = Vector<T>::Zero(rows);
+    Vector<T> largest_value = features.col(0);
+    std::vector<std::int32_t> largest(static_cast<std::size_t>(rows), 0);
+    for (Index m = 0; m < M; ++m) {
+      scaled_gradient.col(m) = d_features.col(m).cwiseProduct(features.col(m) - floor);
+      through_exponentials += scaled_gradient.col(m);
+      gradient_sums += d_features.col(m);
+      const T* column = features.col(m).data();
+      T* best = largest_value.data();
+      for (Index j = 0; j < rows; ++j) {  // branch-free, so that it vectorises
+        const bool larger = column[j] > best[j];
+        best[j] = larger ? column[j] : best[j];
+        largest[std::size_t(j)] = larger ? std::int32_t(m) : largest[std::size_t(j)];
+      }
+    }
+    // The direction term joins the product: row j of (d phi~ o E) + w_j e_{m*_j}, times Omega.
+    Vector<T> norm_weights(rows);
+    for (Index j = 0; j < rows; ++j) {
+      scaled_gradient(j, largest[std::size_t(j)]) += T(d_log_scales(j)) - through_exponentials(j);
+      norm_weights(j) = norm_bound(j) ? -through_exponentials(j)
+                                      : floor(j) * gradient_sums(j) - T(d_log_scales(j));
+    }
+    dx.noalias() = (lambda * scaled_gradient) * frequencies_t_.transpose();
+    dx.noalias() += (lambda * lambda * norm_weights).asDiagonal() * x;
   }
 
  private:

@@ -88,6 +88,26 @@ class Yaglom {
     return out;
   }
 
+  /// With the phases \f$a = c\,\Omega_1 x\f$, \f$b = c\,\Omega_2 x\f$ (recomputed) and
+  /// \f$f = 1/(2\sqrt M)\f$: \f$dx_j = \sum_m f(\cos a_m\, d\tilde\varphi^{\sin}_m - \sin a_m\,
+  /// d\tilde\varphi^{\cos}_m)\,c\,\omega_{1,m} + (\text{the same in } b)\,c\,\omega_{2,m}\f$.
+  template <class X>
+  void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<T>&,
+                        const Matrix<T>& d_features, const Eigen::VectorXd&, Matrix<T>& dx) const {
+    detail::require_input_columns(x, input_dimension(), "Yaglom");
+    const Index M = scaled_t_.cols() / 2;
+    const T factor = T(1) / (T(2) * std::sqrt(T(M)));
+    thread_local Matrix<T> phase_gradient;     // kept: a fresh tile would cost page faults
+    phase_gradient.noalias() = x * scaled_t_;  // the phases [a, b], then their adjoints
+    for (Index m = 0; m < 2 * M; ++m) {
+      const auto d_cos = d_features.col(m % M).array();
+      const auto d_sin = d_features.col(M + m % M).array();
+      auto phase = phase_gradient.col(m).array();
+      phase = factor * (phase.cos() * d_sin - phase.sin() * d_cos);
+    }
+    dx.noalias() = phase_gradient * scaled_t_.transpose();
+  }
+
  private:
   template <class X>
   void compute(const Eigen::MatrixBase<X>& x, Matrix<T>& out) const {

@@ -1,0 +1,326 @@
+// The linear engine's backward pass (engine/linear_backward.hpp) for every feature map (Fourier,
+// Yaglom, Positive), magnitude and filter it takes: against the naive backward of
+// support/gradient_reference.hpp on the weights phi(q).phi(k) mu(k) written out in double, against
+// central finite differences of the library's own forward (double, floored denominators too),
+// bit for bit across thread counts, and blind to what padding hides.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "backward_checks.hpp"
+#include "catch.hpp"
+#include "gradient_reference.hpp"
+#include "invalid_argument.hpp"
+#include "linear_reference.hpp"
+#include "reference.hpp"
+
+namespace {
+
+using backward_checks::Mat;
+using kernattn::BatchLayout;
+using kernattn::LinearAttention;
+using kernattn::LinearOptions;
+using linear_ref::Kind;
+using linear_ref::NaiveMap;
+using ref::MatrixXd;
+using ref::Row;
+namespace mask = kernattn::mask;
+namespace magnitude = kernattn::magnitude;
+
+constexpr Index d = 5;
+constexpr Index dv = 3;
+
+/// The Jacobian of the naive map at x, D x d, written out from its formula.
+MatrixXd jacobian(const NaiveMap& map, const Row& x) {
+  const Index m = map.M();
+  const double root = std::sqrt(double(m));
+  MatrixXd J(map.D(), map.d());
+  for (Index f = 0; f < m; ++f) {
+    if (map.kind == Kind::fourier) {
+      const double p = map.first.row(f).dot(x);
+      J.row(f) = -std::sin(p) / root * map.first.row(f);
+      J.row(m + f) = std::cos(p) / root * map.first.row(f);
+    } else if (map.kind == Kind::yaglom) {
+      const Row a = map.scale * map.first.row(f);
+      const Row b = map.scale * map.second.row(f);
+      J.row(f) = -(std::sin(a.dot(x)) * a + std::sin(b.dot(x)) * b) / (2 * root);
+      J.row(m + f) = (std::cos(a.dot(x)) * a + std::cos(b.dot(x)) * b) / (2 * root);
+    } else {
+      const double value = std::exp(map.scale * map.first.row(f).dot(x) -
+                                    0.5 * map.scale * map.scale * x.squaredNorm()) /
+                           root;
+      J.row(f) = value * (map.scale * map.first.row(f) - map.scale * map.scale * x);
+    }
+  }
+  return J;
+}
+
+/// kappa(q, k) = phi(q).phi(k) with its gradients; the sizes are |J|^T |phi| (what the rounding
+/// of the features scales with).
+gref::PairModel feature_pair(const NaiveMap& map) {
+  gref::PairModel m;
+  const auto phi = [map](const Row& x) -> Row { return map.phi(MatrixXd(x)).row(0); };
+  m.value = [phi](const Row& q, const Row& k) { return phi(q).dot(phi(k)); };
+  m.gradient_q = [map, phi](const Row& q, const Row& k) -> Row {
+    return phi(k) * jacobian(map, q);
+  };
+  m.gradient_k = [map, phi](const Row& q, const Row& k) -> Row {
+    return phi(q) * jacobian(map, k);
+  };
+  m.size_q = [map, phi](const Row& q, const Row& k) -> Row {
+    return phi(k).cwiseAbs() * jacobian(map, q).cwiseAbs();
+  };
+  m.size_k = [map, phi](const Row& q, const Row& k) -> Row {
+    return phi(q).cwiseAbs() * jacobian(map, k).cwiseAbs();
+  };
+  return m;
+}
+
+/// The tilings of the backward checks: the defaults, and tiles and chunks that leave partial
+/// ones everywhere.
+const std::vector<LinearOptions> tilings = {
+    {.threads = 1},
+    {.threads = 2, .query_tile = 5, .key_tile = 4, .causal_chunk = 3},
+};
+
+/// The gradients of `attention` (a LinearAttention) on a random problem against the naive
+/// backward of the same weights, for every tiling, and the same bits on 1 and 3 threads.
+template <class T, class Attention>
+void check_linear_backward(const Attention& attention, const NaiveMap& naive,
+                           const gref::MagnitudeModel& mu, const ref::Visibility& visible,
+                           std::uint32_t seed) {
+  const Index nq = visible.rows();
+  const Index nk = visible.cols();
+  const ref::Problem p = ref::random_problem<T>(nq, nk, d, dv, seed);
+  const MatrixXd dOut = ref::normal(nq, dv, seed + 7).cast<T>().template cast<double>();
+  const gref::Backward expected =
+      gref::backward(p.Q, p.K, p.V, dOut, feature_pair(naive), mu, visible, ref::unit_roundoff<T>);
+  const Mat<T> Q = p.Q.cast<T>();
+  const Mat<T> K = p.K.cast<T>();
+  const Mat<T> V = p.V.cast<T>();
+  const Mat<T> dO = dOut.cast<T>();
+  for (const LinearOptions& options : tilings) {
+    CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
+    const Attention reconfigured(attention.feature_map(), attention.magnitude(), attention.mask(),
+                                 options);
+    const Mat<T> out = reconfigured(Q, K, V);
+    const kernattn::AttentionGradients<T> gradients = reconfigured.gradients(Q, K, V, out, dO);
+    backward_checks::require_within(gradients.dQ, expected.dQ, expected.dQ_bound, "dQ");
+    backward_checks::require_within(gradients.dK, expected.dK, expected.dK_bound, "dK");
+    backward_checks::require_within(gradients.dV, expected.dV, expected.dV_bound, "dV");
+    for (const int threads : {1, 3}) {
+      Attention other = reconfigured;
+      other.set_threads(threads);
+      const kernattn::AttentionGradients<T> again = other.gradients(Q, K, V, out, dO);
+      CHECK(check::identical(again.dQ, gradients.dQ));
+      CHECK(check::identical(again.dK, gradients.dK));
+      CHECK(check::identical(again.dV, gradients.dV));
+    }
+  }
+}
+
+/// Runs `check(map, naive twin)` for the three maps of linear_reference.hpp.
+template <class T, class Check>
+void for_each_map(Check&& check) {
+  const auto maps = linear_ref::Maps<T>::make(d, 17);
+  {
+    INFO("Fourier");
+    check(maps.fourier, maps.naive_fourier);
+  }
+  {
+    INFO("Yaglom");
+    check(maps.yaglom, maps.naive_yaglom);
+  }
+  {
+    INFO("Positive");
+    check(maps.positive, maps.naive_positive);
+  }
+}
+
+/// Central differences of sum(dOut o attention(Q, K, V)) in every entry of `x`.
+template <class Loss>
+MatrixXd finite_differences(const MatrixXd& x, const Loss& loss) {
+  const double h = 1e-6;
+  MatrixXd gradient(x.rows(), x.cols());
+  for (Index i = 0; i < x.size(); ++i) {
+    MatrixXd up = x;
+    MatrixXd down = x;
+    up(i) += h;
+    down(i) -= h;
+    gradient(i) = (loss(up) - loss(down)) / (2 * h);
+  }
+  return gradient;
+}
+
+/// dQ, dK and dV of `attention` (double) against central differences of its own forward: the
+/// difference quotient's error is O(h^2 f''') + O(u f / h) ~ 1e-9 of the gradients' scale.
+template <class Attention>
+void check_finite_differences(const Attention& attention, Index nq, Index nk, std::uint32_t seed,
+                              BatchLayout layout = {}) {
+  const ref::Problem p =
+      ref::random_problem<double>(nq, nk, d * layout.heads, dv * layout.heads, seed);
+  const MatrixXd dOut = ref::normal(nq, dv * layout.heads, seed + 3);
+  const MatrixXd out = attention(p.Q, p.K, p.V, layout);
+  const kernattn::AttentionGradients<double> g =
+      attention.gradients(p.Q, p.K, p.V, out, dOut, layout);
+  const auto loss = [&](const MatrixXd& q, const MatrixXd& k, const MatrixXd& v) {
+    return attention(q, k, v, layout).cwiseProduct(dOut).sum();
+  };
+  const MatrixXd fq = finite_differences(p.Q, [&](const MatrixXd& x) { return loss(x, p.K, p.V); });
+  const MatrixXd fk = finite_differences(p.K, [&](const MatrixXd& x) { return loss(p.Q, x, p.V); });
+  const MatrixXd fv = finite_differences(p.V, [&](const MatrixXd& x) { return loss(p.Q, p.K, x); });
+  const double scale = std::max(
+      {fq.cwiseAbs().maxCoeff(), fk.cwiseAbs().maxCoeff(), fv.cwiseAbs().maxCoeff(), 1e-3});
+  CHECK((g.dQ - fq).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+  CHECK((g.dK - fk).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+  CHECK((g.dV - fv).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("LinearAttention::backward matches the naive backward of its weights",
+                   "[backward][linear]", float, double) {
+  using T = TestType;
+  const double gamma = ref::default_gamma(d);
+  const Index nq = 11;
+  const Index nk = 9;
+  for_each_map<T>([&](const auto& map, const NaiveMap& naive) {
+    using Map = std::decay_t<decltype(map)>;
+    {
+      INFO("no mask, no magnitude");
+      check_linear_backward<T>(LinearAttention<Map>(map), naive, gref::unit_magnitude(),
+                               ref::all_visible(nq, nk), 101);
+    }
+    {
+      INFO("causal, Lp(3)");
+      check_linear_backward<T>(
+          LinearAttention<Map, magnitude::Lp<T>, mask::Causal>(map, magnitude::Lp<T>(T(3))), naive,
+          gref::lp(3, gamma, 2), ref::causal(nq, nk), 102);
+      check_linear_backward<T>(
+          LinearAttention<Map, magnitude::Lp<T>, mask::Causal>(map, magnitude::Lp<T>(T(3))), naive,
+          gref::lp(3, gamma, 2), ref::causal(nk, nq + 3), 103);
+    }
+    {
+      INFO("padding and causal && padding, L1");
+      const std::vector<Index> lengths = {6};
+      ref::Visibility padded = ref::all_visible(nq, nk);
+      padded.rightCols(nk - 6).setConstant(false);
+      check_linear_backward<T>(
+          LinearAttention<Map, magnitude::L1<T>, mask::KeyPadding>(
+              map, magnitude::L1<T>(), mask::KeyPadding::from_lengths(lengths)),
+          naive, gref::lp(1, gamma, 2), padded, 104);
+      const ref::Visibility both = padded && ref::causal(nq, nk);
+      check_linear_backward<T>(
+          LinearAttention<Map, magnitude::L1<T>,
+                          mask::Intersection<mask::Causal, mask::KeyPadding>>(
+              map, magnitude::L1<T>(), mask::Causal{} && mask::KeyPadding::from_lengths(lengths)),
+          naive, gref::lp(1, gamma, 2), both, 105);
+    }
+  });
+}
+
+TEST_CASE("LinearAttention::backward matches finite differences in double", "[backward][linear]") {
+  const auto maps = linear_ref::Maps<double>::make(d, 23);
+  const LinearOptions small{.threads = 1, .query_tile = 4, .key_tile = 3, .causal_chunk = 3};
+  SECTION("every map, causal and not, with Lp(3)") {
+    check_finite_differences(
+        LinearAttention(maps.positive, magnitude::Lp<double>(3.0), mask::Causal{}, small), 10, 8,
+        31);
+    check_finite_differences(
+        LinearAttention(maps.fourier, magnitude::Lp<double>(3.0), mask::None{}, small), 7, 9, 32);
+    check_finite_differences(
+        LinearAttention(maps.yaglom, magnitude::Lp<double>(1.5), mask::Causal{}, small), 6, 11, 33);
+  }
+  SECTION("Performer's epsilon, both sides of its threshold") {
+    using Positive = kernattn::features::Positive<double>;
+    for (const double epsilon : {1e-4, 0.5}) {
+      CAPTURE(epsilon);
+      const Positive map(
+          Positive::draw(6, d, kernattn::random::RandomStream{5, 0}, true, 1.2, epsilon));
+      check_finite_differences(LinearAttention(map, magnitude::None{}, mask::Causal{}, small), 8, 8,
+                               34);
+    }
+  }
+  SECTION("denominators raised to the floor (tau = 0.9 holds for most rows)") {
+    const LinearOptions floored{
+        .threads = 1, .query_tile = 4, .key_tile = 3, .causal_chunk = 3, .denominator_floor = 0.9};
+    check_finite_differences(
+        LinearAttention(maps.fourier, magnitude::Lp<double>(3.0), mask::Causal{}, floored), 9, 9,
+        35);
+    check_finite_differences(LinearAttention(maps.yaglom, magnitude::None{}, mask::None{}, floored),
+                             9, 7, 36);
+  }
+  SECTION("a batch of two sequences and three heads, with padding") {
+    check_finite_differences(
+        LinearAttention(maps.positive, magnitude::Lp<double>(3.0),
+                        mask::Causal{} && mask::KeyPadding::from_lengths({5, 8}), small),
+        2 * 6, 2 * 8, 37, BatchLayout{2, 3});
+  }
+}
+
+TEMPLATE_TEST_CASE(
+    "LinearAttention::backward ignores what padding hides and rejects what it "
+    "cannot differentiate",
+    "[backward][linear]", float, double) {
+  using T = TestType;
+  const auto maps = linear_ref::Maps<T>::make(d, 41);
+  const ref::Problem p = ref::random_problem<T>(8, 10, d, dv, 43);
+  const Mat<T> Q = p.Q.cast<T>();
+  const Mat<T> K = p.K.cast<T>();
+  const Mat<T> V = p.V.cast<T>();
+  const Mat<T> dO = ref::normal(8, dv, 44).cast<T>();
+  const LinearAttention attention(maps.positive, magnitude::Lp<T>(T(3)),
+                                  mask::Causal{} && mask::KeyPadding::from_lengths({7}));
+  const Mat<T> out = attention(Q, K, V);
+  const auto g = attention.gradients(Q, K, V, out, dO);
+  CHECK(g.dK.bottomRows(3).isZero(0));
+  CHECK(g.dV.bottomRows(3).isZero(0));
+  SECTION("hidden keys and values may be anything") {
+    Mat<T> K2 = K;
+    Mat<T> V2 = V;
+    K2.bottomRows(3).setConstant(std::numeric_limits<T>::quiet_NaN());
+    V2.bottomRows(3).setConstant(std::numeric_limits<T>::infinity());
+    const auto again = attention.gradients(Q, K2, V2, attention(Q, K2, V2), dO);
+    CHECK(check::identical(again.dQ, g.dQ));
+    CHECK(check::identical(again.dK, g.dK));
+    CHECK(check::identical(again.dV, g.dV));
+  }
+  SECTION("a non-finite visible key, query or output gradient throws, naming it") {
+    Mat<T> K2 = K;
+    K2(2, 1) = std::numeric_limits<T>::quiet_NaN();
+    REQUIRE_THROWS_WITH(attention.gradients(Q, K2, V, out, dO),
+                        Catch::Contains("K (key 2)") && Catch::Contains("finite"));
+    Mat<T> Q2 = Q;
+    Q2(0, 0) = std::numeric_limits<T>::infinity();
+    REQUIRE_THROWS_WITH(attention.gradients(Q2, K, V, out, dO), Catch::Contains("Q must be"));
+    Mat<T> dO2 = dO;
+    dO2(1, 1) = std::numeric_limits<T>::quiet_NaN();
+    REQUIRE_THROWS_WITH(attention.gradients(Q, K, V, out, dO2), Catch::Contains("dOut"));
+  }
+  SECTION("shapes are checked, naming the argument") {
+    Mat<T> wrong(3, 3);
+    Mat<T> dK(K.rows(), K.cols());
+    Mat<T> dV(V.rows(), V.cols());
+    REQUIRE_THROWS_WITH(attention.backward(Q, K, V, out, dO, wrong, dK, dV),
+                        Catch::Contains("dQ is 3x3"));
+    REQUIRE_THROWS_WITH(attention.gradients(Q, K, V, out, wrong), Catch::Contains("dOut"));
+  }
+  SECTION("gradients written over their own inputs go through temporaries") {
+    Mat<T> q = Q;
+    Mat<T> k = K;
+    Mat<T> v = V;
+    attention.backward(q, k, v, out, dO, q, k, v);
+    CHECK(check::identical(q, g.dQ));
+    CHECK(check::identical(k, g.dK));
+    CHECK(check::identical(v, g.dV));
+  }
+  SECTION("no queries, keys or value columns: zero gradients") {
+    const auto empty = attention.gradients(Q.topRows(0), K, V, out.topRows(0), dO.topRows(0));
+    CHECK(empty.dK.isZero(0));
+    CHECK(empty.dV.isZero(0));
+    const LinearAttention unmasked(maps.fourier);
+    const auto no_values = unmasked.gradients(Q, K, V.leftCols(0), out.leftCols(0), dO.leftCols(0));
+    CHECK(no_values.dQ.isZero(0));
+    CHECK(no_values.dK.isZero(0));
+  }
+}
