@@ -9,6 +9,7 @@
 
 #include "backward_checks.hpp"
 #include "catch.hpp"
+#include "feature_gradient_reference.hpp"
 #include "gradient_reference.hpp"
 #include "invalid_argument.hpp"
 #include "linear_reference.hpp"
@@ -30,52 +31,6 @@ namespace magnitude = kernattn::magnitude;
 constexpr Index d = 5;
 constexpr Index dv = 3;
 
-/// The Jacobian of the naive map at x, D x d, written out from its formula.
-MatrixXd jacobian(const NaiveMap& map, const Row& x) {
-  const Index m = map.M();
-  const double root = std::sqrt(double(m));
-  MatrixXd J(map.D(), map.d());
-  for (Index f = 0; f < m; ++f) {
-    if (map.kind == Kind::fourier) {
-      const double p = map.first.row(f).dot(x);
-      J.row(f) = -std::sin(p) / root * map.first.row(f);
-      J.row(m + f) = std::cos(p) / root * map.first.row(f);
-    } else if (map.kind == Kind::yaglom) {
-      const Row a = map.scale * map.first.row(f);
-      const Row b = map.scale * map.second.row(f);
-      J.row(f) = -(std::sin(a.dot(x)) * a + std::sin(b.dot(x)) * b) / (2 * root);
-      J.row(m + f) = (std::cos(a.dot(x)) * a + std::cos(b.dot(x)) * b) / (2 * root);
-    } else {
-      const double value = std::exp(map.scale * map.first.row(f).dot(x) -
-                                    0.5 * map.scale * map.scale * x.squaredNorm()) /
-                           root;
-      J.row(f) = value * (map.scale * map.first.row(f) - map.scale * map.scale * x);
-    }
-  }
-  return J;
-}
-
-/// kappa(q, k) = phi(q).phi(k) with its gradients; the sizes are |J|^T |phi| (what the rounding
-/// of the features scales with).
-gref::PairModel feature_pair(const NaiveMap& map) {
-  gref::PairModel m;
-  const auto phi = [map](const Row& x) -> Row { return map.phi(MatrixXd(x)).row(0); };
-  m.value = [phi](const Row& q, const Row& k) { return phi(q).dot(phi(k)); };
-  m.gradient_q = [map, phi](const Row& q, const Row& k) -> Row {
-    return phi(k) * jacobian(map, q);
-  };
-  m.gradient_k = [map, phi](const Row& q, const Row& k) -> Row {
-    return phi(q) * jacobian(map, k);
-  };
-  m.size_q = [map, phi](const Row& q, const Row& k) -> Row {
-    return phi(k).cwiseAbs() * jacobian(map, q).cwiseAbs();
-  };
-  m.size_k = [map, phi](const Row& q, const Row& k) -> Row {
-    return phi(q).cwiseAbs() * jacobian(map, k).cwiseAbs();
-  };
-  return m;
-}
-
 /// The tilings of the backward checks: the defaults, and tiles and chunks that leave partial
 /// ones everywhere.
 const std::vector<LinearOptions> tilings = {
@@ -94,7 +49,8 @@ void check_linear_backward(const Attention& attention, const NaiveMap& naive,
   const ref::Problem p = ref::random_problem<T>(nq, nk, d, dv, seed);
   const MatrixXd dOut = ref::normal(nq, dv, seed + 7).cast<T>().template cast<double>();
   const gref::Backward expected =
-      gref::backward(p.Q, p.K, p.V, dOut, feature_pair(naive), mu, visible, ref::unit_roundoff<T>);
+      gref::backward(p.Q, p.K, p.V, dOut, feature_gradient_ref::feature_pair(naive), mu, visible,
+                     ref::unit_roundoff<T>);
   const Mat<T> Q = p.Q.cast<T>();
   const Mat<T> K = p.K.cast<T>();
   const Mat<T> V = p.V.cast<T>();

@@ -39,6 +39,10 @@ struct PairModel {
   std::function<Row(const Row& q, const Row& k)> gradient_k;
   std::function<Row(const Row& q, const Row& k)> size_q;
   std::function<Row(const Row& q, const Row& k)> size_k;
+  /// Optional: a relative error of the library's weight at precision u beyond the terms the
+  /// bounds below scale with (a feature form's score is a D-term dot product of features that
+  /// are themselves rounded).
+  std::function<double(const Row& q, const Row& k, double u)> weight_error;
 };
 
 /// kappa = exp(s q.k).
@@ -265,11 +269,19 @@ inline Backward backward(const MatrixXd& Q, const MatrixXd& K, const MatrixXd& V
   }
   const double factor =
       double(2 * d + dv + 2 * nk + 24) + 2 * largest_log + 2 * std::log1p(double(nk));
+  MatrixXd weight_error_dV = MatrixXd::Zero(nk, dv);  // what kernel.weight_error adds to dV
   for (Index i = 0; i < nq; ++i) {
     if (s(i) == 0) continue;
     const double condition = w.row(i).cwiseAbs().sum() / std::abs(s(i));
     const double scale = condition / std::abs(s(i));
     r.statistics_bound(i) = factor * u * (kernel.direct ? w.row(i).cwiseAbs().sum() : condition);
+    if (kernel.weight_error)
+      for (Index j = 0; j < nk; ++j)
+        if (visible(i, j)) {
+          const double error = std::abs(w(i, j)) * kernel.weight_error(Q.row(i), K.row(j), u);
+          r.statistics_bound(i) += kernel.direct ? error : error / std::abs(s(i));
+          weight_error_dV.row(j) += error / std::abs(s(i)) * dOut.row(i).cwiseAbs();
+        }
     for (Index j = 0; j < nk; ++j) {
       if (!visible(i, j)) continue;
       const double adjoint = dOut.row(i).dot(V.row(j) - r.out.row(i)) / s(i);
@@ -291,6 +303,7 @@ inline Backward backward(const MatrixXd& Q, const MatrixXd& K, const MatrixXd& V
   r.dQ_bound *= factor * u;
   r.dK_bound *= factor * u;
   r.dV_bound *= factor * u;
+  r.dV_bound += weight_error_dV;
   return r;
 }
 

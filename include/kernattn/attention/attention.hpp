@@ -128,9 +128,9 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                 const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
                 GK&& dK, GV&& dV, BatchLayout layout = {}) const {
     static_assert(kernels::DifferentiableKernel<Kernel>,
-                  "Attention::backward: the kernel has no derivatives (feature-map kernels have no "
-                  "backward pass yet; a user-defined kernel needs those of "
-                  "kernels::DifferentiableKernel)");
+                  "Attention::backward: the kernel has no derivatives (a user-defined kernel "
+                  "needs those of kernels::DifferentiableKernel; a feature-map kernel, a map "
+                  "with feature_gradient)");
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "Attention::backward: the magnitude has no log_magnitude_gradient");
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,

@@ -31,8 +31,13 @@ struct FactorScratch {
   Matrix<T> prepared;
   Vector<T> query_squared_norms;
   DistanceScratch<T> distance;
-  /// Distance factors: the squared distances; direct kernels: \f$a\,(q\cdot k)\f$.
+  /// Distance factors: the squared distances; direct kernels: \f$a\,(q\cdot k)\f$; the feature
+  /// form: \f$\tilde\varphi(q)\cdot\tilde\varphi(k)\f$.
   Matrix<T> raw;
+  /// The feature form: the tile's key features, and the features' and the inputs' gradients.
+  Matrix<T> key_features;
+  Matrix<T> feature_gradient;
+  Matrix<T> input_gradient;
 };
 
 /// The scratch of one thread's backward tiles.
@@ -156,6 +161,46 @@ struct ScoreGradients<Kernel> {
     weighted *= gradient.array() * kernel.dot_scale(queries.cols());
     dq.noalias() += scratch.factors[0].raw * keys;
     dk.noalias() += scratch.factors[0].raw.transpose() * queries;
+  }
+};
+
+/// \f$h(x)\f$, \f$x = \tilde\varphi(q)\cdot\tilde\varphi(k)\f$: with \f$G'_{ij} =
+/// G_{ij}\,h'(x_{ij})\f$, the features' gradients are \f$G'\tilde\varphi(K)\f$ and
+/// \f$G'^\top\tilde\varphi(Q)\f$, and the map's vector-Jacobian product carries them to the inputs
+/// (the queries' log-scales are dropped from the scores; the keys' join the key bias, whose
+/// gradient the engine adds).
+template <kernels::FeatureMapKernel Kernel>
+struct ScoreGradients<Kernel> {
+  using T = typename Kernel::Scalar;
+
+  template <class Queries, class Keys, class Tile>
+  static void scores(const Kernel& kernel, const Queries& queries, const Keys& keys,
+                     const KeyTerms<T>& terms, Index first_key, GradientScratch<T>& scratch,
+                     Tile&& tile) {
+    FactorScratch<T>& factor = scratch.factors[0];
+    Eigen::VectorXd dropped_log_scales = Eigen::VectorXd::Zero(queries.rows());
+    kernel.features(queries, factor.prepared, dropped_log_scales);
+    factor.key_features = terms.features.middleRows(first_key, keys.rows());
+    factor.raw.noalias() = factor.prepared * factor.key_features.transpose();
+    tile = factor.raw;
+    kernel.from_feature_dot(tile.array());
+  }
+
+  template <class Queries, class Keys, class G, class DQ, class DK>
+  static void add_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
+                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {
+    FactorScratch<T>& factor = scratch.factors[0];
+    auto weighted = factor.raw.array();
+    kernel.derivative_from_feature_dot(weighted);
+    weighted *= gradient.array();
+    factor.feature_gradient.noalias() = factor.raw * factor.key_features;
+    kernel.feature_gradient(queries, factor.prepared, factor.feature_gradient,
+                            Eigen::VectorXd::Zero(queries.rows()), factor.input_gradient);
+    dq += factor.input_gradient;
+    factor.feature_gradient.noalias() = factor.raw.transpose() * factor.prepared;
+    kernel.feature_gradient(keys, factor.key_features, factor.feature_gradient,
+                            Eigen::VectorXd::Zero(keys.rows()), factor.input_gradient);
+    dk += factor.input_gradient;
   }
 };
 

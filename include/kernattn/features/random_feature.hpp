@@ -28,6 +28,30 @@ class FeatureHolder {
     map_.features(x, out, log_scales);
   }
 
+  /// The map's vector-Jacobian product (`features::DifferentiableFeatureMap`).
+  template <class X>
+  void feature_gradient(
+      const Eigen::MatrixBase<X>& x, const Matrix<typename Map::Scalar>& features,
+      const Matrix<typename Map::Scalar>& d_features, const Eigen::VectorXd& d_log_scales,
+      Matrix<typename Map::Scalar>& dx) const requires features::DifferentiableFeatureMap<Map> {
+    map_.feature_gradient(x, features, d_features, d_log_scales, dx);
+  }
+
+  /// \f$\nabla s(k)\f$ of the key's log-scale, the key term the engine adds to its log-weight.
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_key_term_gradient(
+      const Row& k) const requires features::DifferentiableFeatureMap<Map> {
+    using T = typename Map::Scalar;
+    const Matrix<T> key = k.template cast<T>();
+    Matrix<T> features;
+    Eigen::VectorXd log_scales = Eigen::VectorXd::Zero(1);
+    map_.features(key, features, log_scales);
+    Matrix<T> gradient;
+    map_.feature_gradient(key, features, Matrix<T>::Zero(1, features.cols()),
+                          Eigen::VectorXd::Ones(1), gradient);
+    return gradient.template cast<double>();
+  }
+
  private:
   Map map_;
 };
@@ -65,6 +89,11 @@ class RandomFeature : public detail::FeatureHolder<Map> {
 
   template <class Block>
   void from_feature_dot(Block&&) const {}
+  /// \f$h(x) = x\f$: \f$h' = 1\f$.
+  template <class Block>
+  void derivative_from_feature_dot(Block&& block) const {
+    block.setConstant(Scalar(1));
+  }
 
   /// \f$\varphi(q)\cdot\varphi(k)\f$.
   template <class Q, class K>
@@ -100,6 +129,11 @@ class IkaEnergy : public detail::FeatureHolder<Map> {
   template <class Block>
   void from_feature_dot(Block&& block) const {
     block = (block.square() + Scalar(epsilon)).log();
+  }
+  /// \f$h'(x) = 2x / (x^2 + \varepsilon)\f$.
+  template <class Block>
+  void derivative_from_feature_dot(Block&& block) const {
+    block = Scalar(2) * block / (block.square() + Scalar(epsilon));
   }
 
   /// \f$(\varphi(q)\cdot\varphi(k))^2 + \varepsilon\f$.

@@ -171,14 +171,27 @@ concept DifferentiableLogDomainKernel =
 /// \f$\nabla g\f$ (`log_key_term_gradient(k)`) where it has a key term; a distance kernel with
 /// `log_derivative_from_squared_distance(block, d)`, which replaces each \f$r^2\f$ by
 /// \f$h'(r^2)\f$; a direct kernel with `derivative_from_scaled_dot(block)`, which replaces each
-/// \f$x\f$ by \f$h'(x)\f$; a product of two such log-domain kernels. Feature-map kernels have
-/// no backward yet.
+/// \f$x\f$ by \f$h'(x)\f$; a product of two such log-domain kernels; a feature-map kernel with
+/// `derivative_from_feature_dot(block)` (each \f$x = \tilde\varphi(q)\cdot\tilde\varphi(k)\f$ by
+/// \f$h'(x)\f$), the map's `feature_gradient` and, with log-scales, `log_key_term_gradient(k)`.
 template <class K>
 concept DifferentiableKernel =
     detail::DifferentiableLogDomainKernel<K> ||
-    (DirectKernel<K>&& requires(const K kernel, detail::ScoreBlock<typename K::Scalar>& block) {
-      kernel.derivative_from_scaled_dot(block);
-    }) ||
+    (FeatureMapKernel<K>&& requires(const K kernel, const Matrix<typename K::Scalar>& x,
+                                    const Eigen::VectorXd& log_scales,
+                                    Matrix<typename K::Scalar>& dx,
+                                    detail::ScoreBlock<typename K::Scalar>& block) {
+      kernel.derivative_from_feature_dot(block);
+      kernel.feature_gradient(x, x, x, log_scales, dx);
+    } &&
+     (!K::has_log_scale ||
+      requires(const K kernel, const detail::RowVector<typename K::Scalar> row) {
+        { kernel.log_key_term_gradient(row) } -> std::convertible_to<Eigen::RowVectorXd>;
+      })) ||
+    (DirectKernel<K> &&
+     requires(const K kernel, detail::ScoreBlock<typename K::Scalar>& block) {
+       kernel.derivative_from_scaled_dot(block);
+     }) ||
     (ProductKernel<K> && detail::DifferentiableKeyTerm<K> &&
      detail::DifferentiableLogDomainKernel<typename K::FeatureKernel> &&
      detail::DifferentiableLogDomainKernel<typename K::PositionKernel>);
