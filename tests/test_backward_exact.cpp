@@ -160,26 +160,7 @@ TEST_CASE("Exact backward: central finite differences of the library's forward (
         attention.compute(Q, K, V, out, statistics);
         const kernattn::AttentionGradients<T> gradients =
             attention.gradients(Q, K, V, out, statistics, weights);
-        // Central differences with step h err by h^2 |f'''| / 6 plus u |f| / h: at h = 1e-5 both
-        // are near 1e-10 for these O(1) losses.
-        const double h = 1e-5;
-        const auto check_gradient = [&](Mat<T>& x, const Mat<T>& gradient, const char* name) {
-          INFO(name);
-          for (Index i = 0; i < x.rows(); ++i)
-            for (Index c = 0; c < x.cols(); ++c) {
-              const T saved = x(i, c);
-              x(i, c) = saved + h;
-              const double up = loss();
-              x(i, c) = saved - h;
-              const double down = loss();
-              x(i, c) = saved;
-              CAPTURE(i, c);
-              CHECK(gradient(i, c) == Approx((up - down) / (2 * h)).margin(1e-7));
-            }
-        };
-        check_gradient(Q, gradients.dQ, "dQ");
-        check_gradient(K, gradients.dK, "dK");
-        check_gradient(V, gradients.dV, "dV");
+        backward_checks::check_finite_differences(Q, K, V, gradients, loss);
       });
 }
 

@@ -110,26 +110,7 @@ TEST_CASE("Exact backward of the feature form: central finite differences (doubl
         attention.compute(Q, K, V, out, statistics);
         const kernattn::AttentionGradients<T> gradients =
             attention.gradients(Q, K, V, out, statistics, weights);
-        // Central differences with step h err by h^2 |f'''| / 6 plus u |f| / h: near 1e-10 at
-        // h = 1e-5 for these O(1) losses.
-        const double h = 1e-5;
-        const auto check_gradient = [&](Mat<T>& x, const Mat<T>& gradient, const char* name) {
-          INFO(name);
-          for (Index i = 0; i < x.rows(); ++i)
-            for (Index c = 0; c < x.cols(); ++c) {
-              const T saved = x(i, c);
-              x(i, c) = saved + h;
-              const double up = loss();
-              x(i, c) = saved - h;
-              const double down = loss();
-              x(i, c) = saved;
-              CAPTURE(i, c);
-              CHECK(gradient(i, c) == Approx((up - down) / (2 * h)).margin(1e-7));
-            }
-        };
-        check_gradient(Q, gradients.dQ, "dQ");
-        check_gradient(K, gradients.dK, "dK");
-        check_gradient(V, gradients.dV, "dV");
+        backward_checks::check_finite_differences(Q, K, V, gradients, loss);
       });
 }
 
@@ -159,4 +140,26 @@ TEMPLATE_TEST_CASE("Exact and linear backward agree on the same feature weights"
   CHECK(linear_ref::relative_difference(l.dQ, e.dQ) <= tolerance);
   CHECK(linear_ref::relative_difference(l.dK, e.dK) <= tolerance);
   CHECK(linear_ref::relative_difference(l.dV, e.dV) <= tolerance);
+}
+
+TEST_CASE("The implicit kernel attention reference mode runs backward (double)",
+          "[backward][features][ika][finite_differences]") {
+  using T = double;
+  const Index M = 6;
+  // The official layout (d x M, one frequency per column) at the official scale 2 pi; frequencies
+  // of 0.2 keep the phases near a radian, where the differences' h^2 f''' term stays small.
+  const Mat<T> w1 = 0.2 * ref::normal(d, M, 901);
+  const Mat<T> w2 = 0.2 * ref::normal(d, M, 902);
+  const auto attention = kernattn::make_ika_reference<T>(w1, w2, 3.0, mask::Causal{});
+  Mat<T> Q = ref::normal(6, d, 903, 0.0, 0.5);
+  Mat<T> K = ref::normal(8, d, 904, 0.0, 0.5);
+  Mat<T> V = ref::normal(8, 2, 905);
+  const Mat<T> weights = ref::normal(6, 2, 906);
+  const auto loss = [&] { return (attention(Q, K, V).array() * weights.array()).sum(); };
+  Mat<T> out(6, 2);
+  Mat<T> statistics;
+  attention.compute(Q, K, V, out, statistics);
+  const kernattn::AttentionGradients<T> gradients =
+      attention.gradients(Q, K, V, out, statistics, weights);
+  backward_checks::check_finite_differences(Q, K, V, gradients, loss);
 }

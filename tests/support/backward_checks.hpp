@@ -96,4 +96,34 @@ void check_backward(const Attention& attention, const gref::PairModel& kernel,
   }
 }
 
+/// `gradient` of `loss()` against its central differences in every entry of `x` (double;
+/// `loss` reads x): with step h = 1e-5 a difference errs by h^2 |f'''| / 6 plus u |f| / h, both
+/// near 1e-10 for the O(1) losses of the tests.
+template <class Loss>
+void check_difference_quotients(Mat<double>& x, const Mat<double>& gradient, const char* name,
+                                const Loss& loss) {
+  INFO(name);
+  const double h = 1e-5;
+  for (Index i = 0; i < x.rows(); ++i)
+    for (Index c = 0; c < x.cols(); ++c) {
+      const double saved = x(i, c);
+      x(i, c) = saved + h;
+      const double up = loss();
+      x(i, c) = saved - h;
+      const double down = loss();
+      x(i, c) = saved;
+      CAPTURE(i, c);
+      CHECK(gradient(i, c) == Approx((up - down) / (2 * h)).margin(1e-7));
+    }
+}
+
+/// `check_difference_quotients` for Q, K and V.
+template <class Loss>
+void check_finite_differences(Mat<double>& Q, Mat<double>& K, Mat<double>& V,
+                              const kernattn::AttentionGradients<double>& g, const Loss& loss) {
+  check_difference_quotients(Q, g.dQ, "dQ", loss);
+  check_difference_quotients(K, g.dK, "dK", loss);
+  check_difference_quotients(V, g.dV, "dV", loss);
+}
+
 }  // namespace backward_checks

@@ -161,11 +161,9 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                                                      const Matrix<Scalar>& statistics,
                                                      const Eigen::MatrixBase<DG>& dOut,
                                                      BatchLayout layout = {}) const {
-    AttentionGradients<Scalar> result{Matrix<Scalar>(Q.rows(), Q.cols()),
-                                      Matrix<Scalar>(K.rows(), K.cols()),
-                                      Matrix<Scalar>(V.rows(), V.cols())};
-    backward(Q, K, V, out, statistics, dOut, result.dQ, result.dK, result.dV, layout);
-    return result;
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    });
   }
 
   /// The same kernel, magnitude and options with another set filter.

@@ -190,11 +190,9 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                                                      const Eigen::MatrixBase<DO>& out,
                                                      const Eigen::MatrixBase<DG>& dOut,
                                                      BatchLayout layout = {}) const {
-    AttentionGradients<Scalar> result{Matrix<Scalar>(Q.rows(), Q.cols()),
-                                      Matrix<Scalar>(K.rows(), K.cols()),
-                                      Matrix<Scalar>(V.rows(), V.cols())};
-    backward(Q, K, V, out, dOut, result.dQ, result.dK, result.dV, layout);
-    return result;
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    });
   }
 
   /// The same feature map, magnitude and options with another set filter.

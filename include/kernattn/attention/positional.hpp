@@ -10,6 +10,7 @@
 
 #include "kernattn/attention/attention.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -21,6 +22,16 @@
 #include "kernattn/mask/none.hpp"
 
 namespace kernattn {
+
+/// The gradients of a scalar loss with respect to the inputs of `PositionalAttention`.
+template <Real T>
+struct PositionalGradients {
+  Matrix<T> dFq;
+  Matrix<T> dTq;
+  Matrix<T> dFk;
+  Matrix<T> dTk;
+  Matrix<T> dV;
+};
 
 /// Exact attention whose keys are compared by features and by positions:
 /// \f$\kappa((f_q,t_q),(f_k,t_k)) = \kappa_F(f_q,f_k)\,\kappa_T(t_q,t_k)\f$ (`kernels::Product`),
@@ -115,6 +126,70 @@ class PositionalAttention {
         });
   }
 
+  /// `compute` that also writes the row statistics (docs/gradients.md), a \f$(B N_q) \times H\f$
+  /// matrix, for `backward`.
+  template <class DFq, class DTq, class DFk, class DTk, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+               const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<Scalar>& statistics,
+               BatchLayout layout = {}) const {
+    static_assert(detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, Out>,
+                  "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
+    validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
+    engine(Tq.cols()).compute(with_positions(Fq, Tq, layout.heads),
+                              with_positions(Fk, Tk, layout.heads), V, out, statistics, layout);
+  }
+
+  /// The backward pass (docs/gradients.md, "Positional attention"): given the inputs of a
+  /// forward call, its output and statistics and \f$dOut\f$, writes the gradients with respect
+  /// to the features (dFq, dFk), the positions (dTq, dTk) and the values (dV), each of its
+  /// input's shape. It is `Engine::backward` on the inputs \f$[f \mid t]\f$; the positions are
+  /// shared by the heads, so their gradients are the sums over the heads (in head order).
+  template <class DFq, class DTq, class DFk, class DTk, class DV, class DO, class DG,
+            detail::EigenDense GFq, detail::EigenDense GTq, detail::EigenDense GFk,
+            detail::EigenDense GTk, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+                const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GFq&& dFq,
+                GTq&& dTq, GFk&& dFk, GTk&& dTk, GV&& dV, BatchLayout layout = {}) const {
+    static_assert(
+        detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, DO, DG, GFq, GTq, GFk, GTk, GV>,
+        "every argument must have the attention's scalar type");
+    validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
+    detail::require_shape(dFq, "dFq", Fq.rows(), Fq.cols(), "the shape of Fq");
+    detail::require_shape(dTq, "dTq", Tq.rows(), Tq.cols(), "the shape of Tq");
+    detail::require_shape(dFk, "dFk", Fk.rows(), Fk.cols(), "the shape of Fk");
+    detail::require_shape(dTk, "dTk", Tk.rows(), Tk.cols(), "the shape of Tk");
+    detail::require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+    const Index heads = layout.heads;
+    const Index dt = Tq.cols();
+    const AttentionGradients<Scalar> joint =
+        engine(dt).gradients(with_positions(Fq, Tq, heads), with_positions(Fk, Tk, heads), V, out,
+                             statistics, dOut, layout);
+    // Written last, so that a gradient may overlap any input.
+    split_positions(joint.dQ, heads, dt, dFq, dTq);
+    split_positions(joint.dK, heads, dt, dFk, dTk);
+    dV = joint.dV;
+  }
+
+  /// `backward` into new matrices.
+  template <class DFq, class DTq, class DFk, class DTk, class DV, class DO, class DG>
+  [[nodiscard]] PositionalGradients<Scalar> gradients(
+      const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+      const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+      const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+      const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut,
+      BatchLayout layout = {}) const {
+    PositionalGradients<Scalar> result{
+        Matrix<Scalar>(Fq.rows(), Fq.cols()), Matrix<Scalar>(Tq.rows(), Tq.cols()),
+        Matrix<Scalar>(Fk.rows(), Fk.cols()), Matrix<Scalar>(Tk.rows(), Tk.cols()),
+        Matrix<Scalar>(V.rows(), V.cols())};
+    backward(Fq, Tq, Fk, Tk, V, out, statistics, dOut, result.dFq, result.dTq, result.dFk,
+             result.dTk, result.dV, layout);
+    return result;
+  }
+
   /// Sets the number of threads (0 = the OpenMP default); returns *this.
   PositionalAttention& set_threads(int threads) {
     detail::set_thread_count(options_, threads);
@@ -152,6 +227,25 @@ class PositionalAttention {
       inputs.middleCols(h * (d + dt) + d, dt) = T;
     }
     return inputs;
+  }
+
+  /// The exact attention on the inputs \f$[f \mid t]\f$ with `dt` position columns.
+  [[nodiscard]] Engine engine(Index dt) const {
+    return Engine(Kernel(feature_kernel_, position_kernel_, dt),
+                  magnitude::FeaturePart<MagnitudeT>(magnitude_, dt), mask_, options_);
+  }
+
+  /// The features' columns of a gradient of the inputs \f$[f \mid t]\f$ into `features`, and
+  /// the sum over the heads of its positions' columns into `positions`.
+  template <class Features, class Positions>
+  static void split_positions(const Matrix<Scalar>& joint, Index heads, Index dt,
+                              Features& features, Positions& positions) {
+    const Index d = joint.cols() / heads - dt;
+    positions.setZero();
+    for (Index h = 0; h < heads; ++h) {
+      features.middleCols(h * d, d) = joint.middleCols(h * (d + dt), d);
+      positions += joint.middleCols(h * (d + dt) + d, dt);
+    }
   }
 
   KernelF feature_kernel_{};

@@ -56,6 +56,17 @@ void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matri
   validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
 }
 
+/// The gradients that `backward(dQ, dK, dV)` writes into new matrices of Q's, K's and V's
+/// shapes (the engines' `gradients` calls).
+template <Real T, class Queries, class Keys, class Values, class Backward>
+[[nodiscard]] AttentionGradients<T> new_gradients(const Queries& Q, const Keys& K, const Values& V,
+                                                  const Backward& backward) {
+  AttentionGradients<T> result{Matrix<T>(Q.rows(), Q.cols()), Matrix<T>(K.rows(), K.cols()),
+                               Matrix<T>(V.rows(), V.cols())};
+  backward(result.dQ, result.dK, result.dV);
+  return result;
+}
+
 /// Calls `run(dQ, dK, dV)`, through temporaries of the gradients' shapes when a gradient may
 /// overlap another or one of `inputs` (an overlapping argument is read after it is written).
 template <Real T, class GQ, class GK, class GV, class Run, class... Inputs>

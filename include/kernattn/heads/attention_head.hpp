@@ -33,4 +33,43 @@ concept AttentionHead = requires(const H head, const Matrix<typename H::Scalar>&
   head.compute(x, x, x, out, BatchLayout{});
 };
 
+/// A head whose gradients `MultiHead::backward` can take, with either backward call:
+///  - without row statistics, `backward(Q, K, V, out, dOut, dQ, dK, dV, layout)`
+///    (`LinearAttention`);
+///  - with them, `compute(Q, K, V, out, statistics, layout)` and
+///    `backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout)` (`Attention`).
+template <class H>
+concept DifferentiableHead = AttentionHead<H> &&(
+    requires(const H head, const Matrix<typename H::Scalar>& x, Matrix<typename H::Scalar>& g) {
+      head.backward(x, x, x, x, x, g, g, g, BatchLayout{});
+    } ||
+    requires(const H head, const Matrix<typename H::Scalar>& x, Matrix<typename H::Scalar>& g) {
+      head.compute(x, x, x, g, g, BatchLayout{});
+      head.backward(x, x, x, x, g, x, g, g, g, BatchLayout{});
+    });
+
+namespace detail {
+
+/// The gradients of one head on its columns (see `DifferentiableHead`): a head that needs row
+/// statistics gets them from a forward call of its own first (into a scratch output, so `out`
+/// is what its backward reads).
+template <DifferentiableHead Head, class Q, class K, class V, class Out, class OutGradient,
+          class GQ, class GK, class GV>
+void head_backward(const Head& head, const Q& queries, const K& keys, const V& values,
+                   const Out& out, const OutGradient& out_gradient, GQ&& dQ, GK&& dK, GV&& dV,
+                   BatchLayout layout) {
+  if constexpr (requires {
+                  head.backward(queries, keys, values, out, out_gradient, dQ, dK, dV, layout);
+                }) {
+    head.backward(queries, keys, values, out, out_gradient, dQ, dK, dV, layout);
+  } else {
+    Matrix<typename Head::Scalar> statistics;
+    Matrix<typename Head::Scalar> forward(out.rows(), out.cols());
+    head.compute(queries, keys, values, forward, statistics, layout);
+    head.backward(queries, keys, values, out, statistics, out_gradient, dQ, dK, dV, layout);
+  }
+}
+
+}  // namespace detail
+
 }  // namespace kernattn

@@ -15,6 +15,7 @@
 #include "kernattn/core/threading.hpp"
 #include "kernattn/coupling/coupling.hpp"
 #include "kernattn/coupling/independent.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/heads/attention_head.hpp"
@@ -196,6 +197,61 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
     return *this;
   }
 
+  /// The backward pass (docs/gradients.md, "Compositions"): given the inputs of a forward call,
+  /// its output and \f$dOut = \partial\ell/\partial out\f$, writes dQ, dK and dV, each head's
+  /// own backward on its columns (`DifferentiableHead`; through temporaries where a gradient may
+  /// overlap an argument). A head that needs row statistics (`Attention`) recomputes them with a
+  /// forward call of its own: one more forward per such head. Threads as in the forward;
+  /// bit-identical for every thread count.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                BatchLayout layout = {}) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    const BatchLayout resolved = resolve_layout(layout);
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, resolved);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const Index d = Q.cols() / resolved.heads;
+    const Index dv = V.cols() / resolved.heads;
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          for_each_head_call(Q, K, V, resolved, [&](const auto& head, Index h) {
+            static_assert(DifferentiableHead<std::decay_t<decltype(head)>>,
+                          "MultiHead::backward: every head needs a backward pass "
+                          "(DifferentiableHead)");
+            detail::head_backward(
+                head, detail::columns_of(queries, h * d, d), detail::columns_of(keys, h * d, d),
+                detail::columns_of(values, h * dv, dv), detail::columns_of(output, h * dv, dv),
+                detail::columns_of(output_gradient, h * dv, dv),
+                detail::columns_of(query_gradient, h * d, d),
+                detail::columns_of(key_gradient, h * d, d),
+                detail::columns_of(value_gradient, h * dv, dv), BatchLayout{resolved.sequences, 1});
+          });
+        },
+        queries, keys, values, output, output_gradient);
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     BatchLayout layout = {}) const {
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    });
+  }
+
   /// H.
   [[nodiscard]] Index head_count() const {
     if constexpr (listed)
@@ -219,23 +275,32 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
   template <class DQ>
   void check_head_dimension(Index, const DQ&, BatchLayout) const {}
 
-  /// Runs every head on its columns and rethrows the failure of the lowest-numbered head that
-  /// fails (heads that run in parallel all run first): an `InvalidArgument` gets the head's
-  /// columns of the caller's Q, K and V in front of the head's own message, which names the
-  /// head's slice.
+  /// Runs every head on its columns.
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+    const Index d = Q.cols() / layout.heads;
+    const Index dv = V.cols() / layout.heads;
+    for_each_head_call(Q, K, V, layout, [&](const auto& head, Index h) {
+      head.compute(detail::columns_of(Q, h * d, d), detail::columns_of(K, h * d, d),
+                   detail::columns_of(V, h * dv, dv), detail::columns_of(out, h * dv, dv),
+                   BatchLayout{layout.sequences, 1});
+    });
+  }
+
+  /// Calls `call(head, h)` for every head h (the threads as the class comment says) and rethrows
+  /// the failure of the lowest-numbered head that fails (heads that run in parallel all run
+  /// first): an `InvalidArgument` gets the head's columns of the caller's Q, K and V in front of
+  /// the head's own message, which names the head's slice.
+  template <class Queries, class Keys, class Values, class Call>
+  void for_each_head_call(const Queries& Q, const Keys& K, const Values& V, BatchLayout layout,
+                          const Call& call) const {
     const Index H = layout.heads;
     const Index d = Q.cols() / H;
     const Index dv = V.cols() / H;
     std::vector<std::exception_ptr> failures(static_cast<std::size_t>(H));
     const auto attend = [&](Index h) {
       try {
-        detail::visit_head(heads_, h, [&](const auto& head) {
-          head.compute(detail::columns_of(Q, h * d, d), detail::columns_of(K, h * d, d),
-                       detail::columns_of(V, h * dv, dv), detail::columns_of(out, h * dv, dv),
-                       BatchLayout{layout.sequences, 1});
-        });
+        detail::visit_head(heads_, h, [&](const auto& head) { call(head, h); });
       } catch (const InvalidArgument& error) {
         failures[std::size_t(h)] = std::make_exception_ptr(InvalidArgument(detail::concat(
             "MultiHead: head ", h, " of ", H, " (columns [", h * d, ", ", (h + 1) * d, ") of Q ",
