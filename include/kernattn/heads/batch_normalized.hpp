@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/heads/attention_head.hpp"
 #include "kernattn/mask/seen_keys.hpp"
@@ -61,6 +63,58 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     return BatchNormalized<NewHead>(head_.with_mask(std::move(mask)), beta_, epsilon_);
   }
 
+  /// The backward pass (docs/gradients.md, "Compositions"): the head's backward on
+  /// \f$\hat q, \hat k\f$ (`DifferentiableHead`), then through the normalisation and the keys'
+  /// statistics, per sequence and feature, in double: with \f$s = (\sigma_K^2 +
+  /// \varepsilon)^{-1/2}\f$, \f$A = \sum_x d\hat x\,(x - \beta\mu_K)\f$ and \f$D = \sum_x d\hat
+  /// x\f$ over the sequence's queries and keys, \f[ dq_i = s\,d\hat q_i,\qquad dk_j = s\,d\hat k_j
+  /// + [j \in S]\,\frac{1}{|S|}\big(-\beta s D
+  ///     - s^3 A\,(k_j - \mu_K)\big). \f]
+  /// Keys outside \f$S\f$ (padding) get zero gradients.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                BatchLayout layout = {}) const {
+    static_assert(DifferentiableHead<Head>,
+                  "BatchNormalized::backward: the head needs a backward pass (DifferentiableHead)");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    const Index B = layout.sequences;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    Matrix<Scalar> queries = Q;
+    Matrix<Scalar> keys = K;
+    std::vector<ColumnStatistics> statistics;
+    normalise(K, nq, nk, B, queries, keys, &statistics);
+    Matrix<Scalar> query_gradient(Q.rows(), Q.cols());
+    Matrix<Scalar> key_gradient(K.rows(), K.cols());
+    Matrix<Scalar> value_gradient(V.rows(), V.cols());
+    detail::head_backward(head_, queries, keys, V, out, dOut, query_gradient, key_gradient,
+                          value_gradient, layout);
+    for (const ColumnStatistics& column : statistics)
+      add_statistics_gradients(column, Q, K, nq, nk, query_gradient, key_gradient);
+    // Written last, so that a gradient may overlap any input.
+    dQ = query_gradient;
+    dK = key_gradient;
+    dV = value_gradient;
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     BatchLayout layout = {}) const {
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    });
+  }
+
   BatchNormalized& set_threads(int threads) {
     head_.set_threads(threads);
     return *this;
@@ -74,22 +128,79 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
   template <class DQ>
   void check_head_dimension(Index, const DQ&, BatchLayout) const {}
 
+  /// What the backward pass needs of one feature of one sequence.
+  struct ColumnStatistics {
+    Index sequence = 0;
+    Index column = 0;
+    Flags seen;
+    double mean = 0.0;
+    double scale = 1.0;  ///< \f$s = (\sigma_K^2 + \varepsilon)^{-1/2}\f$
+  };
+
   template <class Queries, class Keys, class Values, class Out>
   void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
     const Index B = layout.sequences;
-    const Index nq = Q.rows() / B;
-    const Index nk = K.rows() / B;
     Matrix<Scalar> queries = Q;
     Matrix<Scalar> keys = K;
+    normalise(K, Q.rows() / B, K.rows() / B, B, queries, keys, nullptr);
+    head_.compute(queries, keys, V, out, layout);
+  }
+
+  /// Normalises `queries` and `keys` (copies of Q and K) with the statistics of K, sequence by
+  /// sequence and feature by feature; with `statistics`, keeps what the backward pass needs.
+  template <class Keys>
+  void normalise(const Keys& K, Index nq, Index nk, Index B, Matrix<Scalar>& queries,
+                 Matrix<Scalar>& keys, std::vector<ColumnStatistics>* statistics) const {
     for (Index b = 0; b < B; ++b) {
       const Flags seen = keys_seen_in(nq, nk, b, B);
       const Index count = seen.count();
       if (count == 0) continue;
-      for (Index c = 0; c < K.cols(); ++c)
-        normalise_column(K.col(c).segment(b * nk, nk), seen, count,
-                         queries.col(c).segment(b * nq, nq), keys.col(c).segment(b * nk, nk), b, c);
+      for (Index c = 0; c < K.cols(); ++c) {
+        const auto [mean, scale] = normalise_column(K.col(c).segment(b * nk, nk), seen, count,
+                                                    queries.col(c).segment(b * nq, nq),
+                                                    keys.col(c).segment(b * nk, nk), b, c);
+        if (statistics) statistics->push_back({b, c, seen, mean, scale});
+      }
     }
-    head_.compute(queries, keys, V, out, layout);
+  }
+
+  /// Adds the share of one feature of one sequence that flows through the normalisation to the
+  /// gradients of \f$\hat q, \hat k\f$ (see `backward`).
+  template <class Queries, class Keys>
+  void add_statistics_gradients(const ColumnStatistics& column, const Queries& Q, const Keys& K,
+                                Index nq, Index nk, Matrix<Scalar>& query_gradient,
+                                Matrix<Scalar>& key_gradient) const {
+    auto dq = query_gradient.col(column.column).segment(column.sequence * nq, nq);
+    auto dk = key_gradient.col(column.column).segment(column.sequence * nk, nk);
+    const auto q = Q.col(column.column).segment(column.sequence * nq, nq);
+    const auto k = K.col(column.column).segment(column.sequence * nk, nk);
+    const double shift = beta_ * column.mean;
+    double centred_sum = 0.0;  // A
+    double sum = 0.0;          // D
+    // Over the entries with a gradient: a query that sees no key and a padded key have none, and
+    // may hold anything.
+    for (Index i = 0; i < nq; ++i)
+      if (dq(i) != Scalar(0)) {
+        centred_sum += double(dq(i)) * (double(q(i)) - shift);
+        sum += double(dq(i));
+      }
+    for (Index j = 0; j < nk; ++j)
+      if (column.seen(j) && dk(j) != Scalar(0)) {
+        centred_sum += double(dk(j)) * (double(k(j)) - shift);
+        sum += double(dk(j));
+      }
+    const double s = column.scale;
+    const double count = double(column.seen.count());
+    for (Index i = 0; i < nq; ++i) dq(i) = Scalar(s * double(dq(i)));
+    for (Index j = 0; j < nk; ++j) {
+      double gradient = s * double(dk(j));
+      if (column.seen(j))
+        gradient +=
+            (-beta_ * s * sum - s * s * s * centred_sum * (double(k(j)) - column.mean)) / count;
+      else
+        gradient = 0.0;
+      dk(j) = Scalar(gradient);
+    }
   }
 
   /// The keys of sequence b that the queries see under the head's mask, \f$S\f$; throws unless
@@ -118,12 +229,14 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
   }
 
   /// One feature (column `c`) of one sequence (`b`): the statistics of the `count` keys of
-  /// `original_keys` flagged in `seen`, applied to `queries` and `keys` in place. A finite entry
+  /// `original_keys` flagged in `seen`, applied to `queries` and `keys` in place; returns the
+  /// mean and \f$s = (\sigma_K^2 + \varepsilon)^{-1/2}\f$. A finite entry
   /// whose normalised value overflows the scalar type (a query far from keys that barely vary,
   /// with a small \f$\varepsilon\f$) throws rather than turn into an infinity.
   template <class Column, class Target>
-  void normalise_column(const Column& original_keys, const Flags& seen, Index count, Target queries,
-                        Target keys, Index b, Index c) const {
+  std::pair<double, double> normalise_column(const Column& original_keys, const Flags& seen,
+                                             Index count, Target queries, Target keys, Index b,
+                                             Index c) const {
     double sum = 0.0;
     for (Index j = 0; j < original_keys.size(); ++j)
       if (seen(j)) sum += double(original_keys(j));
@@ -153,6 +266,7 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     };
     normalise(queries, "query");
     normalise(keys, "key");
+    return {mean, scale};
   }
 
   Head head_;

@@ -13,6 +13,7 @@
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/linear_engine.hpp"
 #include "kernattn/engine/masked_product.hpp"
@@ -276,6 +277,67 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
     return ScaledHead<NewHead>(head_.with_mask(std::move(mask)), factor_);
   }
 
+  /// The backward pass (docs/gradients.md, "Compositions") under a filter without a causal
+  /// limit: the head's backward (`DifferentiableHead`) on the window means, then the adjoint of
+  /// the pooling, \f$dk_j = d\bar k_w / |W_w|\f$ and \f$dv_j = d\bar v_w / |W_w|\f$ for the tokens
+  /// j of window w. A window the pooled filter hides gives its tokens zero gradients. The pooled
+  /// causal filters (partial windows) have no backward yet (a compile-time error).
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                BatchLayout layout = {}) const {
+    static_assert(DifferentiableHead<Head>,
+                  "ScaledHead::backward: the head needs a backward pass (DifferentiableHead)");
+    static_assert(!mask::has_causal_limit<MaskOf<Head>>,
+                  "ScaledHead::backward: the pooled causal filters (each query's partial window) "
+                  "have no backward pass yet");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    const Index B = layout.sequences;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    if (factor_ == 1 || nq == 0 || nk == 0 || V.cols() == 0) {
+      // The head on the tokens themselves, or a call whose loss does not depend on them.
+      Matrix<Scalar> query_gradient = Matrix<Scalar>::Zero(Q.rows(), Q.cols());
+      Matrix<Scalar> key_gradient = Matrix<Scalar>::Zero(K.rows(), K.cols());
+      Matrix<Scalar> value_gradient = Matrix<Scalar>::Zero(V.rows(), V.cols());
+      if (factor_ == 1)
+        detail::head_backward(head_, Q, K, V, out, dOut, query_gradient, key_gradient,
+                              value_gradient, layout);
+      dQ = query_gradient;
+      dK = key_gradient;
+      dV = value_gradient;
+      return;
+    }
+    const Index windows = mask::pooled_windows(nk, factor_);
+    Matrix<Scalar> query_gradient(Q.rows(), Q.cols());
+    Matrix<Scalar> window_key_gradient(B * windows, K.cols());
+    Matrix<Scalar> window_value_gradient(B * windows, V.cols());
+    detail::head_backward(head_.with_mask(pooled_mask(nk)), Q, window_means(K, B),
+                          window_means(V, B), out, dOut, query_gradient, window_key_gradient,
+                          window_value_gradient, layout);
+    // Written last, so that a gradient may overlap any input.
+    dQ = query_gradient;
+    spread_over_windows(window_key_gradient, B, nk, dK);
+    spread_over_windows(window_value_gradient, B, nk, dV);
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     BatchLayout layout = {}) const {
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    });
+  }
+
   /// Sets the threads of the head and of the groups of queries under a causal filter (0 = the
   /// OpenMP default).
   ScaledHead& set_threads(int threads) {
@@ -418,6 +480,21 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
         double sum = double(tokens(first + begin, c));
         for (Index j = begin + 1; j < end; ++j) sum += double(tokens(first + j, c));
         means(w, c) = Scalar(sum / double(end - begin));
+      }
+  }
+
+  /// The adjoint of `window_means`: token j of window w of each sequence gets row w of
+  /// `window_gradients` over \f$|W_w|\f$.
+  template <class Gradient>
+  void spread_over_windows(const Matrix<Scalar>& window_gradients, Index sequences, Index count,
+                           Gradient& tokens) const {
+    const Index windows = window_gradients.rows() / sequences;
+    for (Index b = 0; b < sequences; ++b)
+      for (Index w = 0; w < windows; ++w) {
+        const Index begin = w * factor_;
+        const Index size = std::min(factor_, count - begin);
+        const auto share = (window_gradients.row(b * windows + w) / Scalar(size)).eval();
+        for (Index j = begin; j < begin + size; ++j) tokens.row(b * count + j) = share;
       }
   }
 
