@@ -126,4 +126,18 @@ void check_finite_differences(Mat<double>& Q, Mat<double>& K, Mat<double>& V,
   check_difference_quotients(V, g.dV, "dV", loss);
 }
 
+/// An exact attention's gradients, from its own forward's statistics, against the central
+/// differences of the loss sum(out o weights), whose dOut is `weights` (double).
+template <class Attention>
+void check_exact_finite_differences(const Attention& attention, Mat<double> Q, Mat<double> K,
+                                    Mat<double> V, const Mat<double>& weights) {
+  const auto loss = [&] { return (attention(Q, K, V).array() * weights.array()).sum(); };
+  Mat<double> out(Q.rows(), V.cols());
+  Mat<double> statistics;
+  attention.compute(Q, K, V, out, statistics);
+  const kernattn::AttentionGradients<double> gradients =
+      attention.gradients(Q, K, V, out, statistics, weights);
+  check_finite_differences(Q, K, V, gradients, loss);
+}
+
 }  // namespace backward_checks

@@ -121,7 +121,8 @@ concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 /// results are bit-identical for every thread count.
 template <features::FeatureMap MapT, magnitude::Magnitude MagnitudeT = magnitude::None,
           mask::LinearMask MaskT = mask::None>
-class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, MagnitudeT, MaskT>> {
+class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, MagnitudeT, MaskT>>,
+                        public detail::GradientCalls<LinearAttention<MapT, MagnitudeT, MaskT>> {
  public:
   using Scalar = typename MapT::Scalar;
   using FeatureMap = MapT;
@@ -180,19 +181,6 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                        value_gradient, layout);
         },
         queries, keys, values, output, output_gradient);
-  }
-
-  /// `backward` into new matrices.
-  template <class DQ, class DK, class DV, class DO, class DG>
-  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
-                                                     const Eigen::MatrixBase<DK>& K,
-                                                     const Eigen::MatrixBase<DV>& V,
-                                                     const Eigen::MatrixBase<DO>& out,
-                                                     const Eigen::MatrixBase<DG>& dOut,
-                                                     BatchLayout layout = {}) const {
-    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
-      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    });
   }
 
   /// The same feature map, magnitude and options with another set filter.

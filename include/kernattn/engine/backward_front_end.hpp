@@ -67,6 +67,22 @@ template <Real T, class Queries, class Keys, class Values, class Backward>
   return result;
 }
 
+/// The call every backward pass without row statistics offers, written once (CRTP):
+/// `gradients(Q, K, V, out, dOut, layout)`, `Derived::backward` into new matrices.
+template <class Derived>
+class GradientCalls {
+ public:
+  /// `backward(Q, K, V, out, dOut, dQ, dK, dV, layout)` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] auto gradients(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                               const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                               const Eigen::MatrixBase<DG>& dOut, BatchLayout layout = {}) const {
+    return new_gradients<typename Derived::Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      static_cast<const Derived&>(*this).backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    });
+  }
+};
+
 /// Calls `run(dQ, dK, dV)`, through temporaries of the gradients' shapes when a gradient may
 /// overlap another or one of `inputs` (an overlapping argument is read after it is written).
 template <Real T, class GQ, class GK, class GV, class Run, class... Inputs>

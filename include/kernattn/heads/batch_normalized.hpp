@@ -38,7 +38,8 @@ namespace kernattn {
 /// The statistics are computed in double, two-pass, and \f$\hat q, \hat k\f$ are rounded once to
 /// the scalar type. A sequence in which no query sees a key passes unchanged.
 template <AttentionHead Head>
-class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
+class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>>,
+                        public detail::GradientCalls<BatchNormalized<Head>> {
  public:
   using Scalar = typename Head::Scalar;
 
@@ -100,19 +101,6 @@ class BatchNormalized : public detail::AttentionCalls<BatchNormalized<Head>> {
     dQ = query_gradient;
     dK = key_gradient;
     dV = value_gradient;
-  }
-
-  /// `backward` into new matrices.
-  template <class DQ, class DK, class DV, class DO, class DG>
-  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
-                                                     const Eigen::MatrixBase<DK>& K,
-                                                     const Eigen::MatrixBase<DV>& V,
-                                                     const Eigen::MatrixBase<DO>& out,
-                                                     const Eigen::MatrixBase<DG>& dOut,
-                                                     BatchLayout layout = {}) const {
-    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
-      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    });
   }
 
   BatchNormalized& set_threads(int threads) {

@@ -130,7 +130,8 @@ template <coupling::Coupling Coupling, class Recipes>
 /// bit-identical for any thread count. A head that rejects its input throws `InvalidArgument`
 /// naming the head and its columns of the caller's Q, K and V, then the head's own message.
 template <class HeadT, coupling::Coupling CouplingT = coupling::Independent>
-class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
+class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>>,
+                  public detail::GradientCalls<MultiHead<HeadT, CouplingT>> {
   using Storage = detail::HeadStorage<HeadT>;
   static constexpr bool listed = !std::is_same_v<typename Storage::Type, std::vector<HeadT>>;
 
@@ -237,19 +238,6 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>> {
           });
         },
         queries, keys, values, output, output_gradient);
-  }
-
-  /// `backward` into new matrices.
-  template <class DQ, class DK, class DV, class DO, class DG>
-  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
-                                                     const Eigen::MatrixBase<DK>& K,
-                                                     const Eigen::MatrixBase<DV>& V,
-                                                     const Eigen::MatrixBase<DO>& out,
-                                                     const Eigen::MatrixBase<DG>& dOut,
-                                                     BatchLayout layout = {}) const {
-    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
-      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    });
   }
 
   /// H.

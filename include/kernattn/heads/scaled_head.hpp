@@ -255,7 +255,8 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
 /// `BatchNormalized` of `Attention` (which refuses the pooled causal filters, whose queries see
 /// different keys).
 template <AttentionHead Head>
-class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
+class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
+                   public detail::GradientCalls<ScaledHead<Head>> {
  public:
   using Scalar = typename Head::Scalar;
 
@@ -323,19 +324,6 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>> {
     dQ = query_gradient;
     spread_over_windows(window_key_gradient, B, nk, dK);
     spread_over_windows(window_value_gradient, B, nk, dV);
-  }
-
-  /// `backward` into new matrices.
-  template <class DQ, class DK, class DV, class DO, class DG>
-  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
-                                                     const Eigen::MatrixBase<DK>& K,
-                                                     const Eigen::MatrixBase<DV>& V,
-                                                     const Eigen::MatrixBase<DO>& out,
-                                                     const Eigen::MatrixBase<DG>& dOut,
-                                                     BatchLayout layout = {}) const {
-    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
-      backward(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    });
   }
 
   /// Sets the threads of the head and of the groups of queries under a causal filter (0 = the
