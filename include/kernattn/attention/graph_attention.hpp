@@ -14,11 +14,15 @@
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/exact_backward.hpp"
 #include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/graph_backward.hpp"
 #include "kernattn/engine/graph_engine.hpp"
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/row_statistics.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -105,6 +109,100 @@ class GraphAttention {
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
     detail::validate_attention_shapes(Q, K, V, out, layout);
+    const auto& rows = checked_adjacency(adjacency, Q, K, layout);
+    detail::with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          run(rows, queries, keys, values, destination, layout, detail::StatisticsOut<Scalar>{});
+        });
+  }
+
+  /// Writes the attention output into `out`, as `compute(adjacency, Q, K, V, out, layout)`, and
+  /// the row statistics into `statistics`, resized to \f$(B N_q) \times H\f$, exactly as the
+  /// dense engine defines them (docs/gradients.md): per node and head, the log-normaliser
+  /// \f$L_i = \log\sum_{j\in N(i)} w_{ij}\f$ (\f$-\infty\f$ for a node without neighbours) for
+  /// the exponential forms, the signed denominator \f$\sum_{j\in N(i)} w_{ij}\f$ for the direct
+  /// forms. They are what `backward` needs.
+  template <class DA, class DQ, class DK, class DV, detail::EigenDense Out>
+  void compute(const Eigen::SparseMatrixBase<DA>& adjacency, const Eigen::MatrixBase<DQ>& Q,
+               const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V, Out&& out,
+               Matrix<Scalar>& statistics, BatchLayout layout = {}) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
+                  "Q, K, V and out must have the attention's scalar type");
+    detail::validate_attention_shapes(Q, K, V, out, layout);
+    const auto& rows = checked_adjacency(adjacency, Q, K, layout);
+    Matrix<Scalar> written(Q.rows(), layout.heads);
+    detail::with_input_views(
+        Q, K, V, out,
+        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+          run(rows, queries, keys, values, destination, layout,
+              detail::StatisticsOut<Scalar>{&written, Q.rows() / layout.sequences});
+        });
+    statistics = std::move(written);
+  }
+
+  /// The backward pass (docs/gradients.md): given the inputs of a forward call, its output `out`
+  /// and `statistics` (from `compute(adjacency, Q, K, V, out, statistics, layout)`) and \f$dOut
+  /// = \partial\ell/\partial out\f$, writes \f$\partial\ell/\partial Q\f$, \f$\partial\ell/
+  /// \partial K\f$ and \f$\partial\ell/\partial V\f$ into dQ, dK and dV (through temporaries
+  /// where they may overlap an argument), in \f$O(\mathrm{nnz}\cdot d)\f$ time and two or three
+  /// scalars of memory per edge (see `detail::attend_graph_backward`). Feature kernels recompute
+  /// the features of a key's attending queries per edge, \f$O(\mathrm{nnz}\cdot M d)\f$. The
+  /// gradients are bit-identical for every thread count; a node without neighbours, or whose
+  /// denominator is 0, has zero gradient, and a key no node attends to has zero dK and dV.
+  template <class DA, class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::SparseMatrixBase<DA>& adjacency, const Eigen::MatrixBase<DQ>& Q,
+                const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
+                const Eigen::MatrixBase<DO>& out, const Matrix<Scalar>& statistics,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                BatchLayout layout = {}) const {
+    static_assert(kernels::DifferentiableKernel<Kernel>,
+                  "GraphAttention::backward: the kernel has no derivatives (a user-defined kernel "
+                  "needs those of kernels::DifferentiableKernel; a feature-map kernel, a map "
+                  "with feature_gradient)");
+    static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
+                  "GraphAttention::backward: the magnitude has no log_magnitude_gradient");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    const auto& rows = checked_adjacency(adjacency, Q, K, layout);
+    const detail::GraphEdges edges = detail::graph_edges(
+        rows, Q.rows() / layout.sequences, K.rows() / layout.sequences, options_.add_self_loops);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+      detail::attend_graph_backward(
+          kernel_, magnitude_, edges, options_.query_tile, resolve_thread_count(options_.threads),
+          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
+                                query_gradient, key_gradient, value_gradient, layout));
+    };
+    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
+                                    output_gradient);
+  }
+
+  /// `backward` into new matrices.
+  template <class DA, class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(
+      const Eigen::SparseMatrixBase<DA>& adjacency, const Eigen::MatrixBase<DQ>& Q,
+      const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
+      const Eigen::MatrixBase<DO>& out, const Matrix<Scalar>& statistics,
+      const Eigen::MatrixBase<DG>& dOut, BatchLayout layout = {}) const {
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(adjacency, Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    });
+  }
+
+ private:
+  /// Checks the adjacency against the shapes of Q and K and its own structure
+  /// (`detail::validate_adjacency`), and returns its row-major view.
+  template <class DA, class DQ, class DK>
+  decltype(auto) checked_adjacency(const Eigen::SparseMatrixBase<DA>& adjacency,
+                                   const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                                   BatchLayout layout) const {
     const Index nq = Q.rows() / layout.sequences;
     const Index nk = K.rows() / layout.sequences;
     require(adjacency.rows() == nq && adjacency.cols() == nk, "adjacency is ",
@@ -115,18 +213,12 @@ class GraphAttention {
             "GraphOptions::add_self_loops needs a square adjacency (N_q = N_k), but adjacency is ",
             detail::shape_of(adjacency));
     detail::validate_adjacency(adjacency);
-    const auto& rows = detail::row_major_adjacency(adjacency);
-    detail::with_input_views(
-        Q, K, V, out,
-        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          run(rows, queries, keys, values, destination, layout);
-        });
+    return detail::row_major_adjacency(adjacency);
   }
 
- private:
   template <class Adjacency, class Queries, class Keys, class Values, class Out>
   void run(const Adjacency& adjacency, const Queries& Q, const Keys& K, const Values& V, Out& out,
-           BatchLayout layout) const {
+           BatchLayout layout, detail::StatisticsOut<Scalar> statistics) const {
     const detail::CallBlocks call(Q, K, V, out, layout);
     const int threads = resolve_thread_count(options_.threads);
 
@@ -147,10 +239,16 @@ class GraphAttention {
     call.for_each_query_block(
         options_.query_tile, threads, [&](Index b, Index h, Index first, Index rows) {
           const auto index = std::size_t(b * call.heads + h);
-          detail::attend_graph_rows<Kernel, Magnitude>(
-              kernel_, adjacency, options_.add_self_loops, call.query_rows(b, h, first, rows),
-              first, key_rows[index], value_rows[index], key_terms[index],
-              call.out_rows(b, h, first, rows));
+          const auto attend = [&](auto&& statistics_rows) {
+            detail::attend_graph_rows<Kernel, Magnitude>(
+                kernel_, adjacency, options_.add_self_loops, call.query_rows(b, h, first, rows),
+                first, key_rows[index], value_rows[index], key_terms[index],
+                call.out_rows(b, h, first, rows), statistics_rows);
+          };
+          if (statistics)
+            attend(statistics.rows(b, h, first, rows));
+          else
+            attend(detail::NoStatistics{});
         });
   }
 

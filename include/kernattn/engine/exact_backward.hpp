@@ -82,6 +82,43 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Keys>
   return gradients.cast<typename Kernel::Scalar>();
 }
 
+/// What the backward pass of one sequence and head reads once: the key terms and the gradients
+/// \f$\nabla_k(g + \log\mu)\f$ of the key bias, once per key; and per query row
+/// \f$D_i = dO_i\cdot out_i\f$ (`products`) and the reference of its weights (`references`):
+/// \f$L_i - f(q_i)\f$ for the exponential forms (the statistic without the query's own term,
+/// which the scores drop), the denominator \f$\ell_i\f$ for the direct forms.
+template <Real T>
+struct HeadBackwardTerms {
+  KeyTerms<T> key_terms;
+  Matrix<T> bias_gradients;
+  Vector<T> products;
+  Vector<T> references;
+};
+
+/// The `HeadBackwardTerms` of one sequence and head from its blocks of the arguments.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Queries, class Keys,
+          class Values, class Out, class OutGradient, class Statistics>
+[[nodiscard]] HeadBackwardTerms<typename Kernel::Scalar> head_backward_terms(
+    const Kernel& kernel, const Magnitude& magnitude, const Queries& queries, const Keys& keys,
+    const Values& values, const Out& out, const OutGradient& dOut, const Statistics& statistics) {
+  using T = typename Kernel::Scalar;
+  HeadBackwardTerms<T> head;
+  head.key_terms = compute_key_terms(kernel, magnitude, keys, values);
+  if constexpr (has_key_bias<Kernel, Magnitude>())
+    head.bias_gradients = key_bias_gradients(kernel, magnitude, keys);
+  head.products = (dOut.array() * out.array()).rowwise().sum().matrix();
+  if constexpr (Scoring<Kernel>::exponential) {
+    Eigen::ArrayXd query_terms = Eigen::ArrayXd::Zero(queries.rows());
+    Scoring<Kernel>::add_query_log_terms(kernel, queries, TileScratch<T>::of_this_thread(),
+                                         query_terms);
+    head.references =
+        (statistics.template cast<double>().array() - query_terms).template cast<T>().matrix();
+  } else {
+    head.references = statistics;
+  }
+  return head;
+}
+
 /// The tiles of one thread's backward pass, kept from call to call.
 template <Real T>
 struct BackwardTiles {
@@ -112,18 +149,77 @@ template <class M>
   return m.array().isFinite().select(m, T(0));
 }
 
+/// Turns a tile of scores (`weights`, rows x keys, keys [first_key, ...) of `terms`) into the
+/// normalised weights \f$P_{ij}\f$ and a tile of \f$E_{ij} = dO_i\cdot v_j - D_i\f$ (`gradient`)
+/// into the score gradients \f$G_{ij}\f$, from each row's reference (\f$L_i - f(q_i)\f$, or the
+/// denominator \f$\ell_i\f$), and adds each key's share of the key bias's gradient to `bias_sums`:
+///  - exponential forms, \f$P_{ij} = e^{x_{ij} - L_i}\f$: \f$G_{ij} = P_{ij}E_{ij}\f$, and the
+///    bias's share is \f$G_{ij}\f$; a row whose reference is \f$-\infty\f$ weighs nothing;
+///  - direct forms, \f$P_{ij} = \kappa_{ij}\mu_j/\ell_i\f$: \f$G_{ij} = \mu_j E_{ij}/\ell_i\f$,
+///    and the bias's share is \f$P_{ij}E_{ij}\f$; a row whose denominator is 0 weighs nothing.
+/// When `partial`, the pairs that `visible(i, j)` hides get 0 before anything is derived from them.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class References, class Visible>
+void weights_and_score_gradients(
+    const KeyTerms<typename Kernel::Scalar>& terms, Index first_key,
+    const References& row_references, bool partial, const Visible& visible,
+    Matrix<typename Kernel::Scalar>& weights, Matrix<typename Kernel::Scalar>& gradient,
+    Eigen::Array<typename Kernel::Scalar, Eigen::Dynamic, 1>& bias_sums) {
+  using T = typename Kernel::Scalar;
+  constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  const Index rows = weights.rows();
+  const Index key_count = weights.cols();
+  const auto hide = [&](Matrix<T>& tile) {
+    for (Index j = 0; j < key_count; ++j)
+      for (Index i = 0; i < rows; ++i)
+        if (!visible(i, j)) tile(i, j) = T(0);
+  };
+  if constexpr (Scoring<Kernel>::exponential) {
+    for (Index j = 0; j < key_count; ++j) {
+      auto column = weights.col(j).array();
+      if constexpr (add_key_bias) column += terms.key_bias(first_key + j);
+      column = (column - row_references).exp();
+    }
+    for (Index i = 0; i < rows; ++i)
+      if (row_references(i) == ScalarTraits<T>::negative_infinity) weights.row(i).setZero();
+    if (partial) hide(weights);
+    gradient.array() *= weights.array();
+    if (partial) hide(gradient);
+    bias_sums += gradient.colwise().sum().transpose().array();
+  } else {
+    // mu_j / l_i, 0 for a row whose denominator is 0 (it outputs zeros).
+    for (Index j = 0; j < key_count; ++j) {
+      for (Index i = 0; i < rows; ++i) {
+        const T denominator = row_references(i);
+        T factor = T(0);
+        if (partial && !visible(i, j)) {
+          weights(i, j) = T(0);
+          gradient(i, j) = T(0);
+          continue;
+        }
+        if (denominator != T(0)) {
+          if constexpr (add_key_bias)
+            factor = std::copysign(T(std::exp(double(terms.key_bias(first_key + j)) -
+                                              std::log(std::abs(double(denominator))))),
+                                   denominator);
+          else
+            factor = T(1) / denominator;
+        }
+        const T error = gradient(i, j);
+        gradient(i, j) = factor * error;
+        weights(i, j) *= factor;
+        if constexpr (add_key_bias) bias_sums(j) += weights(i, j) * error;
+      }
+    }
+  }
+}
+
 /// The contributions of one key tile (keys [first_key, first_key + keys.rows()) of a sequence
 /// and head) against every query tile that sees part of it. With \f$P_{ij}\f$ the normalised
-/// weight of pair (i, j) recomputed from the statistics and \f$E_{ij} = dO_i\cdot v_j - D_i\f$,
-/// \f$D_i = dO_i\cdot out_i\f$:
-///  - \f$dv_j \mathrel{+}= \sum_i P_{ij}\,dO_i\f$;
-///  - exponential forms, \f$P_{ij} = e^{x_{ij} - L_i}\f$: the score gradient is
-///    \f$G_{ij} = P_{ij}E_{ij}\f$, and key j's bias gets \f$\sum_i G_{ij}\f$;
-///  - direct forms, \f$P_{ij} = \kappa_{ij}\mu_j/\ell_i\f$: \f$G_{ij} = \mu_j
-///    E_{ij}/\ell_i\f$, and the bias gets \f$\sum_i P_{ij}E_{ij}\f$.
-/// dQ rows get \f$G\f$'s query side (`ScoreGradients::add_gradients`), `key_gradients` and
-/// `value_gradients` (this tile's rows of dK and dV) the key side plus the bias's share times
-/// \f$\nabla(g + \log\mu)\f$.
+/// weight of pair (i, j) recomputed from the statistics, \f$D_i = dO_i\cdot out_i\f$ and the
+/// score gradients \f$G_{ij}\f$ of `weights_and_score_gradients`, \f$dv_j \mathrel{+}= \sum_i
+/// P_{ij}\,dO_i\f$; dQ rows get \f$G\f$'s query side (`ScoreGradients::add_gradients`),
+/// `key_gradients` and `value_gradients` (this tile's rows of dK and dV) the key side plus the
+/// bias's share times \f$\nabla(g + \log\mu)\f$.
 ///
 /// Pairs the mask hides weigh exactly 0 and are set so before anything is derived from them. A
 /// partially hidden tile that holds a non-finite entry on the key side (k, v) or the query side
@@ -134,16 +230,13 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMas
           class Queries, class KeyRows, class ValueRows, class OutGradient, class DQ,
           class KeyGradientRows, class ValueGradientRows>
 void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGradient& dOut,
-                       const Vector<typename Kernel::Scalar>& products,
-                       const Vector<typename Kernel::Scalar>& references, const KeyRows& keys,
-                       const ValueRows& values, const KeyTerms<typename Kernel::Scalar>& terms,
-                       const Matrix<typename Kernel::Scalar>& bias_gradients, Index first_key,
-                       const BoundMask& visibility, Index query_tile, DQ&& dq,
-                       KeyGradientRows&& key_gradients, ValueGradientRows&& value_gradients) {
+                       const HeadBackwardTerms<typename Kernel::Scalar>& head, const KeyRows& keys,
+                       const ValueRows& values, Index first_key, const BoundMask& visibility,
+                       Index query_tile, DQ&& dq, KeyGradientRows&& key_gradients,
+                       ValueGradientRows&& value_gradients) {
   using T = typename Kernel::Scalar;
   using Gradients = ScoreGradients<Kernel>;
-  constexpr bool exponential = Scoring<Kernel>::exponential;
-  constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  const KeyTerms<T>& terms = head.key_terms;
   const Index key_count = keys.rows();
   const Index query_count = queries.rows();
   const Index d = queries.cols();
@@ -170,8 +263,8 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
     };
     const auto query_rows = queries.middleRows(first, rows);
     const auto out_gradient_rows = dOut.middleRows(first, rows);
-    const auto row_products = products.segment(first, rows).array();
-    const auto row_references = references.segment(first, rows).array();
+    const auto row_products = head.products.segment(first, rows).array();
+    const auto row_references = head.references.segment(first, rows).array();
     range.norms(query_rows, query_norms);
     range.require_tile("Attention", query_norms, first, terms.range_norms, terms.range_key_terms,
                        first_key, key_count,
@@ -183,55 +276,14 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
 
     auto& weights = tiles.weights;
     auto& gradient = tiles.weight_gradients;
-    const auto hide = [&](auto& tile) {
-      for (Index j = 0; j < key_count; ++j)
-        for (Index i = 0; i < rows; ++i)
-          if (!visible(i, j)) tile(i, j) = T(0);
-    };
     const auto attend = [&](const auto& q, const auto& k, const auto& v, const auto& dout,
                             const KeyTerms<T>& scoring_terms, Index scoring_first_key) {
       weights.resize(rows, key_count);
       Gradients::scores(kernel, q, k, scoring_terms, scoring_first_key, tiles.scoring, weights);
       gradient.noalias() = dout * v.transpose();
       gradient.colwise() -= row_products.matrix();
-      if constexpr (exponential) {
-        for (Index j = 0; j < key_count; ++j) {
-          auto column = weights.col(j).array();
-          if constexpr (add_key_bias) column += terms.key_bias(first_key + j);
-          column = (column - row_references).exp();
-        }
-        for (Index i = 0; i < rows; ++i)
-          if (row_references(i) == ScalarTraits<T>::negative_infinity) weights.row(i).setZero();
-        if (partial) hide(weights);
-        gradient.array() *= weights.array();
-        if (partial) hide(gradient);
-        bias_sums += gradient.colwise().sum().transpose().array();
-      } else {
-        // mu_j / l_i, 0 for a row whose denominator is 0 (it outputs zeros).
-        for (Index j = 0; j < key_count; ++j) {
-          for (Index i = 0; i < rows; ++i) {
-            const T denominator = row_references(i);
-            T factor = T(0);
-            if (partial && !visible(i, j)) {
-              weights(i, j) = T(0);
-              gradient(i, j) = T(0);
-              continue;
-            }
-            if (denominator != T(0)) {
-              if constexpr (add_key_bias)
-                factor = std::copysign(T(std::exp(double(terms.key_bias(first_key + j)) -
-                                                  std::log(std::abs(double(denominator))))),
-                                       denominator);
-              else
-                factor = T(1) / denominator;
-            }
-            const T error = gradient(i, j);
-            gradient(i, j) = factor * error;
-            weights(i, j) *= factor;
-            if constexpr (add_key_bias) bias_sums(j) += weights(i, j) * error;
-          }
-        }
-      }
+      weights_and_score_gradients<Kernel, Magnitude>(terms, first_key, row_references, partial,
+                                                     visible, weights, gradient, bias_sums);
       dv.noalias() += weights.transpose() * dout;
       Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
                                dk);
@@ -263,8 +315,8 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         dv.row(j).setConstant(nan);
       }
   }
-  if constexpr (add_key_bias)
-    dk += bias_sums.matrix().asDiagonal() * bias_gradients.middleRows(first_key, key_count);
+  if constexpr (has_key_bias<Kernel, Magnitude>())
+    dk += bias_sums.matrix().asDiagonal() * head.bias_gradients.middleRows(first_key, key_count);
   key_gradients = dk;
   value_gradients = dv;
 }
@@ -288,7 +340,6 @@ template <kernels::DifferentiableKernel Kernel, magnitude::DifferentiableMagnitu
 void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
                            const ExecutionOptions& options, const Call& call) {
   using T = typename Kernel::Scalar;
-  constexpr bool exponential = Scoring<Kernel>::exponential;
   const int threads = resolve_thread_count(options.threads);
   const Index sequences = call.layout.sequences;
   const Index heads = call.layout.heads;
@@ -312,32 +363,14 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
     return call.block_of(call.dOut, b, h, queries, dv);
   };
 
-  std::vector<KeyTerms<T>> key_terms(static_cast<std::size_t>(pairs));
-  std::vector<Matrix<T>> bias_gradients(static_cast<std::size_t>(pairs));
-  std::vector<Vector<T>> products(static_cast<std::size_t>(pairs));
-  std::vector<Vector<T>> references(static_cast<std::size_t>(pairs));
+  std::vector<HeadBackwardTerms<T>> head_terms(static_cast<std::size_t>(pairs));
   parallel_for(pairs, threads, [&](Index pair) {
     const Index b = pair / heads;
     const Index h = pair % heads;
-    const auto p = std::size_t(pair);
-    key_terms[p] = compute_key_terms(kernel, magnitude, keys_of(b, h), values_of(b, h));
-    if constexpr (has_key_bias<Kernel, Magnitude>())
-      bias_gradients[p] = key_bias_gradients(kernel, magnitude, keys_of(b, h));
-    products[p] =
-        (out_gradient_of(b, h).array() * call.block_of(call.out, b, h, queries, dv).array())
-            .rowwise()
-            .sum()
-            .matrix();
-    const auto statistics = call.statistics.col(h).segment(b * queries, queries);
-    if constexpr (exponential) {
-      Eigen::ArrayXd query_terms = Eigen::ArrayXd::Zero(queries);
-      Scoring<Kernel>::add_query_log_terms(kernel, queries_of(b, h),
-                                           TileScratch<T>::of_this_thread(), query_terms);
-      references[p] =
-          (statistics.template cast<double>().array() - query_terms).template cast<T>().matrix();
-    } else {
-      references[p] = statistics;
-    }
+    head_terms[std::size_t(pair)] =
+        head_backward_terms(kernel, magnitude, queries_of(b, h), keys_of(b, h), values_of(b, h),
+                            call.block_of(call.out, b, h, queries, dv), out_gradient_of(b, h),
+                            call.statistics.col(h).segment(b * queries, queries));
   });
 
   const Index key_tile = std::min(options.key_tile, keys);
@@ -357,11 +390,10 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
         const Index first_key = tile * key_tile;
         const Index count = std::min(key_tile, keys - first_key);
         backward_key_tile<Kernel, Magnitude>(
-            kernel, queries_of(b, h), out_gradient_of(b, h), products[p], references[p],
+            kernel, queries_of(b, h), out_gradient_of(b, h), head_terms[p],
             keys_of(b, h).middleRows(first_key, count),
-            values_of(b, h).middleRows(first_key, count), key_terms[p], bias_gradients[p],
-            first_key, bound_masks[std::size_t(b)], query_tile, dq,
-            call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
+            values_of(b, h).middleRows(first_key, count), first_key, bound_masks[std::size_t(b)],
+            query_tile, dq, call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
             call.block_of(call.dV, b, h, keys, dv).middleRows(first_key, count));
       }
     };

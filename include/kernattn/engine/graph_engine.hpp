@@ -16,7 +16,9 @@
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/row_statistics.hpp"
 #include "kernattn/engine/scoring.hpp"
+#include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
@@ -94,6 +96,24 @@ void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
   }
 }
 
+/// Writes into `neighbours` the neighbourhood \f$N(i)\f$ of row `node` of the row-major
+/// `adjacency`: the column indices its row stores, in increasing order, each once (an index stored
+/// twice is one edge), with `node` itself added when `add_self_loops` and it is missing.
+template <class Adjacency>
+void collect_neighbours(const Adjacency& adjacency, Index node, bool add_self_loops,
+                        std::vector<Index>& neighbours) {
+  neighbours.clear();
+  for (typename Adjacency::InnerIterator edge(adjacency, node); edge; ++edge)
+    neighbours.push_back(edge.index());
+  if (!std::is_sorted(neighbours.begin(), neighbours.end()))
+    std::sort(neighbours.begin(), neighbours.end());
+  neighbours.erase(std::unique(neighbours.begin(), neighbours.end()), neighbours.end());
+  if (add_self_loops) {
+    const auto at = std::lower_bound(neighbours.begin(), neighbours.end(), node);
+    if (at == neighbours.end() || *at != node) neighbours.insert(at, node);
+  }
+}
+
 /// Attends rows [first_row, first_row + queries.rows()) of one sequence and head over their
 /// neighbourhoods (rows of the row-major `adjacency`) and writes their output rows. `keys` holds
 /// one row per key (the key features for feature kernels) and `values` one row per value.
@@ -113,12 +133,15 @@ void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
 /// then \f$out_i = \sum_j w_{ij} v_j / \sum_j w_{ij}\f$, and a row without neighbours, or whose
 /// weights sum to exactly zero, outputs zeros. Row i reads the keys and values of its neighbours
 /// only, so a non-finite key or value reaches exactly the rows of the nodes that attend to it.
+///
+/// `statistics` is `NoStatistics` or the rows' segment of the row statistics, written from
+/// \f$m_i\f$ and \f$\sum_j w_{ij}\f$ as the dense engine writes them (`write_row_statistics`).
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Adjacency, class QueryRows,
-          class Keys, class Values, class OutRows>
+          class Keys, class Values, class OutRows, class Statistics>
 void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool add_self_loops,
                        const QueryRows& queries, Index first_row, const Keys& keys,
                        const Values& values, const KeyTerms<typename Kernel::Scalar>& terms,
-                       OutRows&& out) {
+                       OutRows&& out, Statistics&& statistics) {
   using T = typename Kernel::Scalar;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
   using Form = Scoring<Kernel>;
@@ -141,19 +164,15 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
   // The rows' outputs, stored into `out` as one block at the end (rows of a column-major output
   // are strided).
   RowMajorMatrix<T> results(rows, values.cols());
+  constexpr bool write_statistics = !std::is_same_v<std::remove_cvref_t<Statistics>, NoStatistics>;
+  // Each row's reference m_i (-inf without one) and the sum of its weights relative to it.
+  Eigen::Array<T, Eigen::Dynamic, 1> row_maxima =
+      Eigen::Array<T, Eigen::Dynamic, 1>::Constant(rows, minus_infinity);
+  Eigen::Array<T, Eigen::Dynamic, 1> row_sums = Eigen::Array<T, Eigen::Dynamic, 1>::Zero(rows);
 
   for (Index i = 0; i < rows; ++i) {
     const Index node = first_row + i;
-    neighbours.clear();
-    for (typename Adjacency::InnerIterator edge(adjacency, node); edge; ++edge)
-      neighbours.push_back(edge.index());
-    if (!std::is_sorted(neighbours.begin(), neighbours.end()))
-      std::sort(neighbours.begin(), neighbours.end());
-    neighbours.erase(std::unique(neighbours.begin(), neighbours.end()), neighbours.end());
-    if (add_self_loops) {
-      const auto at = std::lower_bound(neighbours.begin(), neighbours.end(), node);
-      if (at == neighbours.end() || *at != node) neighbours.insert(at, node);
-    }
+    collect_neighbours(adjacency, node, add_self_loops, neighbours);
 
     const auto count = Index(neighbours.size());
     if (count == 0) {
@@ -176,6 +195,7 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
       if constexpr (add_key_bias)
         for (Index t = 0; t < count; ++t) scores(t) += terms.key_bias(neighbour(t));
       const T maximum = scores.maxCoeff();
+      row_maxima(i) = maximum;
       if (maximum == minus_infinity)
         scores.setZero();
       else
@@ -183,6 +203,7 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     } else if constexpr (add_key_bias) {
       T maximum = minus_infinity;
       for (Index t = 0; t < count; ++t) maximum = std::max(maximum, terms.key_bias(neighbour(t)));
+      row_maxima(i) = maximum;
       if (maximum == minus_infinity)
         scores.setZero();
       else
@@ -190,6 +211,7 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
           scores(t) *= std::exp(terms.key_bias(neighbour(t)) - maximum);
     }
     const T sum = scores.sum();
+    row_sums(i) = sum;
     if (sum == T(0)) {
       results.row(i).setZero();
       continue;
@@ -199,6 +221,9 @@ void attend_graph_rows(const Kernel& kernel, const Adjacency& adjacency, bool ad
     results.row(i) = accumulated / sum;
   }
   out = results;
+  if constexpr (write_statistics)
+    write_row_statistics(kernel, queries, first_row, TileScratch<T>::of_this_thread(), row_maxima,
+                         row_sums, statistics);
 }
 
 }  // namespace kernattn::detail
