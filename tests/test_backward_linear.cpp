@@ -38,8 +38,9 @@ const std::vector<LinearOptions> tilings = {
     {.threads = 2, .query_tile = 5, .key_tile = 4, .causal_chunk = 3},
 };
 
-/// The gradients of `attention` (a LinearAttention) on a random problem against the naive
-/// backward of the same weights, for every tiling, and the same bits on 1 and 3 threads.
+/// The row statistics and gradients of `attention` (a LinearAttention) on a random problem
+/// against the naive backward of the same weights, for every tiling, and the same bits on 1 and
+/// 3 threads.
 template <class T, class Attention>
 void check_linear_backward(const Attention& attention, const NaiveMap& naive,
                            const gref::MagnitudeModel& mu, const ref::Visibility& visible,
@@ -51,6 +52,10 @@ void check_linear_backward(const Attention& attention, const NaiveMap& naive,
   const gref::Backward expected =
       gref::backward(p.Q, p.K, p.V, dOut, feature_gradient_ref::feature_pair(naive), mu, visible,
                      ref::unit_roundoff<T>);
+  // The statistics leave out the query's own log-scale (Positive), as the exact engine's do.
+  const gref::Backward expected_statistics =
+      gref::backward(p.Q, p.K, p.V, dOut, feature_gradient_ref::feature_pair(naive, true), mu,
+                     visible, ref::unit_roundoff<T>);
   const Mat<T> Q = p.Q.cast<T>();
   const Mat<T> K = p.K.cast<T>();
   const Mat<T> V = p.V.cast<T>();
@@ -59,7 +64,12 @@ void check_linear_backward(const Attention& attention, const NaiveMap& naive,
     CAPTURE(options.query_tile, options.key_tile, options.causal_chunk);
     const Attention reconfigured(attention.feature_map(), attention.magnitude(), attention.mask(),
                                  options);
-    const Mat<T> out = reconfigured(Q, K, V);
+    Mat<T> out(nq, dv);
+    Mat<T> statistics;
+    reconfigured.compute(Q, K, V, out, statistics);
+    CHECK(check::identical(out, reconfigured(Q, K, V)));
+    backward_checks::require_within(statistics, expected_statistics.statistics,
+                                    expected_statistics.statistics_bound, "statistics");
     const kernattn::AttentionGradients<T> gradients = reconfigured.gradients(Q, K, V, out, dO);
     backward_checks::require_within(gradients.dQ, expected.dQ, expected.dQ_bound, "dQ");
     backward_checks::require_within(gradients.dK, expected.dK, expected.dK_bound, "dK");
@@ -269,6 +279,32 @@ TEMPLATE_TEST_CASE(
     CHECK(check::identical(q, g.dQ));
     CHECK(check::identical(k, g.dK));
     CHECK(check::identical(v, g.dV));
+  }
+  SECTION("row statistics: NaN where a row sees a non-finite key, the same bits otherwise") {
+    Mat<T> statistics;
+    Mat<T> written(out.rows(), out.cols());
+    attention.compute(Q, K, V, written, statistics);
+    Mat<T> K2 = K;
+    K2.row(4).setConstant(std::numeric_limits<T>::quiet_NaN());
+    Mat<T> poisoned;
+    attention.compute(Q, K2, V, written, poisoned);
+    // Causal, aligned bottom-right: query i sees keys up to i + N_k - N_q = i + 2.
+    for (Index i = 0; i < Q.rows(); ++i) {
+      CAPTURE(i);
+      if (i + 2 >= 4)
+        CHECK(std::isnan(poisoned(i, 0)));
+      else
+        CHECK(poisoned(i, 0) == statistics(i, 0));
+    }
+  }
+  SECTION("row statistics beyond the largest T throw, naming the row") {
+    // log mu(k) = gamma |k|^2 with gamma = 1e5 puts every denominator near e^(1e4 |k|^2 / 4).
+    const LinearAttention huge(maps.positive, magnitude::Lp<T>(T(2), T(1e5)));
+    Mat<T> statistics;
+    Mat<T> written(out.rows(), out.cols());
+    REQUIRE_THROWS_WITH(huge.compute(Q, K, V, written, statistics),
+                        Catch::Contains("LinearAttention: the denominator of query") &&
+                            Catch::Contains("overflows"));
   }
   SECTION("no queries, keys or value columns: zero gradients") {
     const auto empty = attention.gradients(Q.topRows(0), K, V, out.topRows(0), dO.topRows(0));

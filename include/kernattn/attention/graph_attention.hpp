@@ -239,16 +239,12 @@ class GraphAttention {
     call.for_each_query_block(
         options_.query_tile, threads, [&](Index b, Index h, Index first, Index rows) {
           const auto index = std::size_t(b * call.heads + h);
-          const auto attend = [&](auto&& statistics_rows) {
+          detail::with_statistics_rows(statistics, b, h, first, rows, [&](auto&& statistics_rows) {
             detail::attend_graph_rows<Kernel, Magnitude>(
                 kernel_, adjacency, options_.add_self_loops, call.query_rows(b, h, first, rows),
                 first, key_rows[index], value_rows[index], key_terms[index],
                 call.out_rows(b, h, first, rows), statistics_rows);
-          };
-          if (statistics)
-            attend(statistics.rows(b, h, first, rows));
-          else
-            attend(detail::NoStatistics{});
+          });
         });
   }
 

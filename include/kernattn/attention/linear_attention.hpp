@@ -13,6 +13,7 @@
 #include "kernattn/engine/linear_backward.hpp"
 #include "kernattn/engine/linear_engine.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"
@@ -143,6 +144,41 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   [[nodiscard]] const Mask& mask() const { return mask_; }
   [[nodiscard]] const LinearOptions& options() const { return options_; }
 
+  using detail::AttentionCalls<LinearAttention>::compute;
+
+  /// Writes the attention output into `out`, as `compute(Q, K, V, out, layout)`, and the row
+  /// statistics into `statistics`, resized to \f$(B N_q) \times H\f$ (docs/gradients.md): per
+  /// query row and head, the signed denominator \f$\sum_{j\in M(i)} \tilde\varphi(q_i)\cdot
+  /// \varphi(k_j)\,\mu(k_j)\f$, that of `Attention<kernels::RandomFeature<Map>, ...>` on the same
+  /// weights (the query's own log-scale \f$s(q_i)\f$ of a `Positive` map left out, as it cancels):
+  /// before the guard of a signed map, 0 for a row that sees no key, NaN for one that sees
+  /// non-finite data. A denominator beyond the largest T throws `InvalidArgument`. The output's
+  /// bits are those of the call without statistics.
+  template <class DQ, class DK, class DV, detail::EigenDense Out>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<Scalar>& statistics,
+               BatchLayout layout = {}) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
+                  "Q, K, V and out must have the attention's scalar type");
+    detail::validate_attention_shapes(Q, K, V, out, layout);
+    check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    Matrix<Scalar> written = Matrix<Scalar>::Zero(Q.rows(), layout.heads);
+    if (V.cols() == 0 && Q.rows() > 0 && K.rows() > 0) {
+      // The statistics do not depend on the values: one column of zeros per head stands in.
+      const Matrix<Scalar> zeros = Matrix<Scalar>::Zero(V.rows(), layout.heads);
+      Matrix<Scalar> unused(Q.rows(), layout.heads);
+      compute(Q, K, zeros, unused, written, layout);
+    } else {
+      detail::with_input_views(
+          Q, K, V, out,
+          [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+            run(queries, keys, values, destination, layout,
+                detail::StatisticsOut<Scalar>{&written, Q.rows() / layout.sequences});
+          });
+    }
+    statistics = std::move(written);
+  }
+
   /// The backward pass (docs/gradients.md, "Linear attention"): given the inputs of a forward
   /// call, its output `out` and \f$dOut = \partial\ell/\partial out\f$ of a scalar loss
   /// \f$\ell\f$, writes \f$\partial\ell/\partial Q\f$, \f$\partial\ell/\partial K\f$ and
@@ -202,7 +238,8 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   }
 
   template <class Queries, class Keys, class Values, class Out>
-  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout,
+           detail::StatisticsOut<Scalar> statistics = {}) const {
     const Index B = layout.sequences;
     const Index H = layout.heads;
     const Index nq = Q.rows() / B;
@@ -231,8 +268,11 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       parallel_for(B * H, threads, [&](Index item) {
         const Index b = item / H;
         const Index h = item % H;
-        detail::attend_causal(map_, magnitude_, queries_of(b, h), keys_of(b, h), values_of(b, h),
-                              visible_count, key_valid_of(b), options_, out_of(b, h));
+        detail::with_statistics_rows(statistics, b, h, 0, nq, [&](auto&& statistics_rows) {
+          detail::attend_causal(map_, magnitude_, queries_of(b, h), keys_of(b, h), values_of(b, h),
+                                visible_count, key_valid_of(b), options_, out_of(b, h),
+                                statistics_rows);
+        });
       });
     } else {
       std::vector<detail::LinearState<Scalar>> states(
@@ -253,10 +293,12 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
         const Index h = item / tiles % H;
         const Index first = t * tile;
         const Index rows = std::min(tile, nq - first);
-        detail::read_state(map_, queries_of(b, h).middleRows(first, rows),
-                           states[std::size_t(b * H + h)], options_.denominator_floor,
-                           detail::LinearScratch<Scalar>::of_this_thread(),
-                           out_of(b, h).middleRows(first, rows));
+        detail::with_statistics_rows(statistics, b, h, first, rows, [&](auto&& statistics_rows) {
+          detail::read_state(map_, queries_of(b, h).middleRows(first, rows), first,
+                             states[std::size_t(b * H + h)], options_.denominator_floor,
+                             detail::LinearScratch<Scalar>::of_this_thread(),
+                             out_of(b, h).middleRows(first, rows), statistics_rows);
+        });
       });
     }
     for (Index b = 0; b < B; ++b)

@@ -22,6 +22,7 @@
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/masked_product.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
@@ -219,24 +220,40 @@ void require_finite_output(const Queries& queries, const Keys& keys, const Value
       std::is_same_v<T, float> ? ", or compute in double" : ""));
 }
 
-/// Non-causal queries of one tile against a finished state.
-template <features::FeatureMap Map, class Queries, class OutTile>
-void read_state(const Map& map, const Queries& queries,
+/// Whether a call passes a segment of row statistics to write rather than `NoStatistics`.
+template <class Statistics>
+inline constexpr bool writes_statistics =
+    !std::is_same_v<std::remove_cvref_t<Statistics>, NoStatistics>;
+
+/// Non-causal queries of one tile (rows from `first_query` on) against a finished state; with
+/// `statistics`, each row's signed denominator \f$\sum_j \tilde\varphi(q_i)\cdot\psi(k_j)\f$
+/// before the guard (`checked_denominator`): 0 for a row that sees no key, NaN for one that sees
+/// a key that poisons.
+template <features::FeatureMap Map, class Queries, class OutTile, class Statistics>
+void read_state(const Map& map, const Queries& queries, Index first_query,
                 const LinearState<typename Map::Scalar>& state, double floor,
-                LinearScratch<typename Map::Scalar>& scratch, OutTile&& out) {
+                LinearScratch<typename Map::Scalar>& scratch, OutTile&& out,
+                Statistics&& statistics) {
   using T = typename Map::Scalar;
   if (state.poisoned) {
     out.setConstant(std::numeric_limits<T>::quiet_NaN());
+    if constexpr (writes_statistics<Statistics>)
+      statistics.setConstant(std::numeric_limits<T>::quiet_NaN());
     return;
   }
   if (state.scale_sum == 0.0) {
     out.setZero();
+    if constexpr (writes_statistics<Statistics>) statistics.setZero();
     return;
   }
   scratch.log_scales.setZero(queries.rows());
   map.features(queries, scratch.features, scratch.log_scales);
   scratch.products.noalias() = scratch.features * state.weighted_values;
   const Vector<T> denominators = scratch.features * state.feature_sum;
+  if constexpr (writes_statistics<Statistics>)
+    for (Index i = 0; i < queries.rows(); ++i)
+      statistics(i) = checked_denominator<T>("LinearAttention", double(denominators(i)),
+                                             state.log_reference, first_query + i);
   write_guarded_rows<Map::non_negative>(scratch.products, denominators,
                                         Eigen::VectorXd::Constant(queries.rows(), state.scale_sum),
                                         floor, out);
@@ -349,12 +366,13 @@ void evaluate_chunk(const Map& map, const Magnitude& magnitude, const Queries& q
 /// `evaluate_chunk`); `mask::Causal` gives \f$n_i = i + N_k - N_q + 1\f$, clamped to
 /// \f$[0, N_k]\f$. Then the chunk's keys join the state. Each token's features are computed
 /// once. A query that sees a key that poisons outputs NaN; the queries before that key are
-/// untouched.
+/// untouched. With `statistics`, each row's signed denominator as in `read_state`.
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Keys,
-          class Values, class VisibleCount, class KeyValid, class Out>
+          class Values, class VisibleCount, class KeyValid, class Out, class Statistics>
 void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
                    const Keys& keys, const Values& values, const VisibleCount& visible_count,
-                   const KeyValid& key_valid, const LinearOptions& options, Out&& out) {
+                   const KeyValid& key_valid, const LinearOptions& options, Out&& out,
+                   Statistics&& statistics) {
   using T = typename Map::Scalar;
   const Index dv = values.cols();
   if (dv == 0) return;  // nothing to write (and no row of an empty matrix to form)
@@ -367,6 +385,13 @@ void attend_causal(const Map& map, const Magnitude& magnitude, const Queries& qu
                  options.key_tile, scratch, state);
     evaluate_chunk(map, magnitude, queries, keys, range, visible_count, key_valid, state, scratch,
                    chunk);
+    if constexpr (writes_statistics<Statistics>)
+      for (Index r = 0; r < range.rows; ++r)
+        statistics(range.first_query + r) =
+            chunk.scale_sums(r) == 0.0
+                ? T(0)
+                : checked_denominator<T>("LinearAttention", double(chunk.denominators(r)),
+                                         chunk.references(r), range.first_query + r);
     const Index chunk_keys = range.key_end - range.key_begin;
     if (chunk_keys > 0) {
       auto chunk_values = values.middleRows(range.key_begin, chunk_keys);

@@ -1,37 +1,17 @@
 #pragma once
 /// \file
-/// The row statistics an exact forward pass can write for its backward pass, and for merging
-/// partial results (docs/gradients.md): per query row and head, the log-normaliser
-/// \f$L_i = \log\sum_{j\in M(i)} w_{ij}\f$ of the exponential forms, or the signed denominator
-/// \f$\sum_{j\in M(i)} w_{ij}\f$ of the direct forms.
+/// The row statistics of the exact and graph engines' forward passes (docs/gradients.md), written
+/// from each row's reference and sum of weights: the log-normaliser of the exponential forms, the
+/// signed denominator of the direct forms.
 
 #include <cmath>
-#include <limits>
 
-#include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/scoring.hpp"
+#include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 
 namespace kernattn::detail {
-
-/// Where a call writes its row statistics: a \f$(B N_q) \times H\f$ matrix (row \f$b N_q + i\f$,
-/// column h), or nowhere.
-template <Real T>
-struct StatisticsOut {
-  Matrix<T>* matrix = nullptr;
-  /// Queries per sequence.
-  Index queries = 0;
-
-  [[nodiscard]] explicit operator bool() const { return matrix != nullptr; }
-  /// Rows [first, first + rows) of sequence b, head h.
-  [[nodiscard]] auto rows(Index b, Index h, Index first, Index rows) const {
-    return matrix->col(h).segment(b * queries + first, rows);
-  }
-};
-
-/// The statistics argument of a tile whose call writes none.
-struct NoStatistics {};
 
 /// Writes the statistics of a tile of queries from the engine's per-row reference \f$m_i\f$
 /// (`running_max`, \f$-\infty\f$ for a row that saw no key) and the sum \f$\ell_i\f$ of its weights
@@ -58,13 +38,7 @@ void write_row_statistics(const Kernel& kernel, const Queries& queries, Index fi
     if constexpr (Form::exponential) {
       statistics(i) = sum == 0.0 ? minus_infinity : T(reference + std::log(sum) + log_terms(i));
     } else {
-      // Checked in double: a double beyond the largest T has no conversion to T.
-      const double denominator = sum * std::exp(reference);
-      require(std::abs(denominator) <= double(std::numeric_limits<T>::max()) || !std::isfinite(sum),
-              "Attention: the denominator of query ", first_query + i, " (", sum, " x e^",
-              reference, ") overflows ", ScalarTraits<T>::name,
-              ", so the row statistics cannot hold it: scale the magnitude down");
-      statistics(i) = T(denominator);
+      statistics(i) = checked_denominator<T>("Attention", sum, reference, first_query + i);
     }
   }
 }
