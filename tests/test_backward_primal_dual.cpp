@@ -2,7 +2,9 @@
 // queries and keys, then through the keys' mean and variance. Checked against central finite
 // differences in double (exact and linear heads, beta 1 and 0.5, padding, two sequences and two
 // heads), for padded keys that hold anything, and by an identity: with beta = 1 a common shift
-// of every query and key feature changes no normalised input, so the gradients sum to 0.
+// of every query and key feature changes no normalised input, so the gradients sum to 0. And of
+// Attention-SH (ScaledHead): the adjoint of the pooling, under a causal filter through each
+// query's partial window too.
 #include <cstdint>
 #include <limits>
 
@@ -102,6 +104,30 @@ TEST_CASE("ScaledHead::backward matches central finite differences (double)",
     using Linear = LinearAttention<kernattn::features::Positive<T>>;
     check_against_differences(kernattn::ScaledHead<Linear>(Linear(maps.positive), 2), 5, 7,
                               BatchLayout{}, 1140);
+  }
+  SECTION("an exact causal head pooled by 3: partial windows, two groups of queries") {
+    using Causal = Attention<kernels::Rbf<T>, magnitude::Lp<T>, mask::Causal>;
+    const kernattn::ScaledHead<Causal> pooled(Causal({}, magnitude::Lp<T>(3.0)), 3);
+    check_against_differences(pooled, 70, 70, BatchLayout{}, 1145);
+    // The groups run in parallel; their windows' gradients are summed in group order.
+    const Mat<T> Q = ref::normal(70, d, 1146), K = ref::normal(70, d, 1147);
+    const Mat<T> V = ref::normal(70, dv, 1148), dO = ref::normal(70, dv, 1149);
+    kernattn::ScaledHead<Causal> one = pooled;
+    kernattn::ScaledHead<Causal> three = pooled;
+    one.set_threads(1);
+    three.set_threads(3);
+    const auto a = one.gradients(Q, K, V, pooled(Q, K, V), dO);
+    const auto b = three.gradients(Q, K, V, pooled(Q, K, V), dO);
+    CHECK(check::identical(a.dQ, b.dQ));
+    CHECK(check::identical(a.dK, b.dK));
+    CHECK(check::identical(a.dV, b.dV));
+  }
+  SECTION("causal && padding pooled by 2, two sequences and two heads") {
+    using Masked = Attention<kernels::Rbf<T>, magnitude::Lp<T>,
+                             mask::Intersection<mask::Causal, mask::KeyPadding>>;
+    const Masked head({}, magnitude::Lp<T>(3.0),
+                      mask::Causal{} && mask::KeyPadding::from_lengths({7, 5}));
+    check_against_differences(kernattn::ScaledHead<Masked>(head, 2), 6, 8, BatchLayout{2, 2}, 1155);
   }
   SECTION("Attention-SH: heads pooled by 1, 2 and 4") {
     using Unpadded = Attention<kernels::Rbf<T>, magnitude::Lp<T>>;

@@ -281,8 +281,11 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
   /// The backward pass (docs/gradients.md, "Compositions") under a filter without a causal
   /// limit: the head's backward (`DifferentiableHead`) on the window means, then the adjoint of
   /// the pooling, \f$dk_j = d\bar k_w / |W_w|\f$ and \f$dv_j = d\bar v_w / |W_w|\f$ for the tokens
-  /// j of window w. A window the pooled filter hides gives its tokens zero gradients. The pooled
-  /// causal filters (partial windows) have no backward yet (a compile-time error).
+  /// j of window w. A window the pooled filter hides gives its tokens zero gradients. Under a
+  /// causal filter, a head that runs per group of queries (`Attention`) also carries each query's
+  /// partial window back to its tokens, \f$dk_j \mathrel{+}= d\bar k_{P_i} / |P_i|\f$ for
+  /// \f$j \in P_i\f$; a `LinearAttention` head has no causal backward yet (a compile-time
+  /// error).
   template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
             detail::EigenDense GK, detail::EigenDense GV>
   void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
@@ -291,9 +294,9 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
                 BatchLayout layout = {}) const {
     static_assert(DifferentiableHead<Head>,
                   "ScaledHead::backward: the head needs a backward pass (DifferentiableHead)");
-    static_assert(!mask::has_causal_limit<MaskOf<Head>>,
-                  "ScaledHead::backward: the pooled causal filters (each query's partial window) "
-                  "have no backward pass yet");
+    static_assert(!(mask::has_causal_limit<MaskOf<Head>> && detail::is_linear_attention<Head>),
+                  "ScaledHead::backward: a LinearAttention head under a causal filter (its "
+                  "partial windows) has no backward pass yet");
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
                   "every argument must have the attention's scalar type");
     detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
@@ -308,6 +311,17 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
       if (factor_ == 1)
         detail::head_backward(head_, Q, K, V, out, dOut, query_gradient, key_gradient,
                               value_gradient, layout);
+      dQ = query_gradient;
+      dK = key_gradient;
+      dV = value_gradient;
+      return;
+    }
+    if constexpr (mask::has_causal_limit<MaskOf<Head>>) {
+      Matrix<Scalar> query_gradient(Q.rows(), Q.cols());
+      Matrix<Scalar> key_gradient(K.rows(), K.cols());
+      Matrix<Scalar> value_gradient(V.rows(), V.cols());
+      backward_causal(Q, K, V, out, dOut, query_gradient, key_gradient, value_gradient, layout);
+      // Written last, so that a gradient may overlap any input.
       dQ = query_gradient;
       dK = key_gradient;
       dV = value_gradient;
@@ -371,6 +385,76 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
       return mask::Pooled<MaskOf<Head>>{head_.mask(), factor_, tokens};
   }
 
+  /// The pooled inputs of a call under a causal filter (`mask::PooledCausal`): each sequence's
+  /// bound filter, its W window means (sequence b from row b W) and its queries' partial window
+  /// means (from row \f$b N_q\f$).
+  template <class Bound>
+  struct CausalPooling {
+    Index windows = 0;
+    std::vector<Bound> bounds;
+    Matrix<Scalar> window_keys;
+    Matrix<Scalar> window_values;
+    Matrix<Scalar> partial_keys;
+    Matrix<Scalar> partial_values;
+  };
+
+  /// Calls `body(pooling)` with the `CausalPooling` of K and V (the filter outlives the call).
+  template <class Keys, class Values, class Body>
+  void with_causal_pooling(const Keys& K, const Values& V, Index nq, BatchLayout layout,
+                           Body&& body) const {
+    const Index B = layout.sequences;
+    const Index nk = K.rows() / B;
+    const mask::PooledCausal<MaskOf<Head>> filter{head_.mask(), factor_, nk};
+    using Bound = decltype(filter.bind(mask::Shape{}));
+    CausalPooling<Bound> pooling;
+    const Index W = mask::pooled_windows(nk, factor_);
+    pooling.windows = W;
+    pooling.bounds.reserve(std::size_t(B));
+    for (Index b = 0; b < B; ++b)
+      pooling.bounds.push_back(filter.bind(mask::Shape{nq, W + nq, b, B}));
+    pooling.window_keys.resize(B * W, K.cols());
+    pooling.window_values.resize(B * W, V.cols());
+    pooling.partial_keys.resize(B * nq, K.cols());
+    pooling.partial_values.resize(B * nq, V.cols());
+    for (Index b = 0; b < B; ++b) {
+      const Bound& bound = pooling.bounds[std::size_t(b)];
+      write_window_means(K, b * nk, nk, pooling.window_keys.middleRows(b * W, W));
+      write_window_means(V, b * nk, nk, pooling.window_values.middleRows(b * W, W));
+      write_partial_means(K, b * nk, bound, pooling.partial_keys.middleRows(b * nq, nq));
+      write_partial_means(V, b * nk, bound, pooling.partial_values.middleRows(b * nq, nq));
+    }
+    body(static_cast<const CausalPooling<Bound>&>(pooling));
+  }
+
+  /// Calls `body(head, keys, values, first, rows, seen)` for the group of queries [first, first
+  /// + rows) of sequence b (`detail::pooled_causal_group` at a time): `head` under the group's
+  /// filter, `keys` and `values` the `seen` windows its last query sees followed by the group's
+  /// own partial windows. The groups of every sequence run in parallel.
+  template <class Bound, class Body>
+  void for_each_query_group(const CausalPooling<Bound>& pooling, Index nq, Index sequences,
+                            Body&& body) const {
+    constexpr Index group = detail::pooled_causal_group;
+    const Index W = pooling.windows;
+    const Index groups = nq / group + (nq % group != 0 ? 1 : 0);
+    parallel_for(sequences * groups, resolve_thread_count(threads_), [&](Index item) {
+      const Index b = item / groups;
+      const Index first = item % groups * group;
+      const Index rows = std::min(group, nq - first);
+      const Bound& bound = pooling.bounds[std::size_t(b)];
+      const Index seen = bound.whole_windows(first + rows - 1);
+      Matrix<Scalar> keys(seen + rows, pooling.window_keys.cols());
+      Matrix<Scalar> values(seen + rows, pooling.window_values.cols());
+      keys.topRows(seen) = pooling.window_keys.middleRows(b * W, seen);
+      keys.bottomRows(rows) = pooling.partial_keys.middleRows(b * nq + first, rows);
+      values.topRows(seen) = pooling.window_values.middleRows(b * W, seen);
+      values.bottomRows(rows) = pooling.partial_values.middleRows(b * nq + first, rows);
+      typename detail::PooledCausalGroup<Bound>::Table visible;
+      detail::PooledCausalGroup<Bound>::fill(bound, first, seen, rows, visible);
+      body(head_.with_mask(detail::PooledCausalGroup<Bound>{&bound, &visible, first, seen}), keys,
+           values, b, first, rows, seen);
+    });
+  }
+
   /// Under a causal filter: the windows and every query's partial window (`mask::PooledCausal`).
   template <class Queries, class Keys, class Values, class Out>
   void run_causal(const Queries& Q, const Keys& K, const Values& V, Out& out,
@@ -378,71 +462,106 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
     const Index B = layout.sequences;
     const Index H = layout.heads;
     const Index nq = Q.rows() / B;
+    with_causal_pooling(K, V, nq, layout, [&](const auto& pooling) {
+      using Bound = typename std::decay_t<decltype(pooling.bounds)>::value_type;
+      const Index W = pooling.windows;
+      if constexpr (detail::is_linear_attention<Head>) {
+        const Index d = Q.cols() / H;
+        const Index dv = V.cols() / H;
+        require(d == head_.feature_map().input_dimension(), "ScaledHead: the head dimension is ", d,
+                " (Q is ", detail::shape_of(Q), " for ", H,
+                " head(s)) but the LinearAttention's feature map takes d = ",
+                head_.feature_map().input_dimension());
+        const LinearOptions& options = head_.options();
+        parallel_for(B * H, resolve_thread_count(options.threads), [&](Index item) {
+          const Index b = item / H;
+          const Index h = item % H;
+          detail::attend_pooled_causal(
+              head_.feature_map(), head_.magnitude(), Q.block(b * nq, h * d, nq, d),
+              pooling.window_keys.block(b * W, h * d, W, d),
+              pooling.window_values.block(b * W, h * dv, W, dv),
+              pooling.partial_keys.block(b * nq, h * d, nq, d),
+              pooling.partial_values.block(b * nq, h * dv, nq, dv), pooling.bounds[std::size_t(b)],
+              options, out.block(b * nq, h * dv, nq, dv));
+        });
+      } else if constexpr (requires { head_.with_mask(detail::PooledCausalGroup<Bound>{}); }) {
+        // Groups of queries, each against the windows its last query sees and its own partial
+        // windows; one call of the head per group, the groups in parallel.
+        for_each_query_group(
+            pooling, nq, B,
+            [&](const auto& head, const Matrix<Scalar>& keys, const Matrix<Scalar>& values, Index b,
+                Index first, Index rows, Index) {
+              head.compute(Q.middleRows(b * nq + first, rows), keys, values,
+                           out.middleRows(b * nq + first, rows), BatchLayout{1, H});
+            });
+      } else {
+        static_assert(detail::unsupported_causal_head<Head>,
+                      "ScaledHead: under a causal mask the head must be a LinearAttention or take "
+                      "any set filter in with_mask (Attention, or a BatchNormalized Attention)");
+      }
+    });
+  }
+
+  /// The backward pass under a causal filter, for a head that runs per group of queries: each
+  /// group's head backward on its windows and partial windows; the windows' gradients summed
+  /// over the groups in group order, then spread over their tokens, and each partial window's
+  /// gradient spread over its tokens \f$P_i\f$ (over \f$|P_i|\f$), in query order.
+  template <class Queries, class Keys, class Values, class Out, class OutGradient>
+  void backward_causal(const Queries& Q, const Keys& K, const Values& V, const Out& out,
+                       const OutGradient& dOut, Matrix<Scalar>& dQ, Matrix<Scalar>& dK,
+                       Matrix<Scalar>& dV, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
     const Index nk = K.rows() / B;
-    const Index W = mask::pooled_windows(nk, factor_);
-    const mask::PooledCausal<MaskOf<Head>> filter{head_.mask(), factor_, nk};
-    using Bound = decltype(filter.bind(mask::Shape{}));
-    std::vector<Bound> bounds;
-    bounds.reserve(std::size_t(B));
-    for (Index b = 0; b < B; ++b) bounds.push_back(filter.bind(mask::Shape{nq, W + nq, b, B}));
-
-    // Sequence b: W windows from row b W, and N_q partial windows from row b N_q.
-    Matrix<Scalar> window_keys(B * W, K.cols());
-    Matrix<Scalar> window_values(B * W, V.cols());
-    Matrix<Scalar> partial_keys(B * nq, K.cols());
-    Matrix<Scalar> partial_values(B * nq, V.cols());
-    for (Index b = 0; b < B; ++b) {
-      write_window_means(K, b * nk, nk, window_keys.middleRows(b * W, W));
-      write_window_means(V, b * nk, nk, window_values.middleRows(b * W, W));
-      write_partial_means(K, b * nk, bounds[std::size_t(b)], partial_keys.middleRows(b * nq, nq));
-      write_partial_means(V, b * nk, bounds[std::size_t(b)], partial_values.middleRows(b * nq, nq));
-    }
-
-    if constexpr (detail::is_linear_attention<Head>) {
-      const Index d = Q.cols() / H;
-      const Index dv = V.cols() / H;
-      require(d == head_.feature_map().input_dimension(), "ScaledHead: the head dimension is ", d,
-              " (Q is ", detail::shape_of(Q), " for ", H,
-              " head(s)) but the LinearAttention's feature map takes d = ",
-              head_.feature_map().input_dimension());
-      const LinearOptions& options = head_.options();
-      parallel_for(B * H, resolve_thread_count(options.threads), [&](Index item) {
-        const Index b = item / H;
-        const Index h = item % H;
-        detail::attend_pooled_causal(
-            head_.feature_map(), head_.magnitude(), Q.block(b * nq, h * d, nq, d),
-            window_keys.block(b * W, h * d, W, d), window_values.block(b * W, h * dv, W, dv),
-            partial_keys.block(b * nq, h * d, nq, d), partial_values.block(b * nq, h * dv, nq, dv),
-            bounds[std::size_t(b)], options, out.block(b * nq, h * dv, nq, dv));
-      });
-    } else if constexpr (requires { head_.with_mask(detail::PooledCausalGroup<Bound>{}); }) {
-      // Groups of queries, each against the windows its last query sees and its own partial
-      // windows; one call of the head per group, the groups in parallel.
+    with_causal_pooling(K, V, nq, layout, [&](const auto& pooling) {
       constexpr Index group = detail::pooled_causal_group;
+      const Index W = pooling.windows;
       const Index groups = nq / group + (nq % group != 0 ? 1 : 0);
-      parallel_for(B * groups, resolve_thread_count(threads_), [&](Index item) {
-        const Index b = item / groups;
-        const Index first = item % groups * group;
-        const Index rows = std::min(group, nq - first);
-        const Bound& bound = bounds[std::size_t(b)];
-        const Index seen = bound.whole_windows(first + rows - 1);
-        Matrix<Scalar> keys(seen + rows, K.cols());
-        Matrix<Scalar> values(seen + rows, V.cols());
-        keys.topRows(seen) = window_keys.middleRows(b * W, seen);
-        keys.bottomRows(rows) = partial_keys.middleRows(b * nq + first, rows);
-        values.topRows(seen) = window_values.middleRows(b * W, seen);
-        values.bottomRows(rows) = partial_values.middleRows(b * nq + first, rows);
-        typename detail::PooledCausalGroup<Bound>::Table visible;
-        detail::PooledCausalGroup<Bound>::fill(bound, first, seen, rows, visible);
-        head_.with_mask(detail::PooledCausalGroup<Bound>{&bound, &visible, first, seen})
-            .compute(Q.middleRows(b * nq + first, rows), keys, values,
-                     out.middleRows(b * nq + first, rows), BatchLayout{1, H});
-      });
-    } else {
-      static_assert(detail::unsupported_causal_head<Head>,
-                    "ScaledHead: under a causal mask the head must be a LinearAttention or take "
-                    "any set filter in with_mask (Attention, or a BatchNormalized Attention)");
-    }
+      // Per sequence and group: its windows' gradients; per query: its partial window's.
+      std::vector<Matrix<Scalar>> window_key_parts(std::size_t(B * groups));
+      std::vector<Matrix<Scalar>> window_value_parts(std::size_t(B * groups));
+      Matrix<Scalar> partial_key_gradients(B * nq, K.cols());
+      Matrix<Scalar> partial_value_gradients(B * nq, V.cols());
+      for_each_query_group(
+          pooling, nq, B,
+          [&](const auto& head, const Matrix<Scalar>& keys, const Matrix<Scalar>& values, Index b,
+              Index first, Index rows, Index seen) {
+            Matrix<Scalar> key_gradient(keys.rows(), keys.cols());
+            Matrix<Scalar> value_gradient(values.rows(), values.cols());
+            detail::head_backward(head, Q.middleRows(b * nq + first, rows), keys, values,
+                                  out.middleRows(b * nq + first, rows),
+                                  dOut.middleRows(b * nq + first, rows),
+                                  dQ.middleRows(b * nq + first, rows), key_gradient, value_gradient,
+                                  BatchLayout{1, H});
+            const auto part = std::size_t(b * groups + first / group);
+            window_key_parts[part] = key_gradient.topRows(seen);
+            window_value_parts[part] = value_gradient.topRows(seen);
+            partial_key_gradients.middleRows(b * nq + first, rows) = key_gradient.bottomRows(rows);
+            partial_value_gradients.middleRows(b * nq + first, rows) =
+                value_gradient.bottomRows(rows);
+          });
+      Matrix<Scalar> window_key_gradient = Matrix<Scalar>::Zero(B * W, K.cols());
+      Matrix<Scalar> window_value_gradient = Matrix<Scalar>::Zero(B * W, V.cols());
+      for (Index b = 0; b < B; ++b)
+        for (Index g = 0; g < groups; ++g) {
+          const auto part = std::size_t(b * groups + g);
+          const Index seen = window_key_parts[part].rows();
+          window_key_gradient.middleRows(b * W, seen) += window_key_parts[part];
+          window_value_gradient.middleRows(b * W, seen) += window_value_parts[part];
+        }
+      spread_over_windows(window_key_gradient, B, nk, dK);
+      spread_over_windows(window_value_gradient, B, nk, dV);
+      for (Index b = 0; b < B; ++b)
+        for (Index i = 0; i < nq; ++i) {
+          const mask::Range span = pooling.bounds[std::size_t(b)].partial_tokens(i);
+          const auto size = Scalar(span.end - span.begin);
+          for (Index j = span.begin; j < span.end; ++j) {
+            dK.row(b * nk + j) += partial_key_gradients.row(b * nq + i) / size;
+            dV.row(b * nk + j) += partial_value_gradients.row(b * nq + i) / size;
+          }
+        }
+    });
   }
 
   /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows), sequence after sequence.
