@@ -29,9 +29,6 @@ inline constexpr bool is_linear_attention = false;
 template <features::FeatureMap Map, magnitude::Magnitude Magnitude, mask::LinearMask Mask>
 inline constexpr bool is_linear_attention<LinearAttention<Map, Magnitude, Mask>> = true;
 
-template <class Head>
-inline constexpr bool unsupported_causal_head = false;
-
 /// The queries of one call of an exact head under a pooled causal filter.
 inline constexpr Index pooled_causal_group = 64;
 
@@ -398,6 +395,19 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
     Matrix<Scalar> partial_values;
   };
 
+  /// The bound filter of a sequence under a causal filter.
+  template <class H = Head>
+  using CausalBound =
+      decltype(std::declval<const mask::PooledCausal<MaskOf<H>>&>().bind(mask::Shape{}));
+
+  /// Whether the head takes a group's filter in `with_mask`, so that it runs per group of queries
+  /// under a causal filter.
+  template <class Bound>
+  static constexpr bool runs_query_groups = requires(const Head& head,
+                                                     detail::PooledCausalGroup<Bound> group) {
+    head.with_mask(group);
+  };
+
   /// Calls `body(pooling)` with the `CausalPooling` of K and V (the filter outlives the call).
   template <class Keys, class Values, class Body>
   void with_causal_pooling(const Keys& K, const Values& V, Index nq, BatchLayout layout,
@@ -459,11 +469,13 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
   template <class Queries, class Keys, class Values, class Out>
   void run_causal(const Queries& Q, const Keys& K, const Values& V, Out& out,
                   BatchLayout layout) const {
+    static_assert(detail::is_linear_attention<Head> || runs_query_groups<CausalBound<>>,
+                  "ScaledHead: under a causal mask the head must be a LinearAttention or take "
+                  "any set filter in with_mask (Attention, or a BatchNormalized Attention)");
     const Index B = layout.sequences;
     const Index H = layout.heads;
     const Index nq = Q.rows() / B;
     with_causal_pooling(K, V, nq, layout, [&](const auto& pooling) {
-      using Bound = typename std::decay_t<decltype(pooling.bounds)>::value_type;
       const Index W = pooling.windows;
       if constexpr (detail::is_linear_attention<Head>) {
         const Index d = Q.cols() / H;
@@ -484,7 +496,7 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
               pooling.partial_values.block(b * nq, h * dv, nq, dv), pooling.bounds[std::size_t(b)],
               options, out.block(b * nq, h * dv, nq, dv));
         });
-      } else if constexpr (requires { head_.with_mask(detail::PooledCausalGroup<Bound>{}); }) {
+      } else {
         // Groups of queries, each against the windows its last query sees and its own partial
         // windows; one call of the head per group, the groups in parallel.
         for_each_query_group(
@@ -494,10 +506,6 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
               head.compute(Q.middleRows(b * nq + first, rows), keys, values,
                            out.middleRows(b * nq + first, rows), BatchLayout{1, H});
             });
-      } else {
-        static_assert(detail::unsupported_causal_head<Head>,
-                      "ScaledHead: under a causal mask the head must be a LinearAttention or take "
-                      "any set filter in with_mask (Attention, or a BatchNormalized Attention)");
       }
     });
   }
