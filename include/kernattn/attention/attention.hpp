@@ -5,8 +5,10 @@
 /// \f$w_{ij} = \kappa(q_i,k_j)\,\mu(k_j)\f$, composed at compile time.
 
 #include <concepts>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/engine/backward_front_end.hpp"
@@ -14,6 +16,7 @@
 #include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/parameter_gradients.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"
@@ -147,6 +150,64 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
           kernel_, magnitude_, mask_, options_,
           detail::backward_call(queries, keys, values, output, statistics, output_gradient,
                                 query_gradient, key_gradient, value_gradient, layout));
+    };
+    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
+                                    output_gradient);
+  }
+
+  /// The trainable parameters (docs/gradients.md, "Parameters"), when the kernel and the
+  /// magnitude have them (`kernels::ParametricKernel`, `magnitude::ParametricMagnitude`): their
+  /// names ("kernel.variance", "magnitude.gamma", ...), their values for head dimension d, and a
+  /// copy of this attention with other values.
+  [[nodiscard]] std::vector<std::string> parameter_names() const requires
+      kernels::ParametricKernel<Kernel> && magnitude::ParametricMagnitude<Magnitude> {
+    return detail::parameter_names_of(kernel_, magnitude_);
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const requires
+      kernels::ParametricKernel<Kernel> && magnitude::ParametricMagnitude<Magnitude> {
+    return detail::parameters_of(kernel_, magnitude_, d);
+  }
+  [[nodiscard]] Attention with_parameters(const Eigen::VectorXd& values) const requires
+      kernels::ParametricKernel<Kernel> && magnitude::ParametricMagnitude<Magnitude> {
+    const Index own = Index(kernel_.parameter_names().size());
+    require(values.size() == Index(parameter_names().size()), "Attention::with_parameters takes ",
+            parameter_names().size(), " value(s) (parameter_names()) but got ", values.size());
+    if constexpr (Magnitude::is_unit)
+      return Attention(kernel_.with_parameters(values), magnitude_, mask_, options_);
+    else
+      return Attention(kernel_.with_parameters(values.head(own)),
+                       magnitude_.with_parameters(values.tail(values.size() - own)), mask_,
+                       options_);
+  }
+
+  /// `backward`, and also \f$\partial\ell/\partial\theta\f$ of the parameters, in
+  /// `parameter_names()` order, into `parameter_gradient` (resized; in double, summed over the
+  /// sequences and heads in order, bit-identical for every thread count). The parameters are those
+  /// of the forward call that wrote `out` and `statistics` (`parameters(d)`). It costs O(N d)
+  /// more than `backward`, and for a distance kernel one more pass over each score tile.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
+                GK&& dK, GV&& dV, Eigen::VectorXd& parameter_gradient,
+                BatchLayout layout = {}) const requires kernels::ParametricKernel<Kernel> &&
+      magnitude::ParametricMagnitude<Magnitude> {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+      detail::ParameterPartials<Scalar> partials;
+      const auto call =
+          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
+                                query_gradient, key_gradient, value_gradient, layout);
+      detail::attend_exact_backward(kernel_, magnitude_, mask_, options_, call, &partials);
+      parameter_gradient = detail::exact_parameter_gradient(kernel_, magnitude_, call, partials);
     };
     detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
                                     output_gradient);

@@ -142,6 +142,17 @@ struct BackwardPartials {
   }
 };
 
+/// What a backward call that also differentiates the parameters collects (docs/gradients.md,
+/// "Parameters"): per sequence and head, \f$\partial\ell/\partial b_j\f$ for each key's bias
+/// \f$b_j = g(k_j) + \log\mu(k_j)\f$ (`key_bias_gradients`, one vector of N_k per pair, b-major);
+/// and per backward task, a distance kernel's \f$\sum G\,\partial h/\partial\theta\f$
+/// (`score_sums`).
+template <Real T>
+struct ParameterPartials {
+  std::vector<Vector<T>> key_bias_gradients;
+  std::vector<Eigen::VectorXd> score_sums;
+};
+
 /// A copy of `m` with its non-finite entries replaced by 0.
 template <class M>
 [[nodiscard]] Matrix<typename M::Scalar> finite_part(const M& m) {
@@ -213,6 +224,15 @@ void weights_and_score_gradients(
   }
 }
 
+/// Where one key tile's parameter partials go (`ParameterPartials`): its sequence and head's
+/// key-bias gradients (written for the tile's keys) and its task's score sums; null when the call
+/// does not differentiate the parameters.
+template <Real T>
+struct ParameterTile {
+  Vector<T>* key_bias_gradients = nullptr;
+  Eigen::VectorXd* score_sums = nullptr;
+};
+
 /// The contributions of one key tile (keys [first_key, first_key + keys.rows()) of a sequence
 /// and head) against every query tile that sees part of it. With \f$P_{ij}\f$ the normalised
 /// weight of pair (i, j) recomputed from the statistics, \f$D_i = dO_i\cdot out_i\f$ and the
@@ -233,7 +253,8 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
                        const HeadBackwardTerms<typename Kernel::Scalar>& head, const KeyRows& keys,
                        const ValueRows& values, Index first_key, const BoundMask& visibility,
                        Index query_tile, DQ&& dq, KeyGradientRows&& key_gradients,
-                       ValueGradientRows&& value_gradients) {
+                       ValueGradientRows&& value_gradients,
+                       ParameterTile<typename Kernel::Scalar> parameters = {}) {
   using T = typename Kernel::Scalar;
   using Gradients = ScoreGradients<Kernel>;
   const KeyTerms<T>& terms = head.key_terms;
@@ -284,6 +305,9 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
       gradient.colwise() -= row_products.matrix();
       weights_and_score_gradients<Kernel, Magnitude>(terms, first_key, row_references, partial,
                                                      visible, weights, gradient, bias_sums);
+      if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>)
+        if (parameters.score_sums != nullptr)
+          Gradients::add_parameter_sums(kernel, d, tiles.scoring, gradient, *parameters.score_sums);
       dv.noalias() += weights.transpose() * dout;
       Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
                                dk);
@@ -313,8 +337,12 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         dq.row(first + i).setConstant(nan);
         dk.row(j).setConstant(nan);
         dv.row(j).setConstant(nan);
+        bias_sums(j) = nan;
+        if (parameters.score_sums != nullptr) parameters.score_sums->setConstant(double(nan));
       }
   }
+  if (parameters.key_bias_gradients != nullptr)
+    parameters.key_bias_gradients->segment(first_key, key_count) = bias_sums.matrix();
   if constexpr (has_key_bias<Kernel, Magnitude>())
     dk += bias_sums.matrix().asDiagonal() * head.bias_gradients.middleRows(first_key, key_count);
   key_gradients = dk;
@@ -338,7 +366,8 @@ inline constexpr Index backward_tasks = 8;
 template <kernels::DifferentiableKernel Kernel, magnitude::DifferentiableMagnitude Magnitude,
           mask::Mask Mask, class Call>
 void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
-                           const ExecutionOptions& options, const Call& call) {
+                           const ExecutionOptions& options, const Call& call,
+                           ParameterPartials<typename Kernel::Scalar>* parameters = nullptr) {
   using T = typename Kernel::Scalar;
   const int threads = resolve_thread_count(options.threads);
   const Index sequences = call.layout.sequences;
@@ -379,12 +408,25 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
   const Index query_tile = options.query_tile_for(queries);
   std::vector<Matrix<T>>& partial_query_gradients = BackwardPartials<T>::of_this_thread();
   partial_query_gradients.resize(static_cast<std::size_t>(pairs * (stripes - 1)));
+  if (parameters != nullptr) {
+    parameters->key_bias_gradients.assign(std::size_t(pairs), Vector<T>::Zero(keys));
+    parameters->score_sums.assign(std::size_t(pairs * stripes), Eigen::VectorXd());
+  }
   parallel_for(pairs * stripes, threads, [&](Index task) {
     const Index pair = task / stripes;
     const Index stripe = task % stripes;
     const Index b = pair / heads;
     const Index h = pair % heads;
     const auto p = std::size_t(pair);
+    ParameterTile<T> parameter_tile;
+    if (parameters != nullptr) {
+      parameter_tile.key_bias_gradients = &parameters->key_bias_gradients[p];
+      if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>) {
+        Eigen::VectorXd& sums = parameters->score_sums[std::size_t(task)];
+        sums.setZero(Index(kernel.parameter_names().size()));
+        parameter_tile.score_sums = &sums;
+      }
+    }
     const auto run_stripe = [&](auto&& dq) {
       for (Index tile = stripe * tiles / stripes; tile < (stripe + 1) * tiles / stripes; ++tile) {
         const Index first_key = tile * key_tile;
@@ -394,7 +436,7 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
             keys_of(b, h).middleRows(first_key, count),
             values_of(b, h).middleRows(first_key, count), first_key, bound_masks[std::size_t(b)],
             query_tile, dq, call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
-            call.block_of(call.dV, b, h, keys, dv).middleRows(first_key, count));
+            call.block_of(call.dV, b, h, keys, dv).middleRows(first_key, count), parameter_tile);
       }
     };
     if (stripe == 0) {

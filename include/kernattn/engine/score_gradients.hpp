@@ -122,6 +122,15 @@ struct ScoreGradients<Kernel> : SingleFactorGradients<Kernel, ScoreGradients<Ker
     kernel.log_from_squared_distance(tile.array(), queries.cols());
   }
 
+  /// Adds \f$\sum_{ij} G_{ij}\,\partial h(r^2_{ij})/\partial\theta\f$ to `sums` (a
+  /// `kernels::ParametricKernel`), from the squared distances `scores` kept: call it between
+  /// `scores` and `add_gradients`.
+  template <class G>
+  static void add_parameter_sums(const Kernel& kernel, Index d, const GradientScratch<T>& scratch,
+                                 const G& gradient, Eigen::VectorXd& sums) {
+    kernel.add_log_parameter_gradients(scratch.factors[0].raw.array(), gradient.array(), d, sums);
+  }
+
   template <class Queries, class Keys, class G, class DQ, class DK>
   static void add_factor_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
                                    FactorScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {

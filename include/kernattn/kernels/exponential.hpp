@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernattn/core/parameter.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::kernels {
@@ -24,6 +25,20 @@ class Exponential {
   explicit Exponential(T scale) : scale_(scale, "Exponential", "scale") {}
 
   [[nodiscard]] T dot_scale(Index d) const { return scale_.resolve(d); }
+
+  /// The trainable parameter (include/kernattn/core/parameters.hpp): the scale s.
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"scale"}; }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    return Eigen::VectorXd::Constant(1, double(dot_scale(d)));
+  }
+  [[nodiscard]] Exponential with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "Exponential");
+    return Exponential(T(values(0)));
+  }
+  /// \f$\partial a/\partial s = 1\f$.
+  [[nodiscard]] Eigen::VectorXd dot_scale_parameter_gradient(Index) const {
+    return Eigen::VectorXd::Ones(1);
+  }
 
   template <class Row>
   [[nodiscard]] double log_key_term(const Row& /*k*/) const {

@@ -41,6 +41,8 @@
 /// \endcode
 
 #include <concepts>
+#include <string>
+#include <vector>
 
 #include "kernattn/core/scalar_traits.hpp"
 
@@ -195,5 +197,33 @@ concept DifferentiableKernel =
     (ProductKernel<K> && detail::DifferentiableKeyTerm<K> &&
      detail::DifferentiableLogDomainKernel<typename K::FeatureKernel> &&
      detail::DifferentiableLogDomainKernel<typename K::PositionKernel>);
+
+/// A kernel whose parameters the exact engine's backward pass differentiates (docs/gradients.md,
+/// "Parameters"): `parameter_names()`, `parameters(d)` and `with_parameters(values)`
+/// (include/kernattn/core/parameters.hpp), and the derivatives of its scores:
+///  - a dot-product kernel: `dot_scale_parameter_gradient(d)`, \f$\partial a/\partial\theta\f$,
+///    and with a key term `log_key_term_parameter_gradient(k)`, \f$\partial g(k)/\partial\theta\f$;
+///  - a distance kernel: `add_log_parameter_gradients(r2, G, d, sums)`, which adds
+///    \f$\sum G\,\partial h(r^2)/\partial\theta\f$ over a block to `sums`.
+template <class K>
+concept ParametricKernel = Kernel<K> &&
+    requires(const K kernel, Index d, const Eigen::VectorXd values) {
+  { kernel.parameter_names() } -> std::convertible_to<std::vector<std::string>>;
+  { kernel.parameters(d) } -> std::convertible_to<Eigen::VectorXd>;
+  { kernel.with_parameters(values) } -> std::convertible_to<K>;
+} &&((DotProductKernel<K> &&
+      requires(const K kernel, Index d, const Eigen::RowVectorXd row) {
+        { kernel.dot_scale_parameter_gradient(d) } -> std::convertible_to<Eigen::VectorXd>;
+      } &&
+      (!K::has_key_term ||
+       requires(const K kernel, const Eigen::RowVectorXd row) {
+         { kernel.log_key_term_parameter_gradient(row) } -> std::convertible_to<Eigen::VectorXd>;
+       })) ||
+     (DistanceKernel<K> &&
+      requires(const K kernel, Index d,
+               const Eigen::Array<typename K::Scalar, Eigen::Dynamic, Eigen::Dynamic> block,
+               Eigen::VectorXd& sums) {
+        kernel.add_log_parameter_gradients(block, block, d, sums);
+      }));
 
 }  // namespace kernattn::kernels

@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "kernattn/core/parameter.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::kernels {
@@ -33,6 +34,27 @@ class Matern {
   explicit Matern(T lengthscale) : lengthscale_(lengthscale, "Matern", "lengthscale") {}
 
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
+
+  /// The trainable parameter (include/kernattn/core/parameters.hpp): the lengthscale \f$\ell\f$.
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"lengthscale"}; }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    return Eigen::VectorXd::Constant(1, double(lengthscale(d)));
+  }
+  [[nodiscard]] Matern with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "Matern");
+    return Matern(T(values(0)));
+  }
+  /// Adds \f$\sum G\,\partial\log\kappa/\partial\ell\f$ over a block of squared distances
+  /// \f$r^2\f$ and their weights G to `sums(0)`: \f$\log\kappa\f$ depends on \f$r^2/\ell^2\f$, so
+  /// \f$\partial\log\kappa/\partial\ell = -(2r^2/\ell)\,d\log\kappa/d(r^2)\f$.
+  template <class Distances, class Weights>
+  void add_log_parameter_gradients(const Distances& squared_distances, const Weights& weights,
+                                   Index d, Eigen::VectorXd& sums) const {
+    Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic> derivative = squared_distances;
+    log_derivative_from_squared_distance(derivative, d);
+    sums(0) += -2.0 / double(lengthscale(d)) *
+               double((weights * squared_distances.max(T(0)) * derivative).sum());
+  }
 
   /// Replaces each squared distance \f$r^2\f$ by \f$\log\kappa(r)\f$.
   template <class Block>

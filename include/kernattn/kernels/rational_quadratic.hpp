@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernattn/core/parameter.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::kernels {
@@ -28,6 +29,32 @@ class RationalQuadratic {
 
   [[nodiscard]] T alpha() const { return alpha_; }
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
+
+  /// The trainable parameters (include/kernattn/core/parameters.hpp): \f$\alpha\f$ and the
+  /// lengthscale \f$\ell\f$.
+  [[nodiscard]] static std::vector<std::string> parameter_names() {
+    return {"alpha", "lengthscale"};
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    return Eigen::Vector2d(double(alpha_), double(lengthscale(d)));
+  }
+  [[nodiscard]] RationalQuadratic with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "RationalQuadratic");
+    return RationalQuadratic(T(values(0)), T(values(1)));
+  }
+  /// Adds \f$\sum G\,\partial\log\kappa/\partial\theta\f$ over a block of squared distances
+  /// \f$r^2\f$ and their weights G to `sums`: with \f$u = r^2/(2\alpha\ell^2)\f$,
+  /// \f$\partial\log\kappa/\partial\alpha = u/(1+u) - \mathrm{log1p}(u)\f$ and
+  /// \f$\partial\log\kappa/\partial\ell = 2\alpha u / (\ell (1+u))\f$.
+  template <class Distances, class Weights>
+  void add_log_parameter_gradients(const Distances& squared_distances, const Weights& weights,
+                                   Index d, Eigen::VectorXd& sums) const {
+    const T l = lengthscale(d);
+    const auto u = (squared_distances.max(T(0)) / (T(2) * alpha_ * l * l)).eval();
+    const auto ratio = (u / (T(1) + u)).eval();
+    sums(0) += double((weights * (ratio - u.log1p())).sum());
+    sums(1) += 2.0 * double(alpha_) / double(l) * double((weights * ratio).sum());
+  }
 
   /// Replaces each \f$r^2\f$ by \f$-\alpha\,\mathrm{log1p}\big(r^2/(2\alpha\ell^2)\big)\f$.
   template <class Block>

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernattn/core/parameter.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::kernels {
@@ -31,6 +32,28 @@ class Rbf {
 
   [[nodiscard]] T variance(Index d) const { return variance_.resolve(d); }
   [[nodiscard]] T dot_scale(Index d) const { return T(1) / variance(d); }
+
+  /// The trainable parameter (include/kernattn/core/parameters.hpp): the variance \f$\sigma^2\f$.
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"variance"}; }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    return Eigen::VectorXd::Constant(1, double(variance(d)));
+  }
+  [[nodiscard]] Rbf with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "Rbf");
+    return Rbf(T(values(0)));
+  }
+  /// \f$\partial a/\partial\sigma^2 = -1/\sigma^4\f$.
+  [[nodiscard]] Eigen::VectorXd dot_scale_parameter_gradient(Index d) const {
+    const double variance = variance_.template resolve<double>(d);
+    return Eigen::VectorXd::Constant(1, -1.0 / (variance * variance));
+  }
+  /// \f$\partial g(k)/\partial\sigma^2 = \lVert k\rVert^2 / (2\sigma^4)\f$, in double.
+  template <class Row>
+  [[nodiscard]] Eigen::VectorXd log_key_term_parameter_gradient(const Row& k) const {
+    const double variance = variance_.template resolve<double>(k.size());
+    return Eigen::VectorXd::Constant(
+        1, k.template cast<double>().squaredNorm() * (0.5 / (variance * variance)));
+  }
 
   /// \f$g(k) = -\lVert k\rVert^2 / (2\sigma^2)\f$, in double.
   template <class Row>

@@ -9,6 +9,7 @@
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/log_sum_exp.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
 namespace kernattn::magnitude {
@@ -102,6 +103,60 @@ class Lp {
                         : std::copysign(std::exp(std::log(std::abs(g * a)) + (a - p) * log_norm_k +
                                                  (p - 1.0) * std::log(std::abs(entry))),
                                         entry * g);
+    }
+    return gradient;
+  }
+
+  /// The trainable parameters (include/kernattn/core/parameters.hpp): p (a runtime p only),
+  /// \f$\gamma\f$ and the exponent a.
+  [[nodiscard]] static std::vector<std::string> parameter_names() {
+    if constexpr (P == runtime_p)
+      return {"p", "gamma", "exponent"};
+    else
+      return {"gamma", "exponent"};
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    Eigen::VectorXd values(Index(parameter_names().size()));
+    if constexpr (P == runtime_p)
+      values << double(p_), gamma(d), double(exponent_);
+    else
+      values << gamma(d), double(exponent_);
+    return values;
+  }
+  [[nodiscard]] Lp with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "Lp");
+    if constexpr (P == runtime_p)
+      return Lp(T(values(0)), T(values(1)), T(values(2)));
+    else
+      return Lp(T(values(0)), T(values(1)));
+  }
+
+  /// \f$\partial\log\mu(k)/\partial\theta\f$ for the parameters in `parameter_names()` order, in
+  /// double: with \f$n = \lVert k\rVert_p\f$, \f$\partial_\gamma = n^a\f$, \f$\partial_a =
+  /// \gamma\,n^a\log n\f$ and \f$\partial_p = \gamma\,a\,n^a\,\partial_p\log n\f$,
+  /// \f$\partial_p\log n = \big(\sum_i w_i\log|k_i| - \log n\big)/p\f$ with \f$w_i =
+  /// |k_i|^p/\sum_l|k_l|^p\f$. All are 0 at the key 0 and where `log_magnitude` saturates.
+  template <class Row>
+  [[nodiscard]] Eigen::VectorXd log_magnitude_parameter_gradient(const Row& k) const {
+    const Eigen::RowVectorXd key = k.template cast<double>();
+    Eigen::VectorXd gradient = Eigen::VectorXd::Zero(Index(parameter_names().size()));
+    const Index first = P == runtime_p ? 1 : 0;
+    if (!key.allFinite() || (key.array() == 0.0).all() ||
+        std::abs(log_magnitude(key)) >= max_log_magnitude)
+      return gradient;
+    const double g = gamma(key.size());
+    const double a = double(exponent_);
+    const double log_n = log_norm(key);
+    const double power = std::exp(a * log_n);
+    gradient(first) = power;
+    gradient(first + 1) = g * power * log_n;
+    if constexpr (P == runtime_p) {
+      const double p = double(p_);
+      const Eigen::ArrayXd logs = key.array().abs().log().transpose();
+      double weighted = 0.0;
+      for (Index i = 0; i < logs.size(); ++i)
+        if (key(i) != 0.0) weighted += std::exp(p * (logs(i) - log_n)) * logs(i);
+      gradient(0) = g * a * power * (weighted - log_n) / p;
     }
     return gradient;
   }

@@ -14,6 +14,8 @@
 /// \endcode
 
 #include <concepts>
+#include <string>
+#include <vector>
 
 #include "kernattn/core/scalar_traits.hpp"
 
@@ -34,6 +36,20 @@ template <class M>
 concept DifferentiableMagnitude = Magnitude<M> &&
     (M::is_unit || requires(const M magnitude, const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
       { magnitude.log_magnitude_gradient(row) } -> std::convertible_to<Eigen::RowVectorXd>;
+    });
+
+/// A magnitude whose parameters the backward passes differentiate (docs/gradients.md,
+/// "Parameters"): none when \f$\mu \equiv 1\f$; otherwise `parameter_names()`, `parameters(d)`,
+/// `with_parameters(values)` (include/kernattn/core/parameters.hpp) and
+/// `log_magnitude_parameter_gradient(k)`, \f$\partial\log\mu(k)/\partial\theta\f$ in double.
+template <class M>
+concept ParametricMagnitude = DifferentiableMagnitude<M> &&
+    (M::is_unit || requires(const M magnitude, Index d, const Eigen::VectorXd values,
+                            const Eigen::Matrix<double, 1, Eigen::Dynamic> row) {
+      { magnitude.parameter_names() } -> std::convertible_to<std::vector<std::string>>;
+      { magnitude.parameters(d) } -> std::convertible_to<Eigen::VectorXd>;
+      { magnitude.with_parameters(values) } -> std::convertible_to<M>;
+      { magnitude.log_magnitude_parameter_gradient(row) } -> std::convertible_to<Eigen::VectorXd>;
     });
 
 }  // namespace kernattn::magnitude

@@ -1,0 +1,31 @@
+#pragma once
+/// \file
+/// Trainable parameters as flat vectors (docs/gradients.md, "Parameters"): a kernel or magnitude
+/// with parameters names them (`parameter_names()`), gives their values for head dimension d
+/// (`parameters(d)`, a default such as \f$1/\sqrt d\f$ resolved) and returns a copy with other
+/// values (`with_parameters(values)`, each validated as the constructor does).
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernattn/core/errors.hpp"
+#include "kernattn/core/scalar_traits.hpp"
+
+namespace kernattn {
+
+/// Requires `values` to hold one value per name in `names` (`owner` names the caller).
+inline void require_parameter_count(const Eigen::VectorXd& values,
+                                    const std::vector<std::string>& names, std::string_view owner) {
+  require(values.size() == Index(names.size()), owner, ": with_parameters takes ", names.size(),
+          " value(s) but got ", values.size());
+}
+
+/// `names` with `prefix` and a dot before each.
+[[nodiscard]] inline std::vector<std::string> prefixed(std::string_view prefix,
+                                                       std::vector<std::string> names) {
+  for (std::string& name : names) name = std::string(prefix) + "." + name;
+  return names;
+}
+
+}  // namespace kernattn
