@@ -316,3 +316,68 @@ TEMPLATE_TEST_CASE(
     CHECK(no_values.dK.isZero(0));
   }
 }
+
+TEST_CASE("LinearAttention::backward: the frequencies' gradient matches central differences",
+          "[backward][linear][parameters]") {
+  const auto maps = linear_ref::Maps<double>::make(d, 57);
+  const LinearOptions small{.threads = 2, .query_tile = 4, .key_tile = 3, .causal_chunk = 3};
+  const auto check = [&](const auto& attention, Index nq, Index nk, BatchLayout layout,
+                         std::uint32_t seed, Index hidden_from) {
+    using Attention = std::decay_t<decltype(attention)>;
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const ref::Problem p = ref::random_problem<double>(B * nq, B * nk, H * d, H * dv, seed);
+    MatrixXd K = p.K;
+    // What padding hides may be anything: it must not reach the gradient.
+    for (Index b = 0; b < B; ++b)
+      K.middleRows(b * nk + hidden_from, nk - hidden_from)
+          .setConstant(std::numeric_limits<double>::quiet_NaN());
+    const MatrixXd dOut = ref::normal(B * nq, H * dv, seed + 1);
+    const MatrixXd out = attention(p.Q, K, p.V, layout);
+    MatrixXd dQ(p.Q.rows(), p.Q.cols()), dK(K.rows(), K.cols()), dV(p.V.rows(), p.V.cols());
+    MatrixXd gradient;
+    attention.backward(p.Q, K, p.V, out, dOut, dQ, dK, dV, gradient, layout);
+    const MatrixXd omega = attention.feature_map().frequencies();
+    REQUIRE(gradient.rows() == omega.rows());
+    REQUIRE(gradient.cols() == omega.cols());
+    const auto plain = attention.gradients(p.Q, K, p.V, out, dOut, layout);
+    CHECK(check::identical(plain.dQ, dQ));
+    CHECK(check::identical(plain.dK, dK));
+    const auto loss = [&](const MatrixXd& frequencies) {
+      const Attention moved(attention.feature_map().with_frequencies(frequencies),
+                            attention.magnitude(), attention.mask(), attention.options());
+      return moved(p.Q, K, p.V, layout).cwiseProduct(dOut).sum();
+    };
+    const MatrixXd differences = finite_differences(omega, loss);
+    const double scale = differences.cwiseAbs().maxCoeff();
+    CHECK(scale > 1e-3);  // the check is informative
+    CHECK((gradient - differences).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+    CHECK(gradient.allFinite());
+    Attention one = attention;
+    one.set_threads(1);
+    MatrixXd again;
+    one.backward(p.Q, K, p.V, out, dOut, dQ, dK, dV, again, layout);
+    CHECK(check::identical(again, gradient));
+  };
+  SECTION("Fourier, no filter") {
+    check(LinearAttention(maps.fourier, magnitude::None{}, mask::None{}, small), 7, 9,
+          BatchLayout{}, 61, 9);
+  }
+  SECTION("Yaglom x Lp(3), causal") {
+    check(LinearAttention(maps.yaglom, magnitude::Lp<double>(3.0), mask::Causal{}, small), 7, 9,
+          BatchLayout{}, 62, 9);
+  }
+  SECTION("Positive x L1, padding, two sequences and two heads") {
+    check(LinearAttention(maps.positive, magnitude::L1<double>(),
+                          mask::KeyPadding::from_lengths({6, 6}), small),
+          5, 8, BatchLayout{2, 2}, 63, 6);
+  }
+  SECTION("Positive with Performer's epsilon, causal && padding") {
+    using Positive = kernattn::features::Positive<double>;
+    const Positive with_epsilon(maps.positive.frequencies(), std::nullopt,
+                                Positive::performer_epsilon);
+    check(LinearAttention(with_epsilon, magnitude::None{},
+                          mask::Causal{} && mask::KeyPadding::from_lengths({7}), small),
+          9, 9, BatchLayout{}, 64, 7);
+  }
+}

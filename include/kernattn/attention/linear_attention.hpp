@@ -219,6 +219,40 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
         queries, keys, values, output, output_gradient);
   }
 
+  /// `backward`, and also \f$\partial\ell/\partial\Omega\f$ of the feature map's frequencies
+  /// (docs/gradients.md, "Feature maps") into `frequency_gradient`, resized to the shape of
+  /// `feature_map().frequencies()`: every head uses the same map, so the shares of the sequences
+  /// and heads are summed, in order (bit-identical for every thread count). The keys that padding
+  /// hides, which may hold anything, are left out.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                Matrix<Scalar>& frequency_gradient,
+                BatchLayout layout = {}) const requires features::FrequencyFeatureMap<FeatureMap> {
+    static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
+                  "LinearAttention::backward: the magnitude has no log_magnitude_gradient");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    Matrix<Scalar> gradient;
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          run_backward(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
+                       value_gradient, layout, &gradient);
+        },
+        queries, keys, values, output, output_gradient);
+    frequency_gradient = std::move(gradient);
+  }
+
   /// The same feature map, magnitude and options with another set filter.
   template <mask::LinearMask NewMask>
   [[nodiscard]] LinearAttention<FeatureMap, Magnitude, NewMask> with_mask(NewMask mask) const {
@@ -310,13 +344,16 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   template <class Queries, class Keys, class Values, class Out, class OutGradient, class GQ,
             class GK, class GV>
   void run_backward(const Queries& Q, const Keys& K, const Values& V, const Out& out,
-                    const OutGradient& dOut, GQ& dQ, GK& dK, GV& dV, BatchLayout layout) const {
+                    const OutGradient& dOut, GQ& dQ, GK& dK, GV& dV, BatchLayout layout,
+                    Matrix<Scalar>* frequency_gradient = nullptr) const {
     const Index B = layout.sequences;
     const Index H = layout.heads;
     const Index nq = Q.rows() / B;
     const Index nk = K.rows() / B;
     const Index d = Q.cols() / H;
     const Index dv = V.cols() / H;
+    if constexpr (features::FrequencyFeatureMap<FeatureMap>)
+      if (frequency_gradient != nullptr) frequency_gradient->setZero(map_.frequencies().rows(), d);
     if (nq == 0 || nk == 0 || dv == 0) {  // the loss cannot depend on Q, K or V
       static_cast<void>(detail::bind_masks(mask_, nq, nk, B));
       dQ.setZero();
@@ -325,6 +362,9 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       return;
     }
     const auto bound_masks = detail::bind_masks(mask_, nq, nk, B);
+    // Each sequence and head's share of the frequencies' gradient, summed in order below.
+    std::vector<Matrix<Scalar>> frequency_shares(
+        frequency_gradient == nullptr ? 0 : std::size_t(B * H));
     parallel_for(B * H, resolve_thread_count(options_.threads), [&](Index item) {
       const Index b = item / H;
       const Index h = item % H;
@@ -341,16 +381,22 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       auto query_gradient = dQ.block(b * nq, h * d, nq, d);
       auto key_gradient = dK.block(b * nk, h * d, nk, d);
       auto value_gradient = dV.block(b * nk, h * dv, nk, dv);
+      Matrix<Scalar>* share = nullptr;
+      if (frequency_gradient != nullptr) {
+        share = &frequency_shares[std::size_t(item)];
+        share->setZero(frequency_gradient->rows(), d);
+      }
       if constexpr (detail::LinearMaskTraits<Mask>::causal)
         detail::attend_backward_causal(
             map_, magnitude_, queries, keys, values, output, output_gradient,
             detail::LinearMaskTraits<Mask>::visible_count(mask_, nq, nk), key_valid, options_,
-            query_gradient, key_gradient, value_gradient);
+            query_gradient, key_gradient, value_gradient, share);
       else
         detail::attend_backward_noncausal(map_, magnitude_, queries, keys, values, output,
                                           output_gradient, key_valid, options_, query_gradient,
-                                          key_gradient, value_gradient);
+                                          key_gradient, value_gradient, share);
     });
+    for (const Matrix<Scalar>& share : frequency_shares) *frequency_gradient += share;
   }
 
   FeatureMap map_;

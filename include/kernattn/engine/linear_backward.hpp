@@ -178,22 +178,39 @@ void add_adjoint_state_to_keys(const AdjointState<T>& adjoint, const Matrix<T>& 
 /// Carries the adjoints of a block of keys to dK: \f$\partial\ell/\partial\ell_j =
 /// \tilde\varphi_j\cdot\partial\ell/\partial\tilde\varphi_j + (Z\ \text{terms})\f$ is the
 /// log-scale adjoint of the feature map and the factor of \f$\nabla\log\mu(k_j)\f$. Keys that
-/// `key_valid` rejects get zero rows in dK and dV.
+/// `key_valid` rejects get zero rows in dK and dV. With `d_frequencies`, the keys' share of the
+/// frequencies' gradient is added to it, the rejected keys (which may hold anything) left out.
 template <features::DifferentiableFeatureMap Map, magnitude::DifferentiableMagnitude Magnitude,
           class Keys, class KeyValid, class KeyGradient, class ValueGradient>
 void finish_key_gradients(const Map& map, const Magnitude& magnitude, const Keys& keys,
                           Index first_key, const KeyValid& key_valid,
                           const Matrix<typename Map::Scalar>& key_features,
                           KeyAdjoints<typename Map::Scalar>& adjoints, KeyGradient&& key_gradient,
-                          ValueGradient&& value_gradient) {
+                          ValueGradient&& value_gradient,
+                          Matrix<typename Map::Scalar>* d_frequencies = nullptr) {
   using T = typename Map::Scalar;
   const Index count = keys.rows();
   Vector<T> products = Vector<T>::Zero(count);  // phi~_j . d phi~_j, column by column
   for (Index c = 0; c < key_features.cols(); ++c)
     products += key_features.col(c).cwiseProduct(adjoints.features.col(c));
-  const Eigen::VectorXd log_scale_adjoints =
-      adjoints.scale_terms + products.template cast<double>();
-  map.feature_gradient(keys, key_features, adjoints.features, log_scale_adjoints, adjoints.inputs);
+  Eigen::VectorXd log_scale_adjoints = adjoints.scale_terms + products.template cast<double>();
+  bool all_valid = true;
+  for (Index j = 0; j < count; ++j) all_valid = all_valid && key_valid(first_key + j);
+  if (d_frequencies == nullptr || all_valid) {
+    features::feature_gradient_of(map, keys, key_features, adjoints.features, log_scale_adjoints,
+                                  adjoints.inputs, d_frequencies);
+  } else {
+    // The rejected keys' rows zeroed, so that nothing they hold reaches the frequencies.
+    Matrix<T> valid_keys = keys;
+    for (Index j = 0; j < count; ++j)
+      if (!key_valid(first_key + j)) {
+        valid_keys.row(j).setZero();
+        adjoints.features.row(j).setZero();
+        log_scale_adjoints(j) = 0.0;
+      }
+    features::feature_gradient_of(map, valid_keys, key_features, adjoints.features,
+                                  log_scale_adjoints, adjoints.inputs, d_frequencies);
+  }
   for (Index j = 0; j < count; ++j) {
     if (!key_valid(first_key + j)) {
       adjoints.inputs.row(j).setZero();
@@ -215,7 +232,8 @@ void state_key_gradients(const Map& map, const Magnitude& magnitude, const Keys&
                          Index tile, const AdjointState<typename Map::Scalar>& adjoint,
                          LinearScratch<typename Map::Scalar>& scratch,
                          KeyAdjoints<typename Map::Scalar>& adjoints, KeyGradient& key_gradient,
-                         ValueGradient& value_gradient) {
+                         ValueGradient& value_gradient,
+                         Matrix<typename Map::Scalar>* d_frequencies = nullptr) {
   for (Index first = begin; first < end; first += tile) {
     const Index count = std::min(tile, end - first);
     key_tile_features(map, magnitude, keys.middleRows(first, count), first, key_valid, scratch);
@@ -227,7 +245,7 @@ void state_key_gradients(const Map& map, const Magnitude& magnitude, const Keys&
                               values.middleRows(first, count), adjoints, value_rows);
     finish_key_gradients(map, magnitude, keys.middleRows(first, count), first, key_valid,
                          scratch.features, adjoints, key_gradient.middleRows(first, count),
-                         value_rows);
+                         value_rows, d_frequencies);
   }
 }
 
@@ -264,7 +282,8 @@ void attend_backward_noncausal(const Map& map, const Magnitude& magnitude, const
                                const Keys& keys, const Values& values, const Out& out,
                                const OutGradient& out_gradient, const KeyValid& key_valid,
                                const LinearOptions& options, QueryGradient&& query_gradient,
-                               KeyGradient&& key_gradient, ValueGradient&& value_gradient) {
+                               KeyGradient&& key_gradient, ValueGradient&& value_gradient,
+                               Matrix<typename Map::Scalar>* d_frequencies = nullptr) {
   using T = typename Map::Scalar;
   const Index nq = queries.rows();
   const Index nk = keys.rows();
@@ -289,14 +308,14 @@ void attend_backward_noncausal(const Map& map, const Magnitude& magnitude, const
         Eigen::VectorXd::Constant(rows, state.scale_sum), options.denominator_floor);
     feature_adjoints.noalias() = rows_adjoints.outputs * state.weighted_values.transpose();
     feature_adjoints.noalias() += rows_adjoints.denominators * state.feature_sum.transpose();
-    map.feature_gradient(tile, query_features, feature_adjoints, Eigen::VectorXd::Zero(rows),
-                         work.inputs);
+    features::feature_gradient_of(map, tile, query_features, feature_adjoints,
+                                  Eigen::VectorXd::Zero(rows), work.inputs, d_frequencies);
     query_gradient.middleRows(first, rows) = work.inputs;
     adjoint.add(query_features, rows_adjoints,
                 Eigen::VectorXd::Constant(rows, state.log_reference));
   }
   state_key_gradients(map, magnitude, keys, values, 0, nk, key_valid, options.key_tile, adjoint,
-                      scratch, work.keys, key_gradient, value_gradient);
+                      scratch, work.keys, key_gradient, value_gradient, d_frequencies);
 }
 
 /// The backward pass of one causal sequence and head: the forward's chunks (`causal_chunks`) with
@@ -313,7 +332,8 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
                             const OutGradient& out_gradient, const VisibleCount& visible_count,
                             const KeyValid& key_valid, const LinearOptions& options,
                             QueryGradient&& query_gradient, KeyGradient&& key_gradient,
-                            ValueGradient&& value_gradient) {
+                            ValueGradient&& value_gradient,
+                            Matrix<typename Map::Scalar>* d_frequencies = nullptr) {
   using T = typename Map::Scalar;
   const Index dv = values.cols();
   const Index features = map.feature_dimension();
@@ -384,8 +404,9 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
       key_adjoints.features.noalias() += pair_adjoints.transpose() * chunk.query_features;
       chunk_value_gradient.noalias() = chunk.weights.transpose() * rows_adjoints.outputs;
     }
-    map.feature_gradient(queries.middleRows(range.first_query, rows), chunk.query_features,
-                         feature_adjoints, Eigen::VectorXd::Zero(rows), work.inputs);
+    features::feature_gradient_of(map, queries.middleRows(range.first_query, rows),
+                                  chunk.query_features, feature_adjoints,
+                                  Eigen::VectorXd::Zero(rows), work.inputs, d_frequencies);
     query_gradient.middleRows(range.first_query, rows) = work.inputs;
 
     // The chunk's keys: the later chunks' share, then dK.
@@ -395,12 +416,12 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
       finish_key_gradients(map, magnitude, keys.middleRows(range.key_begin, chunk_keys),
                            range.key_begin, key_valid, scratch.features, key_adjoints,
                            key_gradient.middleRows(range.key_begin, chunk_keys),
-                           chunk_value_gradient);
+                           chunk_value_gradient, d_frequencies);
     }
     adjoint.add(chunk.query_features, rows_adjoints, chunk.references);
     state_key_gradients(map, magnitude, keys, values, range.consumed, range.key_begin, key_valid,
                         options.key_tile, adjoint, scratch, key_adjoints, key_gradient,
-                        value_gradient);
+                        value_gradient, d_frequencies);
   }
 }
 

@@ -66,6 +66,33 @@ concept DifferentiableFeatureMap = FeatureMap<F> &&
   map.feature_gradient(x, features, d_features, d_log_scales, dx);
 };
 
+/// A differentiable map whose frequencies can be trained (docs/gradients.md, "Feature maps"):
+/// `frequencies()` (one frequency per row), `with_frequencies(frequencies)` (the same map with
+/// others) and `feature_gradient(x, features, d_features, d_log_scales, dx, &d_frequencies)`,
+/// which also adds \f$\partial\ell/\partial\Omega\f$ (the shape of `frequencies()`) to
+/// `d_frequencies`.
+template <class F>
+concept FrequencyFeatureMap = DifferentiableFeatureMap<F> &&
+    requires(const F map, const Matrix<typename F::Scalar>& x, const Eigen::VectorXd& d_log_scales,
+             Matrix<typename F::Scalar>& dx, Matrix<typename F::Scalar>* d_frequencies) {
+  { map.frequencies() } -> std::convertible_to<Matrix<typename F::Scalar>>;
+  { map.with_frequencies(x) } -> std::convertible_to<F>;
+  map.feature_gradient(x, x, x, d_log_scales, dx, d_frequencies);
+};
+
+/// `map.feature_gradient(x, features, d_features, d_log_scales, dx)`, adding the frequencies'
+/// gradient to `*d_frequencies` when it is not null (a `FrequencyFeatureMap`; null otherwise).
+template <DifferentiableFeatureMap Map, class X>
+void feature_gradient_of(const Map& map, const X& x, const Matrix<typename Map::Scalar>& features,
+                         const Matrix<typename Map::Scalar>& d_features,
+                         const Eigen::VectorXd& d_log_scales, Matrix<typename Map::Scalar>& dx,
+                         Matrix<typename Map::Scalar>* d_frequencies) {
+  if constexpr (FrequencyFeatureMap<Map>)
+    map.feature_gradient(x, features, d_features, d_log_scales, dx, d_frequencies);
+  else
+    map.feature_gradient(x, features, d_features, d_log_scales, dx);
+}
+
 namespace detail {
 
 /// Requires a frequency matrix with at least one row and column and finite entries.

@@ -51,19 +51,27 @@ class Fourier {
     return out;
   }
 
+  /// The same map with other frequencies (\f$M \times d\f$, checked as the constructor does).
+  [[nodiscard]] Fourier with_frequencies(Matrix<T> frequencies) const {
+    return Fourier(std::move(frequencies));
+  }
+
   /// \f$dx_j = \sum_m (\tilde\varphi^{\cos}_{jm}\, d\tilde\varphi^{\sin}_{jm} -
   /// \tilde\varphi^{\sin}_{jm}\, d\tilde\varphi^{\cos}_{jm})\,\omega_m\f$: the derivative of
   /// \f$M^{-1/2}\cos(\omega_m\cdot x)\f$ is \f$-M^{-1/2}\sin(\omega_m\cdot x)\,\omega_m\f$ (no
-  /// log-scale).
+  /// log-scale). With `d_frequencies` (\f$M \times d\f$, the shape of `frequencies()`), also
+  /// adds \f$\partial\ell/\partial\omega_m = \sum_j (\text{the same factor})_{jm}\,x_j\f$ to it.
   template <class X>
   void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<T>& features,
-                        const Matrix<T>& d_features, const Eigen::VectorXd&, Matrix<T>& dx) const {
+                        const Matrix<T>& d_features, const Eigen::VectorXd&, Matrix<T>& dx,
+                        Matrix<T>* d_frequencies = nullptr) const {
     detail::require_input_columns(x, input_dimension(), "Fourier");
     const Index M = frequencies_t_.cols();
     thread_local Matrix<T> phase_gradient;  // kept: a fresh tile would cost page faults
     phase_gradient = d_features.rightCols(M).cwiseProduct(features.leftCols(M)) -
                      d_features.leftCols(M).cwiseProduct(features.rightCols(M));
     dx.noalias() = phase_gradient * frequencies_t_.transpose();
+    if (d_frequencies != nullptr) d_frequencies->noalias() += phase_gradient.transpose() * x;
   }
 
  private:

@@ -82,6 +82,12 @@ class Positive {
   [[nodiscard]] Index feature_dimension() const { return frequencies_t_.cols(); }
   [[nodiscard]] T input_scale() const { return input_scale_; }
   [[nodiscard]] double epsilon() const { return epsilon_; }
+  /// \f$\Omega\f$, \f$M \times d\f$.
+  [[nodiscard]] Matrix<T> frequencies() const { return frequencies_t_.transpose(); }
+  /// The same map (input scale, \f$\varepsilon\f$) with other frequencies (\f$M \times d\f$).
+  [[nodiscard]] Positive with_frequencies(Matrix<T> frequencies) const {
+    return Positive(std::move(frequencies), input_scale_, epsilon_);
+  }
 
   /// \f$M^{-1/2}\exp(\Omega\tilde x_j - c_j)\f$, adding \f$c_j - \lVert\tilde x_j\rVert^2/2\f$
   /// to `log_scales(j)`; with \f$\varepsilon > 0\f$ the form above.
@@ -105,10 +111,15 @@ class Positive {
   ///     d\tilde\varphi_m E_m\big)\lambda\omega_{m^*} - t'\big(\textstyle\sum_m
   ///     d\tilde\varphi_m E_m\big)\,u + (1 - t')\big(F \textstyle\sum_m d\tilde\varphi_m -
   ///     ds\big)\,u. \f]
+  ///
+  /// The frequencies enter only through the phases \f$\lambda\,\omega_m\cdot x\f$, so with
+  /// `d_frequencies` (\f$M \times d\f$, the shape of `frequencies()`) it also adds
+  /// \f$\partial\ell/\partial\Omega = \lambda\,A^\top X\f$ to it, A the phases' adjoint (the
+  /// matrix that multiplies \f$\lambda\Omega\f$ in dx).
   template <class X>
   void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<T>& features,
                         const Matrix<T>& d_features, const Eigen::VectorXd& d_log_scales,
-                        Matrix<T>& dx) const {
+                        Matrix<T>& dx, Matrix<T>* d_frequencies = nullptr) const {
     detail::require_input_columns(x, input_dimension(), "Positive");
     const Index rows = x.rows();
     const Index M = frequencies_t_.cols();
@@ -156,6 +167,8 @@ class Positive {
     }
     dx.noalias() = (lambda * scaled_gradient) * frequencies_t_.transpose();
     dx.noalias() += (lambda * lambda * norm_weights).asDiagonal() * x;
+    if (d_frequencies != nullptr)
+      d_frequencies->noalias() += lambda * (scaled_gradient.transpose() * x);
   }
 
  private:

@@ -52,6 +52,7 @@ class Yaglom {
             largest, " is beyond the largest ", ScalarTraits<T>::name, " ", limit,
             "; for these frequencies c must be <= ", limit / largest);
     const Index M = first.rows();
+    frequency_scale_ = frequency_scale;
     scaled_t_.resize(first.cols(), 2 * M);
     scaled_t_.leftCols(M) = frequency_scale * first.transpose();
     scaled_t_.rightCols(M) = frequency_scale * second.transpose();
@@ -88,12 +89,30 @@ class Yaglom {
     return out;
   }
 
+  [[nodiscard]] T frequency_scale() const { return frequency_scale_; }
+  /// \f$[\Omega_1; \Omega_2]\f$, \f$2M \times d\f$ (the scale c left out).
+  [[nodiscard]] Matrix<T> frequencies() const {
+    return (scaled_t_.transpose() / frequency_scale_).eval();
+  }
+  /// The same map with other frequencies \f$[\Omega_1; \Omega_2]\f$ (\f$2M \times d\f$) and the
+  /// same scale c.
+  [[nodiscard]] Yaglom with_frequencies(const Matrix<T>& frequencies) const {
+    require(frequencies.rows() % 2 == 0, "Yaglom::with_frequencies: the frequencies stack two ",
+            "sets of M rows, but there are ", frequencies.rows(), " rows");
+    const Index M = frequencies.rows() / 2;
+    return Yaglom(frequencies.topRows(M), frequencies.bottomRows(M), frequency_scale_);
+  }
+
   /// With the phases \f$a = c\,\Omega_1 x\f$, \f$b = c\,\Omega_2 x\f$ (recomputed) and
   /// \f$f = 1/(2\sqrt M)\f$: \f$dx_j = \sum_m f(\cos a_m\, d\tilde\varphi^{\sin}_m - \sin a_m\,
   /// d\tilde\varphi^{\cos}_m)\,c\,\omega_{1,m} + (\text{the same in } b)\,c\,\omega_{2,m}\f$.
+  /// With `d_frequencies` (\f$2M \times d\f$, the shape of `frequencies()`), also adds
+  /// \f$\partial\ell/\partial\omega_{a,m} = c\sum_j (\text{the factor of } \omega_{a,m})_j\,
+  /// x_j\f$ to it.
   template <class X>
   void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<T>&,
-                        const Matrix<T>& d_features, const Eigen::VectorXd&, Matrix<T>& dx) const {
+                        const Matrix<T>& d_features, const Eigen::VectorXd&, Matrix<T>& dx,
+                        Matrix<T>* d_frequencies = nullptr) const {
     detail::require_input_columns(x, input_dimension(), "Yaglom");
     const Index M = scaled_t_.cols() / 2;
     const T factor = T(1) / (T(2) * std::sqrt(T(M)));
@@ -106,6 +125,8 @@ class Yaglom {
       phase = factor * (phase.cos() * d_sin - phase.sin() * d_cos);
     }
     dx.noalias() = phase_gradient * scaled_t_.transpose();
+    if (d_frequencies != nullptr)
+      d_frequencies->noalias() += frequency_scale_ * (phase_gradient.transpose() * x);
   }
 
  private:
@@ -126,6 +147,7 @@ class Yaglom {
   }
 
   Matrix<T> scaled_t_;  ///< \f$[c\,\Omega_1^T,\ c\,\Omega_2^T]\f$, d x 2M.
+  T frequency_scale_ = T(1);
 };
 
 }  // namespace kernattn::features
