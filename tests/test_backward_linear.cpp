@@ -381,3 +381,39 @@ TEST_CASE("LinearAttention::backward: the frequencies' gradient matches central 
           9, 9, BatchLayout{}, 64, 7);
   }
 }
+
+TEST_CASE("LinearAttention: the gradient reaches an implicit sampler's generator network",
+          "[backward][linear][parameters]") {
+  // Fourier features of an implicit sampler, omega = g(epsilon): d(loss)/d(theta) of the
+  // generator's weights and biases, through the frequencies' gradient, against central
+  // differences of the whole forward with the noise (the stream) held fixed.
+  namespace spectral = kernattn::spectral;
+  using Generator = spectral::MlpGenerator<double>;
+  using Sampler = spectral::Implicit<Generator>;
+  const auto layer = [](Index in, Index out, std::uint32_t seed) {
+    return Generator::Layer{0.6 * ref::normal(in, out, seed), 0.3 * ref::normal(out, 1, seed + 1)};
+  };
+  const Sampler sampler(Generator({layer(3, 6, 91), layer(6, d, 93)}));
+  const kernattn::random::RandomStream stream{19, 2};
+  constexpr Index M = 12;
+  const auto attention_of = [&](const Sampler& s) {
+    return LinearAttention(kernattn::features::Fourier<double>::draw(s, M, d, stream),
+                           magnitude::Lp<double>(3.0), mask::Causal{});
+  };
+  const ref::Problem p = ref::random_problem<double>(7, 7, d, dv, 95);
+  const MatrixXd dOut = ref::normal(7, dv, 96);
+  const auto attention = attention_of(sampler);
+  const MatrixXd out = attention(p.Q, p.K, p.V);
+  MatrixXd dQ(7, d), dK(7, d), dV(7, dv), d_frequencies;
+  attention.backward(p.Q, p.K, p.V, out, dOut, dQ, dK, dV, d_frequencies);
+  const Eigen::VectorXd gradient =
+      spectral::frequency_parameter_gradient(sampler, d, stream, d_frequencies);
+  const Eigen::VectorXd theta = sampler.parameters();
+  REQUIRE(gradient.size() == theta.size());
+  const MatrixXd differences = finite_differences(theta, [&](const MatrixXd& values) {
+    return attention_of(sampler.with_parameters(values))(p.Q, p.K, p.V).cwiseProduct(dOut).sum();
+  });
+  const double scale = differences.cwiseAbs().maxCoeff();
+  CHECK(scale > 1e-3);
+  CHECK((gradient - differences).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+}

@@ -6,7 +6,9 @@
 /// \f$\kappa(r) = E_\varepsilon[\cos(g(\varepsilon)\cdot r)]\f$, has no closed form.
 
 #include <concepts>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "kernattn/spectral/gaussian.hpp"
 #include "kernattn/spectral/sampler.hpp"
@@ -35,6 +37,20 @@ concept FrequencyGenerator = Real<typename G::Scalar> &&
   { generator.input_dimension() } -> std::convertible_to<Index>;
   { generator.output_dimension() } -> std::convertible_to<Index>;
   { generator(noise) } -> std::convertible_to<Matrix<typename G::Scalar>>;
+};
+
+/// A generator whose weights can be trained (docs/gradients.md, "Spectral samplers"):
+/// `parameter_names()`, `parameters()`, `with_parameters(values)` and
+/// `parameter_gradient(noise, dOmega, &d_noise)`, the gradient of its parameters (in double) and,
+/// when `d_noise` is not null, of the noise.
+template <class G>
+concept DifferentiableGenerator = FrequencyGenerator<G> &&
+    requires(const G generator, const Eigen::VectorXd values,
+             const Matrix<typename G::Scalar>& noise, Matrix<typename G::Scalar>* d_noise) {
+  { generator.parameter_names() } -> std::convertible_to<std::vector<std::string>>;
+  { generator.parameters() } -> std::convertible_to<Eigen::VectorXd>;
+  { generator.with_parameters(values) } -> std::convertible_to<G>;
+  { generator.parameter_gradient(noise, noise, d_noise) } -> std::convertible_to<Eigen::VectorXd>;
 };
 
 /// The implicit sampler \f$\omega = g(\varepsilon)\f$, \f$\varepsilon\f$ drawn from `Base` in
@@ -84,6 +100,69 @@ class Implicit {
     require_finite_frequencies(frequencies, "Implicit",
                                "the generator's output overflowed (or its noise was not finite)");
     return frequencies;
+  }
+
+  /// The trainable parameters (`DifferentiableSampler`, with a `DifferentiableGenerator`): the
+  /// generator's blocks ("generator.<name>"), then the base's when it has any ("base.<name>");
+  /// the noise \f$\varepsilon\f$ stays that of the same uniforms.
+  [[nodiscard]] std::vector<std::string> parameter_names() const requires
+      DifferentiableGenerator<Generator> {
+    std::vector<std::string> names = prefixed("generator", generator_.parameter_names());
+    if constexpr (DifferentiableSampler<Base>)
+      for (std::string& name : prefixed("base", base_.parameter_names()))
+        names.push_back(std::move(name));
+    return names;
+  }
+  [[nodiscard]] std::vector<Index> parameter_sizes() const requires
+      DifferentiableGenerator<Generator> {
+    std::vector<Index> sizes = parameter_sizes_of(generator_);
+    if constexpr (DifferentiableSampler<Base>)
+      for (const Index size : parameter_sizes_of(base_)) sizes.push_back(size);
+    return sizes;
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(Index = 0) const requires
+      DifferentiableGenerator<Generator> {
+    const Eigen::VectorXd own = generator_.parameters();
+    if constexpr (DifferentiableSampler<Base>) {
+      const Eigen::VectorXd theirs = base_.parameters(generator_.input_dimension());
+      Eigen::VectorXd values(own.size() + theirs.size());
+      values << own, theirs;
+      return values;
+    } else {
+      return own;
+    }
+  }
+  [[nodiscard]] Implicit with_parameters(const Eigen::VectorXd& values) const requires
+      DifferentiableGenerator<Generator> {
+    const Index own = generator_.parameters().size();
+    const Index total = parameters().size();
+    require(values.size() == total, "Implicit: with_parameters takes ", total,
+            " values (parameter_names()) but got ", values.size());
+    if constexpr (DifferentiableSampler<Base>)
+      return Implicit(generator_.with_parameters(values.head(own)),
+                      base_.with_parameters(values.tail(total - own)));
+    else
+      return Implicit(generator_.with_parameters(values), base_);
+  }
+  /// The generator's backward pass on the noise of `uniforms`, then the base's on the noise's
+  /// gradient.
+  [[nodiscard]] Eigen::VectorXd parameter_gradient(
+      const Matrix<double>& uniforms, Index d,
+      const Matrix<Scalar>& d_frequencies) const requires DifferentiableGenerator<Generator> {
+    require_frequency_shape(uniforms.rows(), d, "Implicit");
+    const Index d_in = generator_.input_dimension();
+    require_uniforms(uniforms, uniforms_per_frequency(d), "Implicit");
+    const Matrix<Scalar> noise = base_.frequencies_from_uniforms(uniforms, d_in);
+    if constexpr (DifferentiableSampler<Base>) {
+      Matrix<Scalar> d_noise;
+      const Eigen::VectorXd own = generator_.parameter_gradient(noise, d_frequencies, &d_noise);
+      const Eigen::VectorXd theirs = base_.parameter_gradient(uniforms, d_in, d_noise);
+      Eigen::VectorXd gradient(own.size() + theirs.size());
+      gradient << own, theirs;
+      return gradient;
+    } else {
+      return generator_.parameter_gradient(noise, d_frequencies, nullptr);
+    }
   }
 
  private:

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/spectral/sampler.hpp"
@@ -73,6 +75,42 @@ class MirroredGaussian {
     }
     require_finite_frequencies(noise, "MirroredGaussian");
     return noise;
+  }
+
+  /// The trainable parameters (`DifferentiableSampler`): the mean \f$\mu\f$ (d values), then the
+  /// scale \f$\sigma\f$ (d values).
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"mean", "scale"}; }
+  [[nodiscard]] std::vector<Index> parameter_sizes() const { return {dimension(), dimension()}; }
+  /// \f$[\mu; \sigma]\f$, 2d values (d is the mean's size).
+  [[nodiscard]] Eigen::VectorXd parameters(Index = 0) const {
+    Eigen::VectorXd values(2 * dimension());
+    values << mean_.template cast<double>(), scale_.template cast<double>();
+    return values;
+  }
+  [[nodiscard]] MirroredGaussian with_parameters(const Eigen::VectorXd& values) const {
+    require(values.size() == 2 * dimension(), "MirroredGaussian: with_parameters takes ",
+            2 * dimension(), " values (the mean, then the scale) but got ", values.size());
+    return MirroredGaussian(values.head(dimension()).template cast<T>(),
+                            values.tail(dimension()).template cast<T>());
+  }
+  /// \f$\partial\ell/\partial\mu_i = \sum_m s_m\,dz_{mi}\f$ and \f$\partial\ell/\partial\sigma_i =
+  /// \sum_m \Phi^{-1}(u_{mi})\,dz_{mi}\f$.
+  [[nodiscard]] Eigen::VectorXd parameter_gradient(const Matrix<double>& uniforms, Index d,
+                                                   const Matrix<T>& d_noise) const {
+    require_frequency_shape(uniforms.rows(), d, "MirroredGaussian");
+    require_uniforms(uniforms, dimension(), "MirroredGaussian");
+    require(d_noise.rows() == uniforms.rows() && d_noise.cols() == dimension(),
+            "MirroredGaussian: the noise's gradient is ", detail::shape_of(d_noise),
+            " but the noise is ", detail::shape_of(uniforms.rows(), dimension()));
+    const Index positive = (uniforms.rows() + 1) / 2;
+    Eigen::VectorXd gradient = Eigen::VectorXd::Zero(2 * dimension());
+    for (Index i = 0; i < dimension(); ++i)
+      for (Index m = 0; m < uniforms.rows(); ++m) {
+        const double adjoint = double(d_noise(m, i));
+        gradient(i) += m < positive ? adjoint : -adjoint;
+        gradient(dimension() + i) += random::normal_quantile(uniforms(m, i)) * adjoint;
+      }
+    return gradient;
   }
 
  private:

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -91,6 +92,109 @@ class MlpGenerator {
     }
     if (symmetric) x.array() *= noise.array().sign();
     return x;
+  }
+
+  /// The trainable parameters (`DifferentiableGenerator`): per layer l (from 1), its weights
+  /// ("layer<l>.weights", inputs x outputs, column-major) then its bias ("layer<l>.bias").
+  [[nodiscard]] std::vector<std::string> parameter_names() const {
+    std::vector<std::string> names;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      names.push_back("layer" + std::to_string(l + 1) + ".weights");
+      names.push_back("layer" + std::to_string(l + 1) + ".bias");
+    }
+    return names;
+  }
+  /// The sizes of the blocks of `parameter_names()`.
+  [[nodiscard]] std::vector<Index> parameter_sizes() const {
+    std::vector<Index> sizes;
+    for (const Layer& layer : layers_) {
+      sizes.push_back(layer.weights.size());
+      sizes.push_back(layer.bias.size());
+    }
+    return sizes;
+  }
+  /// Every weight and bias, in the order of `parameter_names()`.
+  [[nodiscard]] Eigen::VectorXd parameters() const {
+    Eigen::VectorXd values(parameter_count());
+    Index at = 0;
+    for (const Layer& layer : layers_) {
+      values.segment(at, layer.weights.size()) = layer.weights.reshaped().template cast<double>();
+      at += layer.weights.size();
+      values.segment(at, layer.bias.size()) = layer.bias.template cast<double>();
+      at += layer.bias.size();
+    }
+    return values;
+  }
+  /// The same network (shapes, form, slope) with other weights and biases.
+  [[nodiscard]] MlpGenerator with_parameters(const Eigen::VectorXd& values) const {
+    require(values.size() == parameter_count(), "MlpGenerator: with_parameters takes ",
+            parameter_count(), " values (every weight and bias) but got ", values.size());
+    std::vector<Layer> layers = layers_;
+    Index at = 0;
+    for (Layer& layer : layers) {
+      layer.weights.reshaped() = values.segment(at, layer.weights.size()).template cast<T>();
+      at += layer.weights.size();
+      layer.bias = values.segment(at, layer.bias.size()).template cast<T>();
+      at += layer.bias.size();
+    }
+    return MlpGenerator(std::move(layers), form_, negative_slope_);
+  }
+  [[nodiscard]] Index parameter_count() const {
+    Index count = 0;
+    for (const Layer& layer : layers_) count += layer.weights.size() + layer.bias.size();
+    return count;
+  }
+
+  /// Backpropagation through the network: given the noise and \f$d\omega\f$ (M x outputs),
+  /// \f$\partial\ell/\partial\theta\f$ in the order of `parameters()` (in double), and
+  /// \f$\partial\ell/\partial\varepsilon\f$ into `d_noise` when it is not null. With \f$g\f$ the
+  /// adjoint of a layer's output: \f$dW_l = x_l^\top g\f$, \f$db_l = \sum_m g_m\f$, the input's
+  /// adjoint \f$g W_l^\top\f$, through \f$\sigma'\f$ (1 or the slope; at 0, the slope) of the
+  /// layers before; the sign-symmetric form multiplies by \f$\mathrm{sign}(\varepsilon)\f$ at
+  /// both ends (0 where \f$\varepsilon = 0\f$).
+  [[nodiscard]] Eigen::VectorXd parameter_gradient(const Matrix<T>& noise,
+                                                   const Matrix<T>& d_frequencies,
+                                                   Matrix<T>* d_noise = nullptr) const {
+    require(noise.cols() == input_dimension() && d_frequencies.rows() == noise.rows() &&
+                d_frequencies.cols() == output_dimension(),
+            "MlpGenerator: the noise is ", detail::shape_of(noise), " and dOmega ",
+            detail::shape_of(d_frequencies), " but the network maps ", input_dimension(),
+            " inputs to ", output_dimension(), " outputs per row");
+    const bool symmetric = form_ == MlpForm::sign_symmetric;
+    // The forward pass, keeping each layer's input and pre-activation.
+    std::vector<Matrix<T>> inputs(layers_.size());
+    std::vector<Matrix<T>> preactivations(layers_.size());
+    inputs[0] = symmetric ? Matrix<T>(noise.cwiseAbs()) : noise;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      preactivations[l] = affine(inputs[l], layers_[l]);
+      if (l + 1 < layers_.size())
+        inputs[l + 1] = preactivations[l].unaryExpr(
+            [slope = negative_slope_](T v) { return v > T(0) ? v : slope * v; });
+    }
+    Matrix<T> adjoint = d_frequencies;
+    if (symmetric) adjoint.array() *= noise.array().sign();
+    Eigen::VectorXd gradient(parameter_count());
+    Index end = parameter_count();
+    for (std::size_t l = layers_.size(); l-- > 0;) {
+      const Layer& layer = layers_[l];
+      if (l + 1 < layers_.size())
+        adjoint.array() *=
+            preactivations[l]
+                .unaryExpr([slope = negative_slope_](T v) { return v > T(0) ? T(1) : slope; })
+                .array();
+      end -= layer.bias.size();
+      gradient.segment(end, layer.bias.size()) =
+          adjoint.colwise().sum().transpose().template cast<double>();
+      end -= layer.weights.size();
+      gradient.segment(end, layer.weights.size()) =
+          (inputs[l].transpose() * adjoint).reshaped().template cast<double>();
+      if (l > 0 || d_noise != nullptr) adjoint = (adjoint * layer.weights.transpose()).eval();
+    }
+    if (d_noise != nullptr) {
+      if (symmetric) adjoint.array() *= noise.array().sign();
+      *d_noise = adjoint;
+    }
+    return gradient;
   }
 
  private:

@@ -38,9 +38,12 @@
 #include <cmath>
 #include <concepts>
 #include <limits>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernattn/core/errors.hpp"
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/random/philox.hpp"
@@ -182,6 +185,52 @@ template <SpectralSampler S>
   require_frequency_shape(frequencies, d, "draw_frequencies");
   const Index per_frequency = sampler.uniforms_per_frequency(d);
   return sampler.frequencies_from_uniforms(draw_uniforms(stream, frequencies, per_frequency), d);
+}
+
+/// A sampler whose parameters can be trained through its frequencies (docs/gradients.md,
+/// "Spectral samplers"), the frequencies being \f$\Omega = g(U; \theta)\f$ of fixed uniforms U
+/// (the noise held fixed): `parameter_names()`, `parameters(d)`, `with_parameters(values)`
+/// (include/kernattn/core/parameters.hpp) and `parameter_gradient(U, d, dOmega)`, the vector-
+/// Jacobian product \f$\sum_{m,i} dOmega_{mi}\,\partial\Omega_{mi}/\partial\theta\f$ in double.
+template <class S>
+concept DifferentiableSampler = SpectralSampler<S> &&
+    requires(const S sampler, Index d, const Eigen::VectorXd values, const Matrix<double>& uniforms,
+             const Matrix<typename S::Scalar>& d_frequencies) {
+  { sampler.parameter_names() } -> std::convertible_to<std::vector<std::string>>;
+  { sampler.parameters(d) } -> std::convertible_to<Eigen::VectorXd>;
+  { sampler.with_parameters(values) } -> std::convertible_to<S>;
+  {
+    sampler.parameter_gradient(uniforms, d, d_frequencies)
+    } -> std::convertible_to<Eigen::VectorXd>;
+};
+
+/// The gradient of a sampler's parameters from that of the M frequencies `draw_frequencies(
+/// sampler, M, d, stream)` made (the same uniforms, drawn again).
+template <DifferentiableSampler S>
+[[nodiscard]] Eigen::VectorXd frequency_parameter_gradient(
+    const S& sampler, Index d, random::RandomStream stream,
+    const Matrix<typename S::Scalar>& d_frequencies) {
+  require_frequency_shape(d_frequencies.rows(), d, "frequency_parameter_gradient");
+  require(d_frequencies.cols() == d, "frequency_parameter_gradient: dOmega is ",
+          detail::shape_of(d_frequencies), " but the frequencies have d = ", d, " columns");
+  const Matrix<double> uniforms =
+      draw_uniforms(stream, d_frequencies.rows(), sampler.uniforms_per_frequency(d));
+  return sampler.parameter_gradient(uniforms, d, d_frequencies);
+}
+
+/// \f$\partial\ell/\partial\ell_s\f$ of a scale family \f$\Omega = \Omega_1/\ell_s\f$ (the
+/// frequencies of lengthscale 1 over the lengthscale): \f$-\sum dOmega \circ \Omega/\ell_s\f$.
+template <Real T>
+[[nodiscard]] Eigen::VectorXd lengthscale_gradient(const Matrix<T>& frequencies,
+                                                   const Matrix<T>& d_frequencies,
+                                                   double lengthscale) {
+  require(frequencies.rows() == d_frequencies.rows() && frequencies.cols() == d_frequencies.cols(),
+          "parameter_gradient: dOmega is ", detail::shape_of(d_frequencies),
+          " but the frequencies are ", detail::shape_of(frequencies));
+  const double sum =
+      (frequencies.template cast<double>().array() * d_frequencies.template cast<double>().array())
+          .sum();
+  return Eigen::VectorXd::Constant(1, -sum / lengthscale);
 }
 
 }  // namespace kernattn::spectral

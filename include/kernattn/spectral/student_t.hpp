@@ -66,6 +66,22 @@ class StudentT {
   [[nodiscard]] T degrees_of_freedom() const { return degrees_of_freedom_; }
   [[nodiscard]] T lengthscale(Index d) const { return lengthscale_.resolve(d); }
 
+  /// The trainable parameter (`DifferentiableSampler`): the lengthscale (the degrees of freedom
+  /// stay fixed); the frequencies scale as \f$1/\ell\f$.
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"lengthscale"}; }
+  [[nodiscard]] Eigen::VectorXd parameters(Index d) const {
+    return Eigen::VectorXd::Constant(1, double(lengthscale(d)));
+  }
+  [[nodiscard]] StudentT with_parameters(const Eigen::VectorXd& values) const {
+    require_parameter_count(values, parameter_names(), "StudentT");
+    return StudentT(degrees_of_freedom_, T(values(0)));
+  }
+  [[nodiscard]] Eigen::VectorXd parameter_gradient(const Matrix<double>& uniforms, Index d,
+                                                   const Matrix<T>& d_frequencies) const {
+    return lengthscale_gradient(frequencies_from_uniforms(uniforms, d), d_frequencies,
+                                lengthscale_.template resolve<double>(d));
+  }
+
   [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d + 1; }
 
   [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
