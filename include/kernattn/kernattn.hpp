@@ -52,6 +52,7 @@
 #include "kernattn/mask/pooled.hpp"
 #include "kernattn/mask/seen_keys.hpp"
 #include "kernattn/mask/window.hpp"
+#include "kernattn/optim/adam.hpp"
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/random/philox.hpp"
 #include "kernattn/spectral/cauchy.hpp"
