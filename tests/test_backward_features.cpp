@@ -3,9 +3,12 @@
 // (`IkaEnergy<Yaglom>`), under a Boolean mask with a row that sees nothing and under the causal
 // mask: statistics and gradients against the naive backward of feature_gradient_reference.hpp,
 // bit for bit across thread counts (backward_checks.hpp), against central finite differences in
-// double, and against the linear engine's backward on the same weights.
+// double, and against the linear engine's backward on the same weights; and the gradient of the
+// map's frequencies against central differences.
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "backward_checks.hpp"
 #include "catch.hpp"
@@ -18,6 +21,7 @@ namespace {
 using backward_checks::Mat;
 using feature_gradient_ref::NaiveMap;
 using kernattn::Attention;
+using kernattn::BatchLayout;
 namespace mask = kernattn::mask;
 
 constexpr Index d = 5;
@@ -148,4 +152,78 @@ TEST_CASE("The implicit kernel attention reference mode runs backward (double)",
   backward_checks::check_exact_finite_differences(attention, ref::normal(6, d, 903, 0.0, 0.5),
                                                   ref::normal(8, d, 904, 0.0, 0.5),
                                                   ref::normal(8, 2, 905), ref::normal(6, 2, 906));
+}
+
+TEST_CASE("Exact backward of the feature form: the frequencies' gradient (double)",
+          "[backward][features][parameters]") {
+  using kernattn::kernels::IkaEnergy;
+  using kernattn::kernels::RandomFeature;
+  const auto maps = linear_ref::Maps<double>::make(d, 37);
+  const kernattn::ExecutionOptions small{.threads = 2, .query_tile = 4, .key_tile = 3};
+  const auto check = [&](const auto& attention, BatchLayout layout, Index hidden_from,
+                         std::uint32_t seed) {
+    using AttentionT = std::decay_t<decltype(attention)>;
+    const Index B = layout.sequences, H = layout.heads, n = 8;
+    const Mat<double> Q = ref::normal(B * n, H * d, seed, 0.0, 0.5);
+    Mat<double> K = ref::normal(B * n, H * d, seed + 1, 0.0, 0.5);
+    const Mat<double> V = ref::normal(B * n, H * 3, seed + 2);
+    const Mat<double> W = ref::normal(B * n, H * 3, seed + 3);
+    for (Index b = 0; b < B; ++b)  // hidden keys may hold anything
+      K.middleRows(b * n + hidden_from, n - hidden_from)
+          .setConstant(std::numeric_limits<double>::quiet_NaN());
+    Mat<double> out(Q.rows(), V.cols()), statistics;
+    attention.compute(Q, K, V, out, statistics, layout);
+    Mat<double> dQ(Q.rows(), Q.cols()), dK(K.rows(), K.cols()), dV(V.rows(), V.cols());
+    Mat<double> gradient;
+    attention.backward(Q, K, V, out, statistics, W, dQ, dK, dV, gradient, layout);
+    const auto plain = attention.gradients(Q, K, V, out, statistics, W, layout);
+    CHECK(dK.allFinite());  // the hidden keys' gradients are 0, whatever they hold
+    CHECK(check::identical(plain.dQ, dQ));
+    CHECK(check::identical(plain.dK, dK));
+    const Mat<double> omega = attention.kernel().feature_map().frequencies();
+    REQUIRE(gradient.rows() == omega.rows());
+    REQUIRE(gradient.cols() == omega.cols());
+    Mat<double> differences(omega.rows(), omega.cols());
+    for (Index i = 0; i < omega.size(); ++i) {
+      const auto loss = [&](double delta) {
+        Mat<double> moved = omega;
+        moved(i) += delta;
+        using Kernel = typename AttentionT::Kernel;
+        const AttentionT other(Kernel(attention.kernel().feature_map().with_frequencies(moved)),
+                               attention.magnitude(), attention.mask(), attention.options());
+        return (other(Q, K, V, layout).array() * W.array()).sum();
+      };
+      differences(i) = (loss(1e-6) - loss(-1e-6)) / 2e-6;
+    }
+    const double scale = differences.cwiseAbs().maxCoeff();
+    CHECK(scale > 1e-3);
+    CHECK((gradient - differences).cwiseAbs().maxCoeff() <= 1e-7 * scale);
+    AttentionT one = attention;
+    one.set_threads(1);
+    Mat<double> again;
+    one.backward(Q, K, V, out, statistics, W, dQ, dK, dV, again, layout);
+    CHECK(check::identical(again, gradient));
+  };
+  SECTION("RandomFeature<Fourier> under a Boolean mask with an empty row") {
+    ref::Visibility visible = ref::random_visibility(8, 8, 0.6, 41);
+    visible.row(2).setConstant(false);
+    using Fourier = kernattn::features::Fourier<double>;
+    check(Attention<RandomFeature<Fourier>, kernattn::magnitude::None, mask::Boolean>(
+              RandomFeature<Fourier>(maps.fourier), {}, mask::Boolean(visible), small),
+          BatchLayout{}, 8, 42);
+  }
+  SECTION("RandomFeature<Positive> x Lp(3), causal: through the keys' log-scales too") {
+    using Positive = kernattn::features::Positive<double>;
+    check(Attention<RandomFeature<Positive>, kernattn::magnitude::Lp<double>, mask::Causal>(
+              RandomFeature<Positive>(maps.positive), kernattn::magnitude::Lp<double>(3.0), {},
+              small),
+          BatchLayout{}, 8, 43);
+  }
+  SECTION("IkaEnergy<Yaglom> x L1, padding, two sequences and two heads") {
+    using Yaglom = kernattn::features::Yaglom<double>;
+    check(Attention<IkaEnergy<Yaglom>, kernattn::magnitude::L1<double>, mask::KeyPadding>(
+              IkaEnergy<Yaglom>(maps.yaglom), kernattn::magnitude::L1<double>(),
+              mask::KeyPadding::from_lengths({6, 6}), small),
+          BatchLayout{2, 2}, 6, 44);
+  }
 }

@@ -201,6 +201,8 @@ TEMPLATE_TEST_CASE(
         CHECK(check::identical(dirty.dQ, clean.dQ));
         CHECK(check::identical(dirty.dK.topRows(length), clean.dK.topRows(length)));
         CHECK(check::identical(dirty.dV.topRows(length), clean.dV.topRows(length)));
+        CHECK(dirty.dK.bottomRows(n - length).isZero(0));
+        CHECK(dirty.dV.bottomRows(n - length).isZero(0));
       }
     });
   }

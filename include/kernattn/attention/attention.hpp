@@ -17,6 +17,7 @@
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/parameter_gradients.hpp"
+#include "kernattn/features/feature_map.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/magnitude/none.hpp"
@@ -211,6 +212,44 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     };
     detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
                                     output_gradient);
+  }
+
+  /// `backward`, and also \f$\partial\ell/\partial\Omega\f$ of a feature kernel's frequencies
+  /// (docs/gradients.md, "Feature maps") into `frequency_gradient`, resized to the shape of
+  /// `kernel().feature_map().frequencies()`: through the scores and, for a map with log-scales,
+  /// the keys' log-scales; the shares of the sequences and heads summed in order (bit-identical
+  /// for every thread count). What a mask hides is left out.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
+                GK&& dK, GV&& dV, Matrix<Scalar>& frequency_gradient,
+                BatchLayout layout = {}) const requires kernels::FeatureMapKernel<Kernel> &&
+      features::FrequencyFeatureMap<typename Kernel::FeatureMap> {
+    static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
+                  "Attention::backward: the magnitude has no log_magnitude_gradient");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    Matrix<Scalar> gradient;
+    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+      detail::ParameterPartials<Scalar> partials;
+      partials.frequencies = true;
+      const auto call =
+          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
+                                query_gradient, key_gradient, value_gradient, layout);
+      detail::attend_exact_backward(kernel_, magnitude_, mask_, options_, call, &partials);
+      gradient = detail::exact_frequency_gradient(kernel_, call, partials);
+    };
+    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
+                                    output_gradient);
+    frequency_gradient = std::move(gradient);
   }
 
   /// `backward` into new matrices.

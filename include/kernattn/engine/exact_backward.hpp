@@ -20,6 +20,7 @@
 #include "kernattn/engine/score_gradients.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
+#include "kernattn/features/feature_map.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 #include "kernattn/mask/mask.hpp"
@@ -151,6 +152,10 @@ template <Real T>
 struct ParameterPartials {
   std::vector<Vector<T>> key_bias_gradients;
   std::vector<Eigen::VectorXd> score_sums;
+  /// A feature kernel whose map has trainable frequencies, when asked for: each task's share of
+  /// their gradient through the scores (the key log-scales' share is added after).
+  std::vector<Matrix<T>> frequency_gradients;
+  bool frequencies = false;
 };
 
 /// A copy of `m` with its non-finite entries replaced by 0.
@@ -231,6 +236,7 @@ template <Real T>
 struct ParameterTile {
   Vector<T>* key_bias_gradients = nullptr;
   Eigen::VectorXd* score_sums = nullptr;
+  Matrix<T>* frequency_gradients = nullptr;
 };
 
 /// The contributions of one key tile (keys [first_key, first_key + keys.rows()) of a sequence
@@ -309,8 +315,12 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         if (parameters.score_sums != nullptr)
           Gradients::add_parameter_sums(kernel, d, tiles.scoring, gradient, *parameters.score_sums);
       dv.noalias() += weights.transpose() * dout;
-      Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
-                               dk);
+      if constexpr (kernels::FeatureMapKernel<Kernel>)
+        Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
+                                 dk, parameters.frequency_gradients);
+      else
+        Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
+                                 dk);
     };
     if (!sanitise) {
       attend(query_rows, keys, values, out_gradient_rows, terms, first_key);
@@ -339,12 +349,17 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         dv.row(j).setConstant(nan);
         bias_sums(j) = nan;
         if (parameters.score_sums != nullptr) parameters.score_sums->setConstant(double(nan));
+        if (parameters.frequency_gradients != nullptr)
+          parameters.frequency_gradients->setConstant(nan);
       }
   }
   if (parameters.key_bias_gradients != nullptr)
     parameters.key_bias_gradients->segment(first_key, key_count) = bias_sums.matrix();
+  // Only the keys whose bias moves the loss: a key that no row sees (padding, which may hold
+  // anything) keeps a zero gradient.
   if constexpr (has_key_bias<Kernel, Magnitude>())
-    dk += bias_sums.matrix().asDiagonal() * head.bias_gradients.middleRows(first_key, key_count);
+    for (Index j = 0; j < key_count; ++j)
+      if (bias_sums(j) != T(0)) dk.row(j) += bias_sums(j) * head.bias_gradients.row(first_key + j);
   key_gradients = dk;
   value_gradients = dv;
 }
@@ -411,6 +426,8 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
   if (parameters != nullptr) {
     parameters->key_bias_gradients.assign(std::size_t(pairs), Vector<T>::Zero(keys));
     parameters->score_sums.assign(std::size_t(pairs * stripes), Eigen::VectorXd());
+    if (parameters->frequencies)
+      parameters->frequency_gradients.assign(std::size_t(pairs * stripes), Matrix<T>());
   }
   parallel_for(pairs * stripes, threads, [&](Index task) {
     const Index pair = task / stripes;
@@ -426,6 +443,13 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
         sums.setZero(Index(kernel.parameter_names().size()));
         parameter_tile.score_sums = &sums;
       }
+      if constexpr (kernels::FeatureMapKernel<Kernel>)
+        if constexpr (features::FrequencyFeatureMap<typename Kernel::FeatureMap>)
+          if (parameters->frequencies) {
+            Matrix<T>& share = parameters->frequency_gradients[std::size_t(task)];
+            share.setZero(kernel.feature_map().frequencies().rows(), d);
+            parameter_tile.frequency_gradients = &share;
+          }
     }
     const auto run_stripe = [&](auto&& dq) {
       for (Index tile = stripe * tiles / stripes; tile < (stripe + 1) * tiles / stripes; ++tile) {

@@ -10,6 +10,7 @@
 #include "kernattn/core/parameters.hpp"
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/exact_backward.hpp"
+#include "kernattn/features/feature_map.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
@@ -93,6 +94,50 @@ template <kernels::ParametricKernel Kernel, magnitude::ParametricMagnitude Magni
   if constexpr (kernels::DistanceKernel<Kernel>)
     for (const Eigen::VectorXd& sums : partials.score_sums)
       if (sums.size() != 0) gradient.head(kernel_count) += sums;
+  return gradient;
+}
+
+/// \f$\partial\ell/\partial\Omega\f$ of a feature kernel's map (a `features::FrequencyFeatureMap`)
+/// for `call`: the tasks' shares through the scores, in task order, then, for a map with
+/// log-scales, each key's share through its log-scale \f$s_j\f$, which joins the key's bias:
+/// the map's product with \f$\partial\ell/\partial s_j = \partial\ell/\partial b_j\f$, sequence
+/// and head after sequence and head. Keys with \f$\partial\ell/\partial b_j = 0\f$ are left out.
+template <kernels::FeatureMapKernel Kernel, class Call>
+[[nodiscard]] Matrix<typename Kernel::Scalar> exact_frequency_gradient(
+    const Kernel& kernel, const Call& call,
+    const ParameterPartials<typename Kernel::Scalar>& partials) {
+  using T = typename Kernel::Scalar;
+  const auto& map = kernel.feature_map();
+  const Index d = call.d();
+  Matrix<T> gradient = Matrix<T>::Zero(map.frequencies().rows(), d);
+  for (const Matrix<T>& share : partials.frequency_gradients)
+    if (share.size() != 0) gradient += share;
+  if constexpr (Kernel::has_log_scale) {
+    const Index heads = call.layout.heads;
+    const Index keys = call.keys();
+    for (std::size_t pair = 0; pair < partials.key_bias_gradients.size(); ++pair) {
+      const Vector<T>& bias = partials.key_bias_gradients[pair];
+      const auto key_rows =
+          call.block_of(call.K, Index(pair) / heads, Index(pair) % heads, keys, d);
+      std::vector<Index> moving;
+      for (Index j = 0; j < keys; ++j)
+        if (bias(j) != T(0)) moving.push_back(j);
+      if (moving.empty()) continue;
+      const auto count = Index(moving.size());
+      Matrix<T> rows(count, d);
+      Eigen::VectorXd adjoints(count);
+      for (Index t = 0; t < count; ++t) {
+        rows.row(t) = key_rows.row(moving[std::size_t(t)]);
+        adjoints(t) = double(bias(moving[std::size_t(t)]));
+      }
+      Matrix<T> features;
+      Eigen::VectorXd log_scales = Eigen::VectorXd::Zero(count);
+      map.features(rows, features, log_scales);
+      Matrix<T> unused;
+      map.feature_gradient(rows, features, Matrix<T>::Zero(count, features.cols()), adjoints,
+                           unused, &gradient);
+    }
+  }
   return gradient;
 }
 

@@ -195,20 +195,24 @@ struct ScoreGradients<Kernel> {
     kernel.from_feature_dot(tile.array());
   }
 
+  /// With `d_frequencies`, also adds the map's frequencies' share of both sides to it.
   template <class Queries, class Keys, class G, class DQ, class DK>
   static void add_gradients(const Kernel& kernel, const Queries& queries, const Keys& keys,
-                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk) {
+                            GradientScratch<T>& scratch, G&& gradient, DQ&& dq, DK&& dk,
+                            Matrix<T>* d_frequencies = nullptr) {
     FactorScratch<T>& factor = scratch.factors[0];
     auto weighted = factor.raw.array();
     kernel.derivative_from_feature_dot(weighted);
     weighted *= gradient.array();
     factor.feature_gradient.noalias() = factor.raw * factor.key_features;
     kernel.feature_gradient(queries, factor.prepared, factor.feature_gradient,
-                            Eigen::VectorXd::Zero(queries.rows()), factor.input_gradient);
+                            Eigen::VectorXd::Zero(queries.rows()), factor.input_gradient,
+                            d_frequencies);
     dq += factor.input_gradient;
     factor.feature_gradient.noalias() = factor.raw.transpose() * factor.prepared;
     kernel.feature_gradient(keys, factor.key_features, factor.feature_gradient,
-                            Eigen::VectorXd::Zero(keys.rows()), factor.input_gradient);
+                            Eigen::VectorXd::Zero(keys.rows()), factor.input_gradient,
+                            d_frequencies);
     dk += factor.input_gradient;
   }
 };

@@ -18,6 +18,8 @@ namespace detail {
 template <features::FeatureMap Map>
 class FeatureHolder {
  public:
+  using FeatureMap = Map;
+
   explicit FeatureHolder(Map map) : map_(std::move(map)) {}
 
   [[nodiscard]] const Map& feature_map() const { return map_; }
@@ -28,13 +30,15 @@ class FeatureHolder {
     map_.features(x, out, log_scales);
   }
 
-  /// The map's vector-Jacobian product (`features::DifferentiableFeatureMap`).
+  /// The map's vector-Jacobian product (`features::DifferentiableFeatureMap`), adding the
+  /// frequencies' gradient to `*d_frequencies` when it is not null (`FrequencyFeatureMap`).
   template <class X>
-  void feature_gradient(
-      const Eigen::MatrixBase<X>& x, const Matrix<typename Map::Scalar>& features,
-      const Matrix<typename Map::Scalar>& d_features, const Eigen::VectorXd& d_log_scales,
-      Matrix<typename Map::Scalar>& dx) const requires features::DifferentiableFeatureMap<Map> {
-    map_.feature_gradient(x, features, d_features, d_log_scales, dx);
+  void feature_gradient(const Eigen::MatrixBase<X>& x, const Matrix<typename Map::Scalar>& features,
+                        const Matrix<typename Map::Scalar>& d_features,
+                        const Eigen::VectorXd& d_log_scales, Matrix<typename Map::Scalar>& dx,
+                        Matrix<typename Map::Scalar>* d_frequencies =
+                            nullptr) const requires features::DifferentiableFeatureMap<Map> {
+    features::feature_gradient_of(map_, x, features, d_features, d_log_scales, dx, d_frequencies);
   }
 
   /// \f$\nabla s(k)\f$ of the key's log-scale, the key term the engine adds to its log-weight.
