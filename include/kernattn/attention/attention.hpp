@@ -225,8 +225,7 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                 const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
                 const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
                 GK&& dK, GV&& dV, Matrix<Scalar>& frequency_gradient,
-                BatchLayout layout = {}) const requires kernels::FeatureMapKernel<Kernel> &&
-      features::FrequencyFeatureMap<typename Kernel::FeatureMap> {
+                BatchLayout layout = {}) const requires features::FrequencyKernel<Kernel> {
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "Attention::backward: the magnitude has no log_magnitude_gradient");
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,

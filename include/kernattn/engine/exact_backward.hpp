@@ -443,13 +443,12 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
         sums.setZero(Index(kernel.parameter_names().size()));
         parameter_tile.score_sums = &sums;
       }
-      if constexpr (kernels::FeatureMapKernel<Kernel>)
-        if constexpr (features::FrequencyFeatureMap<typename Kernel::FeatureMap>)
-          if (parameters->frequencies) {
-            Matrix<T>& share = parameters->frequency_gradients[std::size_t(task)];
-            share.setZero(kernel.feature_map().frequencies().rows(), d);
-            parameter_tile.frequency_gradients = &share;
-          }
+      if constexpr (features::FrequencyKernel<Kernel>)
+        if (parameters->frequencies) {
+          Matrix<T>& share = parameters->frequency_gradients[std::size_t(task)];
+          share.setZero(kernel.feature_map().frequencies().rows(), d);
+          parameter_tile.frequency_gradients = &share;
+        }
     }
     const auto run_stripe = [&](auto&& dq) {
       for (Index tile = stripe * tiles / stripes; tile < (stripe + 1) * tiles / stripes; ++tile) {

@@ -80,6 +80,15 @@ concept FrequencyFeatureMap = DifferentiableFeatureMap<F> &&
   map.feature_gradient(x, x, x, d_log_scales, dx, d_frequencies);
 };
 
+/// A kernel through a feature map whose frequencies can be trained: its `FeatureMap` (the map of
+/// `kernels::RandomFeature` and `kernels::IkaEnergy`) is a `FrequencyFeatureMap`. False, not an
+/// error, for a kernel without a `FeatureMap`.
+template <class K>
+concept FrequencyKernel = requires {
+  typename K::FeatureMap;
+}
+&&FrequencyFeatureMap<typename K::FeatureMap>;
+
 /// `map.feature_gradient(x, features, d_features, d_log_scales, dx)`, adding the frequencies'
 /// gradient to `*d_frequencies` when it is not null (a `FrequencyFeatureMap`; null otherwise).
 template <DifferentiableFeatureMap Map, class X>
