@@ -137,23 +137,7 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                   "with feature_gradient)");
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "Attention::backward: the magnitude has no log_magnitude_gradient");
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
-    // Views of the inputs (an expression such as `out - target` is evaluated once here).
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
-    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-      detail::attend_exact_backward(
-          kernel_, magnitude_, mask_, options_,
-          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
-                                query_gradient, key_gradient, value_gradient, layout));
-    };
-    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
-                                    output_gradient);
+    run_backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout, nullptr, [](const auto&) {});
   }
 
   /// The trainable parameters (docs/gradients.md, "Parameters"), when the kernel and the
@@ -194,24 +178,12 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                 GK&& dK, GV&& dV, Eigen::VectorXd& parameter_gradient,
                 BatchLayout layout = {}) const requires kernels::ParametricKernel<Kernel> &&
       magnitude::ParametricMagnitude<Magnitude> {
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
-    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-      detail::ParameterPartials<Scalar> partials;
-      const auto call =
-          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
-                                query_gradient, key_gradient, value_gradient, layout);
-      detail::attend_exact_backward(kernel_, magnitude_, mask_, options_, call, &partials);
-      parameter_gradient = detail::exact_parameter_gradient(kernel_, magnitude_, call, partials);
-    };
-    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
-                                    output_gradient);
+    detail::ParameterPartials<Scalar> partials;
+    run_backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout, &partials,
+                 [&](const auto& call) {
+                   parameter_gradient =
+                       detail::exact_parameter_gradient(kernel_, magnitude_, call, partials);
+                 });
   }
 
   /// `backward`, and also \f$\partial\ell/\partial\Omega\f$ of a feature kernel's frequencies
@@ -228,26 +200,13 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
                 BatchLayout layout = {}) const requires features::FrequencyKernel<Kernel> {
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "Attention::backward: the magnitude has no log_magnitude_gradient");
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
+    detail::ParameterPartials<Scalar> partials;
+    partials.frequencies = true;
     Matrix<Scalar> gradient;
-    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-      detail::ParameterPartials<Scalar> partials;
-      partials.frequencies = true;
-      const auto call =
-          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
-                                query_gradient, key_gradient, value_gradient, layout);
-      detail::attend_exact_backward(kernel_, magnitude_, mask_, options_, call, &partials);
-      gradient = detail::exact_frequency_gradient(kernel_, call, partials);
-    };
-    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
-                                    output_gradient);
+    run_backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout, &partials,
+                 [&](const auto& call) {
+                   gradient = detail::exact_frequency_gradient(kernel_, call, partials);
+                 });
     frequency_gradient = std::move(gradient);
   }
 
@@ -273,6 +232,36 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
 
  private:
   friend class detail::AttentionCalls<Attention>;
+
+  /// What every backward call shares: the checks, views of the inputs (an expression such as
+  /// `out - target` is evaluated once), the exact backward into dQ, dK and dV (through
+  /// temporaries where they may overlap an argument) collecting `partials` when not null, then
+  /// `finish(call)` on the call whose gradients are written.
+  template <class DQ, class DK, class DV, class DO, class DG, class GQ, class GK, class GV,
+            class Finish>
+  void run_backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                    const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                    const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ& dQ,
+                    GK& dK, GV& dV, BatchLayout layout, detail::ParameterPartials<Scalar>* partials,
+                    const Finish& finish) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const auto run = [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+      const auto call =
+          detail::backward_call(queries, keys, values, output, statistics, output_gradient,
+                                query_gradient, key_gradient, value_gradient, layout);
+      detail::attend_exact_backward(kernel_, magnitude_, mask_, options_, call, partials);
+      finish(call);
+    };
+    detail::write_gradients<Scalar>(dQ, dK, dV, run, queries, keys, values, output, statistics,
+                                    output_gradient);
+  }
 
   /// Any head dimension d >= 1 works.
   template <class DQ>
