@@ -1,14 +1,21 @@
 // The optimiser (optim/adam.hpp): Adam's update against the recurrence written out in the test,
 // its first step in closed form, gradient clipping and the warm-up cosine schedule by their
 // formulas, a quadratic minimised, and bad input (sizes, non-finite gradients, settings)
-// rejected without changing anything.
+// rejected without changing anything; and a short training run of an implicit sampler's generator
+// through linear attention.
 #include <cmath>
 #include <limits>
 #include <numbers>
 
 #include "catch.hpp"
 #include "invalid_argument.hpp"
+#include "kernattn/attention/linear_attention.hpp"
+#include "kernattn/features/fourier.hpp"
 #include "kernattn/optim/adam.hpp"
+#include "kernattn/spectral/gaussian.hpp"
+#include "kernattn/spectral/implicit.hpp"
+#include "kernattn/spectral/mlp_generator.hpp"
+#include "reference.hpp"
 
 namespace {
 
@@ -103,4 +110,58 @@ TEST_CASE("Adam rejects bad input without changing anything", "[optim][errors]")
   Eigen::VectorXd one = Eigen::VectorXd::Zero(1);
   REQUIRE_INVALID_ARGUMENT(broken.step(one, Eigen::VectorXd::Ones(1)), "the schedule gave");
   CHECK(one(0) == 0.0);
+}
+
+TEMPLATE_TEST_CASE(
+    "Training an implicit sampler's generator through linear attention lowers the "
+    "loss fivefold",
+    "[optim][training]", float, double) {
+  // A student, Fourier features of omega = g(epsilon) (g: 2 -> 16 -> 2, M = 64, the noise fixed),
+  // learns to reproduce a teacher's output: Fourier features of the RBF kernel of lengthscale 0.4
+  // (M = 512). The loss 0.5 |out - target|^2 / N must fall by 5x in 150 Adam steps from the
+  // fixed seeds, in float and in double; every step's gradient is finite.
+  using T = TestType;
+  using Generator = kernattn::spectral::MlpGenerator<T>;
+  using Sampler = kernattn::spectral::Implicit<Generator>;
+  using Features = kernattn::features::Fourier<T>;
+  using MatrixT = kernattn::Matrix<T>;
+  constexpr Index n = 48, d = 2, M = 64;
+  const MatrixT Q = ref::normal(n, d, 301).cast<T>(), K = ref::normal(n, d, 302).cast<T>(),
+                V = ref::normal(n, 1, 303).cast<T>();
+  const kernattn::LinearAttention<Features> teacher(
+      Features::draw(kernattn::spectral::Gaussian<T>(T(0.4)), 512, d, {31, 1}));
+  const MatrixT target = teacher(Q, K, V);
+  const auto layer = [](Index in, Index out, std::uint32_t seed) {
+    return typename Generator::Layer{(0.5 * ref::normal(in, out, seed)).cast<T>(),
+                                     kernattn::Vector<T>::Zero(out)};
+  };
+  const Sampler initial(Generator({layer(d, 16, 304), layer(16, d, 305)}));
+  const kernattn::random::RandomStream noise{31, 2};
+  const auto attention_of = [&](const Eigen::VectorXd& theta) {
+    return kernattn::LinearAttention<Features>(
+        Features::draw(initial.with_parameters(theta), M, d, noise));
+  };
+  const auto loss_of = [&](const MatrixT& out) {
+    return 0.5 * (out - target).template cast<double>().squaredNorm() / double(n);
+  };
+
+  Eigen::VectorXd theta = initial.parameters();
+  kernattn::optim::Adam adam(theta.size(),
+                             {.clip_norm = 10.0, .schedule = WarmupCosine{3e-2, 10, 150, 1e-3}});
+  const double first = loss_of(attention_of(theta)(Q, K, V));
+  for (int step = 0; step < 150; ++step) {
+    const auto attention = attention_of(theta);
+    const MatrixT out = attention(Q, K, V);
+    const MatrixT d_out = (out - target) / T(n);
+    MatrixT dQ(n, d), dK(n, d), dV(n, 1), d_frequencies;
+    attention.backward(Q, K, V, out, d_out, dQ, dK, dV, d_frequencies);
+    const Eigen::VectorXd gradient = kernattn::spectral::frequency_parameter_gradient(
+        initial.with_parameters(theta), d, noise, d_frequencies);
+    REQUIRE(gradient.allFinite());
+    adam.step(theta, gradient);
+  }
+  const double last = loss_of(attention_of(theta)(Q, K, V));
+  INFO("loss " << first << " -> " << last);
+  CHECK(first > 1e-3);
+  CHECK(last < 0.2 * first);  // 9.3x on x86-64 with GCC 12
 }
