@@ -13,6 +13,13 @@
 //                                      recomputes the state, then takes the queries' and the
 //                                      keys' adjoints, each about one forward)
 //   BM_LinearPositiveCausalBackward/N  the same with mask::Causal
+//   BM_ImplicitTrainingStep/N  one training step of the implicit kernel with its noise held
+//                              fixed: the frequencies Omega = g(noise) of an MlpGenerator
+//                              (noise 64 -> 128 -> 64, M = 256), LinearAttention<Fourier>
+//                              forward and backward with dOmega, then the generator's
+//                              backward (`parameter_gradient(noise, dOmega)`); N = 1024
+//   BM_ImplicitGenerator/N     the generator's forward and backward of that step alone: its
+//                              share of the step is the ratio of the two
 //
 // Peak memory: `kernattn_bench --peak-memory-backward` runs the N = 32768 forward with statistics
 // and then the backward once, in a process that has allocated nothing else, and prints the peak
@@ -81,6 +88,49 @@ void register_backward(const char* name, const AttentionT& attention,
   family->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
+/// The implicit sampler of the training-step families: noise 64 -> 128 -> 64, LeakyReLU.
+kernattn::spectral::Implicit<kernattn::spectral::MlpGenerator<float>> implicit_sampler() {
+  using Generator = kernattn::spectral::MlpGenerator<float>;
+  const auto layer = [](Index in, Index out, int seed) {
+    std::srand(unsigned(seed));
+    return Generator::Layer{Mat::Random(in, out) / std::sqrt(float(in)),
+                            kernattn::Vector<float>::Zero(out)};
+  };
+  return kernattn::spectral::Implicit<Generator>(
+      Generator({layer(kHeadDim, 128, 41), layer(128, kHeadDim, 42)}));
+}
+
+/// One training step of the implicit kernel (`whole`), or only its generator's part.
+void implicit_step_benchmark(benchmark::State& state, bool whole) {
+  using Fourier = kernattn::features::Fourier<float>;
+  const Index n = state.range(0);
+  const auto sampler = implicit_sampler();
+  const Mat noise = kernattn::spectral::draw_frequencies(
+      sampler.base(), kFrequencies, kHeadDim, kernattn::random::RandomStream{20240521u, 3});
+  kernattn::LinearOptions one;
+  one.threads = 1;
+  Problem p = make_problem(n);
+  const Mat dOut = make_problem(n).V.reverse();
+  Mat dQ(n, kHeadDim), dK(n, kHeadDim), dV(n, kHeadDim);
+  Mat d_frequencies = Mat::Constant(kFrequencies, kHeadDim, 1e-3f);
+  Eigen::VectorXd d_theta;
+  for (auto _ : state) {
+    Mat frequencies = sampler.generator()(noise);
+    if (whole) {
+      const kernattn::LinearAttention<Fourier> attention(Fourier(std::move(frequencies)), {}, {},
+                                                         one);
+      attention.compute(p.Q, p.K, p.V, p.out);
+      attention.backward(p.Q, p.K, p.V, p.out, dOut, dQ, dK, dV, d_frequencies);
+    }
+    benchmark::DoNotOptimize(frequencies.data());
+    d_theta = sampler.generator().parameter_gradient(noise, d_frequencies);
+    benchmark::DoNotOptimize(d_theta.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["items/s"] =
+      benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 const bool registered = [] {
   namespace kernels = kernattn::kernels;
   namespace magnitude = kernattn::magnitude;
@@ -106,6 +156,13 @@ const bool registered = [] {
       "BM_LinearPositiveCausalBackward",
       kernattn::LinearAttention<Positive, magnitude::None, kernattn::mask::Causal>(positive, {}, {},
                                                                                    one));
+  for (const bool whole : {true, false})
+    benchmark::RegisterBenchmark(
+        whole ? "BM_ImplicitTrainingStep" : "BM_ImplicitGenerator",
+        [whole](benchmark::State& state) { implicit_step_benchmark(state, whole); })
+        ->Arg(1024)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
   return true;
 }();
 

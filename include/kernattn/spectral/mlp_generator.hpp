@@ -3,6 +3,7 @@
 /// A dense network as the generator of an implicit sampler, with the parameter layout of the
 /// official IKA PyTorch code (docs/conventions.md).
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -199,15 +200,19 @@ class MlpGenerator {
 
  private:
   /// \f$y = x W + b\f$ summed in one fixed order (the bias, then input 0, 1, ...) with a
-  /// `std::fma` per step: the same bits on every machine, whatever the vector width.
+  /// `std::fma` per step: the same bits on every machine, whatever the vector width. The inner
+  /// loop runs down a column of x and y (contiguous), so that it vectorises.
   [[nodiscard]] static Matrix<T> affine(const Matrix<T>& x, const Layer& layer) {
     Matrix<T> y(x.rows(), layer.weights.cols());
-    for (Index o = 0; o < y.cols(); ++o)
-      for (Index m = 0; m < y.rows(); ++m) {
-        T sum = layer.bias(o);
-        for (Index i = 0; i < x.cols(); ++i) sum = std::fma(x(m, i), layer.weights(i, o), sum);
-        y(m, o) = sum;
+    for (Index o = 0; o < y.cols(); ++o) {
+      T* const out = y.col(o).data();
+      std::fill(out, out + y.rows(), layer.bias(o));
+      for (Index i = 0; i < x.cols(); ++i) {
+        const T* const in = x.col(i).data();
+        const T weight = layer.weights(i, o);
+        for (Index m = 0; m < y.rows(); ++m) out[m] = std::fma(in[m], weight, out[m]);
       }
+    }
     return y;
   }
   std::vector<Layer> layers_;
