@@ -1,7 +1,7 @@
 // The spectral samplers' parameter gradients (spectral::DifferentiableSampler): the lengthscales
-// of Gaussian, Cauchy, Laplace and Student-t, the MirroredGaussian's mean and scale, and an
-// implicit sampler's generator weights and biases (MlpGenerator, plain and sign-symmetric, over
-// a Gaussian and a MirroredGaussian base) against central differences of the frequencies they
+// of Gaussian, Cauchy, Laplace and Student-t, the Gaussian mixture's means and variances, the
+// MirroredGaussian's mean and scale, and an implicit sampler's generator weights and biases
+// (MlpGenerator, plain and sign-symmetric, over a Gaussian and a MirroredGaussian base) against central differences of the frequencies they
 // draw from the same stream (double, relative error <= 1e-6); float against double; and the
 // parameter vectors' names, sizes and checks.
 #include <cmath>
@@ -61,6 +61,13 @@ TEST_CASE("Sampler parameter gradients match central differences", "[samplers][p
   SECTION("Cauchy") { check_sampler(sp::Cauchy<double>(0.7), d); }
   SECTION("Laplace") { check_sampler(sp::Laplace<double>(2.0), d); }
   SECTION("Student-t") { check_sampler(sp::StudentT<double>(3.0, 1.1), d); }
+  SECTION("GaussianMixture (means and variances)") {
+    Eigen::Vector2d weights(0.3, 0.7);
+    Eigen::Matrix<double, 2, 3> means, variances;
+    means << 1.0, -0.5, 2.0, 0.2, 0.8, -1.5;
+    variances << 0.5, 1.2, 0.3, 2.0, 0.4, 0.9;
+    check_sampler(sp::GaussianMixture<double>(weights, means, variances), d);
+  }
   SECTION("MirroredGaussian") {
     check_sampler(sp::MirroredGaussian<double>(Eigen::Vector3d(0.5, -0.2, 1.0),
                                                Eigen::Vector3d(0.3, 0.8, 0.5)),
@@ -110,6 +117,13 @@ TEST_CASE("Sampler parameter gradients: float agrees with double, names and size
   Eigen::VectorXd negative_scale = twin.parameters();
   negative_scale(negative_scale.size() - 1) = -1.0;
   REQUIRE_INVALID_ARGUMENT(twin.with_parameters(negative_scale), "MirroredGaussian");
+  const sp::GaussianMixture<double> mixture(Eigen::VectorXd::Ones(1), Mat<double>::Zero(1, d),
+                                            Mat<double>::Ones(1, d));
+  CHECK(mixture.parameter_names() == std::vector<std::string>{"means", "variances"});
+  CHECK(mixture.parameter_sizes() == std::vector<Index>{d, d});
+  REQUIRE_INVALID_ARGUMENT(mixture.with_parameters(-Eigen::VectorXd::Ones(2 * d)),
+                           "GaussianMixture: variance (0, 0) must be a finite number > 0");
+  REQUIRE_INVALID_ARGUMENT(mixture.with_parameters(Eigen::VectorXd::Ones(d)), "takes 6 values");
   REQUIRE_INVALID_ARGUMENT(sp::Gaussian<double>(1.0).with_parameters(Eigen::VectorXd::Zero(1)),
                            "Gaussian: lengthscale must be a finite number > 0");
   REQUIRE_INVALID_ARGUMENT(

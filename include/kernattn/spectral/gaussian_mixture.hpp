@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "kernattn/random/distributions.hpp"
 #include "kernattn/spectral/sampler.hpp"
@@ -84,24 +86,66 @@ class GaussianMixture {
     require_frequency_shape(uniforms.rows(), d, "GaussianMixture");
     require_dimension(d);
     require_uniforms(uniforms, d + 1, "GaussianMixture");
-    const double* cumulative_begin = cumulative_weights_.data();
-    const double* cumulative_end = cumulative_begin + cumulative_weights_.size();
     Matrix<T> frequencies(uniforms.rows(), d);
     for (Index m = 0; m < uniforms.rows(); ++m) {
-      const double u = uniforms(m, d);
-      // The first component whose cumulative weight exceeds u (empty sub-intervals of zero
-      // weights are never chosen); u < 1 = the last cumulative weight, so one exists.
-      const Index q = std::min<Index>(
-          Index(std::upper_bound(cumulative_begin, cumulative_end, u) - cumulative_begin),
-          components() - 1);
-      const double lower = q == 0 ? 0.0 : cumulative_weights_(q - 1);
-      const double sign = u < 0.5 * (lower + cumulative_weights_(q)) ? 1.0 : -1.0;
+      const auto [q, sign] = signed_component(uniforms(m, d));
       for (Index i = 0; i < d; ++i)
         frequencies(m, i) =
             T(std::fma(std::sqrt(double(variances_(q, i))), random::normal_quantile(uniforms(m, i)),
                        sign * double(means_(q, i))));
     }
     return frequencies;
+  }
+
+  /// The trainable parameters (docs/gradients.md, "Spectral samplers"): the means, then the
+  /// variances, each \f$Q \times d\f$ column-major. The weights pick a component for each
+  /// frequency (a discrete choice, no reparameterisation gradient) and stay fixed.
+  [[nodiscard]] static std::vector<std::string> parameter_names() { return {"means", "variances"}; }
+  [[nodiscard]] std::vector<Index> parameter_sizes() const {
+    return {means_.size(), variances_.size()};
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(Index = 0) const {
+    Eigen::VectorXd values(2 * means_.size());
+    values << means_.reshaped().template cast<double>(),
+        variances_.reshaped().template cast<double>();
+    return values;
+  }
+  /// The same weights with other means and variances (checked as in the constructor).
+  [[nodiscard]] GaussianMixture with_parameters(const Eigen::VectorXd& values) const {
+    require(values.size() == 2 * means_.size(), "GaussianMixture: with_parameters takes ",
+            2 * means_.size(), " values (the means, then the variances, each ",
+            detail::shape_of(means_), ") but got ", values.size());
+    Matrix<T> means(means_.rows(), means_.cols()), variances(means_.rows(), means_.cols());
+    means.reshaped() = values.head(means_.size()).template cast<T>();
+    variances.reshaped() = values.tail(means_.size()).template cast<T>();
+    return GaussianMixture(weights_, std::move(means), std::move(variances));
+  }
+  /// With \f$\omega_{mi} = s_m\mu_{q_m i} + \sqrt{v_{q_m i}}\,\Phi^{-1}(u_{mi})\f$:
+  /// \f$\partial\ell/\partial\mu_{qi} = \sum_{m: q_m = q} s_m\,d\omega_{mi}\f$ and
+  /// \f$\partial\ell/\partial v_{qi} = \sum_{m: q_m = q} \Phi^{-1}(u_{mi})\,d\omega_{mi} /
+  /// (2\sqrt{v_{qi}})\f$.
+  [[nodiscard]] Eigen::VectorXd parameter_gradient(const Matrix<double>& uniforms, Index d,
+                                                   const Matrix<T>& d_frequencies) const {
+    require_frequency_shape(uniforms.rows(), d, "GaussianMixture");
+    require_dimension(d);
+    require_uniforms(uniforms, d + 1, "GaussianMixture");
+    require(d_frequencies.rows() == uniforms.rows() && d_frequencies.cols() == d,
+            "GaussianMixture: dOmega is ", detail::shape_of(d_frequencies),
+            " but the frequencies are ", detail::shape_of(uniforms.rows(), d));
+    Matrix<double> d_means = Matrix<double>::Zero(means_.rows(), d);
+    Matrix<double> d_variances = Matrix<double>::Zero(means_.rows(), d);
+    for (Index m = 0; m < uniforms.rows(); ++m) {
+      const auto [q, sign] = signed_component(uniforms(m, d));
+      for (Index i = 0; i < d; ++i) {
+        const double adjoint = double(d_frequencies(m, i));
+        d_means(q, i) += sign * adjoint;
+        d_variances(q, i) += random::normal_quantile(uniforms(m, i)) * adjoint /
+                             (2.0 * std::sqrt(double(variances_(q, i))));
+      }
+    }
+    Eigen::VectorXd gradient(2 * means_.size());
+    gradient << d_means.reshaped(), d_variances.reshaped();
+    return gradient;
   }
 
   /// \f$\sum_q w_q \exp(-\tfrac12\sum_i v_{qi} r_i^2)\cos(\mu_q\cdot r)\f$ (normalised weights).
@@ -118,6 +162,20 @@ class GaussianMixture {
   }
 
  private:
+  /// The signed component that the last uniform u of a frequency picks: the first component
+  /// whose cumulative weight exceeds u (empty sub-intervals of zero weights are never chosen;
+  /// u < 1 = the last cumulative weight, so one exists), + in the lower half of its
+  /// sub-interval, - in the upper half.
+  [[nodiscard]] std::pair<Index, double> signed_component(double u) const {
+    const double* cumulative_begin = cumulative_weights_.data();
+    const double* cumulative_end = cumulative_begin + cumulative_weights_.size();
+    const Index q = std::min<Index>(
+        Index(std::upper_bound(cumulative_begin, cumulative_end, u) - cumulative_begin),
+        components() - 1);
+    const double lower = q == 0 ? 0.0 : cumulative_weights_(q - 1);
+    return {q, u < 0.5 * (lower + cumulative_weights_(q)) ? 1.0 : -1.0};
+  }
+
   void require_dimension(Index d) const {
     require(d == dimension(), "GaussianMixture: the dimension d = ", d,
             " differs from the means' dimension ", dimension(), " (means are ",
