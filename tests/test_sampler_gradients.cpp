@@ -1,9 +1,9 @@
 // The spectral samplers' parameter gradients (spectral::DifferentiableSampler): the lengthscales
 // of Gaussian, Cauchy, Laplace and Student-t, the Gaussian mixture's means and variances, the
 // MirroredGaussian's mean and scale, and an implicit sampler's generator weights and biases
-// (MlpGenerator, plain and sign-symmetric, over a Gaussian and a MirroredGaussian base) against central differences of the frequencies they
-// draw from the same stream (double, relative error <= 1e-6); float against double; and the
-// parameter vectors' names, sizes and checks.
+// (MlpGenerator, plain and sign-symmetric, over a Gaussian and a MirroredGaussian base) against
+// central differences of the frequencies they draw from the same stream (double, relative error <=
+// 1e-6); float against double; and the parameter vectors' names, sizes and checks.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -129,4 +129,82 @@ TEST_CASE("Sampler parameter gradients: float agrees with double, names and size
   REQUIRE_INVALID_ARGUMENT(
       sp::frequency_parameter_gradient(sp::Gaussian<double>(1.0), d, stream, Mat<double>(M, d + 1)),
       "dOmega is");
+}
+
+namespace {
+
+/// The loss sum_h sum(W_h o Omega_h) of the frequencies that coupled heads draw, as
+/// `MultiHead::draw` makes them, against `coupled_factor_gradient`.
+template <class Sampler>
+void check_copula(const std::vector<Sampler>& samplers) {
+  Mat<double> correlation(3, 3);
+  correlation << 1.0, 0.5, 0.2, 0.5, 1.0, -0.3, 0.2, -0.3, 1.0;
+  const kernattn::coupling::GaussianCopula copula(correlation);
+  std::vector<Mat<double>> W;
+  for (std::uint32_t h = 0; h < 3; ++h)
+    W.push_back(sampler_ref::uniform_matrix<double>(M, d, 20 + h));
+  const auto loss = [&](const Eigen::VectorXd& values) {
+    const auto uniforms = copula.with_parameters(values).uniforms(stream, 3, M, d);
+    double sum = 0.0;
+    for (std::size_t h = 0; h < 3; ++h)
+      sum += (samplers[h].frequencies_from_uniforms(uniforms[h], d).array() * W[h].array()).sum();
+    return sum;
+  };
+  const Eigen::VectorXd gradient =
+      kernattn::coupling::coupled_factor_gradient(copula, samplers, d, stream, W);
+  const Eigen::VectorXd theta = copula.parameters();
+  REQUIRE(gradient.size() == 6);
+  for (Index p = 0; p < theta.size(); ++p) {
+    CAPTURE(p, theta(p));
+    const double h = 1e-6;
+    Eigen::VectorXd up = theta;
+    Eigen::VectorXd down = theta;
+    up(p) += h;
+    down(p) -= h;
+    const double difference = (loss(up) - loss(down)) / (2 * h);
+    CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-7);
+  }
+  CHECK(gradient.cwiseAbs().maxCoeff() > 1e-2);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Gaussian copula: the factor's gradient through the heads' samplers matches central "
+    "differences",
+    "[samplers][coupling][parameters]") {
+  SECTION("Gaussian heads") {
+    check_copula(std::vector{sp::Gaussian<double>(0.8), sp::Gaussian<double>(1.3),
+                             sp::Gaussian<double>(2.0)});
+  }
+  SECTION("Laplace heads") {
+    check_copula(
+        std::vector{sp::Laplace<double>(0.8), sp::Laplace<double>(1.3), sp::Laplace<double>(2.0)});
+  }
+  SECTION("Cauchy heads") {
+    check_copula(
+        std::vector{sp::Cauchy<double>(0.8), sp::Cauchy<double>(1.3), sp::Cauchy<double>(2.0)});
+  }
+  SECTION("Names, the projection onto correlations, and what is rejected") {
+    Mat<double> correlation(2, 2);
+    correlation << 1.0, 0.6, 0.6, 1.0;
+    const kernattn::coupling::GaussianCopula copula(correlation);
+    CHECK(copula.parameter_names() == std::vector<std::string>{"factor"});
+    const Eigen::VectorXd theta = copula.parameters();
+    CHECK(theta.size() == 3);
+    CHECK((copula.with_parameters(theta).correlation() - correlation).cwiseAbs().maxCoeff() <=
+          1e-15);
+    // A step off the unit-norm rows is projected back onto a correlation matrix.
+    const Mat<double> stepped =
+        copula.with_parameters(theta + Eigen::Vector3d(0.3, -2.0, 0.7)).correlation();
+    CHECK(stepped.diagonal().isApproxToConstant(1.0, 1e-15));
+    CHECK(std::abs(stepped(0, 1)) < 1.0);
+    REQUIRE_INVALID_ARGUMENT(copula.with_parameters(Eigen::Vector3d(1.0, 0.5, 0.0)),
+                             "GaussianCopula: the factor L (2x2) has L(1,1) = 0");
+    REQUIRE_INVALID_ARGUMENT(copula.with_parameters(Eigen::Vector2d(1.0, 0.5)), "takes 3 values");
+    REQUIRE_INVALID_ARGUMENT(kernattn::coupling::coupled_factor_gradient(
+                                 copula, std::vector{sp::Gaussian<double>(1.0)}, d, stream,
+                                 std::vector<Mat<double>>{Mat<double>::Zero(M, d)}),
+                             "couples 2 heads but got 1 samplers");
+  }
 }

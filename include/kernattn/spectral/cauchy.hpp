@@ -3,6 +3,7 @@
 /// The product-Cauchy spectral sampler: the spectral density of the product Laplacian kernel.
 
 #include <cmath>
+#include <numbers>
 
 #include "kernattn/core/parameter.hpp"
 #include "kernattn/random/distributions.hpp"
@@ -49,6 +50,16 @@ class Cauchy {
   }
 
   [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d; }
+
+  /// \f$\partial\omega/\partial u = \pi(1 + x^2)/\ell\f$ at \f$x\f$ the standard Cauchy quantile of
+  /// u, entry by entry (`CoordinateSampler`).
+  [[nodiscard]] Matrix<double> uniform_derivative(const Matrix<double>& uniforms, Index d) const {
+    const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
+    return uniforms.unaryExpr([&](double u) {
+      const double x = random::cauchy_quantile(u);
+      return std::numbers::pi * std::fma(x, x, 1.0) * inverse_lengthscale;
+    });
+  }
 
   [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
     require_frequency_shape(uniforms.rows(), d, "Cauchy");

@@ -3,6 +3,7 @@
 /// The Gaussian spectral sampler: the spectral density of the RBF kernel.
 
 #include <cmath>
+#include <numbers>
 
 #include "kernattn/core/parameter.hpp"
 #include "kernattn/random/distributions.hpp"
@@ -47,6 +48,16 @@ class Gaussian {
   }
 
   [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d; }
+
+  /// \f$\partial\omega/\partial u = \sqrt{2\pi}\,e^{x^2/2}/\ell\f$ at \f$x = \Phi^{-1}(u)\f$, entry
+  /// by entry (`CoordinateSampler`: frequency coordinate c comes from uniform c alone).
+  [[nodiscard]] Matrix<double> uniform_derivative(const Matrix<double>& uniforms, Index d) const {
+    const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
+    return uniforms.unaryExpr([&](double u) {
+      const double x = random::normal_quantile(u);
+      return std::sqrt(2.0 * std::numbers::pi) * std::exp(0.5 * x * x) * inverse_lengthscale;
+    });
+  }
 
   [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
     require_frequency_shape(uniforms.rows(), d, "Gaussian");

@@ -3,6 +3,7 @@
 /// The product-Laplace spectral sampler: the spectral density of the product Cauchy kernel.
 
 #include <cmath>
+#include <numbers>
 
 #include "kernattn/core/parameter.hpp"
 #include "kernattn/random/distributions.hpp"
@@ -50,6 +51,15 @@ class Laplace {
   }
 
   [[nodiscard]] Index uniforms_per_frequency(Index d) const { return d; }
+
+  /// \f$\partial\omega/\partial u = 2e^{|x|}/\ell\f$ at \f$x\f$ the standard Laplace quantile of u,
+  /// entry by entry (`CoordinateSampler`).
+  [[nodiscard]] Matrix<double> uniform_derivative(const Matrix<double>& uniforms, Index d) const {
+    const double inverse_lengthscale = 1.0 / lengthscale_.template resolve<double>(d);
+    return uniforms.unaryExpr([&](double u) {
+      return 2.0 * std::exp(std::abs(random::laplace_quantile(u))) * inverse_lengthscale;
+    });
+  }
 
   [[nodiscard]] Matrix<T> frequencies_from_uniforms(const Matrix<double>& uniforms, Index d) const {
     require_frequency_shape(uniforms.rows(), d, "Laplace");

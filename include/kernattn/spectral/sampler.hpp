@@ -204,6 +204,16 @@ concept DifferentiableSampler = SpectralSampler<S> &&
     } -> std::convertible_to<Eigen::VectorXd>;
 };
 
+/// A sampler whose frequency coordinate c comes from uniform c alone (d uniforms per frequency),
+/// with `uniform_derivative(uniforms, d)`: \f$\partial\omega_{mc}/\partial u_{mc}\f$ entry by
+/// entry. A copula's correlation gets its gradient through such samplers
+/// (`coupling::coupled_factor_gradient`).
+template <class S>
+concept CoordinateSampler = SpectralSampler<S> &&
+    requires(const S sampler, const Matrix<double>& uniforms, Index d) {
+  { sampler.uniform_derivative(uniforms, d) } -> std::convertible_to<Matrix<double>>;
+};
+
 /// The gradient of a sampler's parameters from that of the M frequencies `draw_frequencies(
 /// sampler, M, d, stream)` made (the same uniforms, drawn again).
 template <DifferentiableSampler S>
