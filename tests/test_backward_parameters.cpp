@@ -174,3 +174,78 @@ TEST_CASE("Parameter vectors are checked", "[backward][parameters][errors]") {
   const auto changed = attention.with_parameters(Eigen::Vector4d(2, 3, 0.5, 1.5));
   CHECK(changed.parameters(16) == Eigen::Vector4d(2, 3, 0.5, 1.5));
 }
+
+TEST_CASE("MultiHead: every head's parameters as one flat vector, with their gradient",
+          "[backward][parameters][multi-head]") {
+  // Two heads of one type (a vector) and two of different types (a tuple) in the B x H layout:
+  // the names are the heads' own behind "head<h>.", and the gradient of the whole vector matches
+  // central differences of the multi-head's forward; 1 and 2 threads give the same bits.
+  using Head = Attention<kernattn::kernels::Rbf<double>, magnitude::Lp<double>, mask::Causal>;
+  const kernattn::MultiHead<Head> same(
+      {Head(kernattn::kernels::Rbf<double>(1.5), magnitude::Lp<double>(3.0)),
+       Head(kernattn::kernels::Rbf<double>(0.8), magnitude::Lp<double>(1.5, 0.7))});
+  using Softmax = Attention<kernattn::kernels::Exponential<double>>;
+  using Matern = Attention<kernattn::kernels::Matern<double, 3>, magnitude::None, mask::Causal>;
+  const kernattn::MultiHead<kernattn::Heads<Softmax, Matern>> listed(
+      {Softmax(kernattn::kernels::Exponential<double>(0.6)),
+       Matern(kernattn::kernels::Matern<double, 3>(1.3))});
+  CHECK(same.parameter_names() ==
+        std::vector<std::string>{"head0.kernel.variance", "head0.magnitude.p",
+                                 "head0.magnitude.gamma", "head0.magnitude.exponent",
+                                 "head1.kernel.variance", "head1.magnitude.p",
+                                 "head1.magnitude.gamma", "head1.magnitude.exponent"});
+  CHECK(listed.parameter_names() ==
+        std::vector<std::string>{"head0.kernel.scale", "head1.kernel.lengthscale"});
+
+  const auto check = [](const auto& multi_head, std::uint32_t seed) {
+    constexpr Index n = 9;
+    const Mat<double> Q = ref::normal(layout.sequences * n, layout.heads * d, seed, 0.2, 0.8);
+    const Mat<double> K = ref::normal(layout.sequences * n, layout.heads * d, seed + 1, 0.0, 0.8);
+    const Mat<double> V = ref::normal(layout.sequences * n, layout.heads * dv, seed + 2);
+    const Mat<double> W = ref::normal(layout.sequences * n, layout.heads * dv, seed + 3);
+    const Mat<double> out = multi_head(Q, K, V, layout);
+    Mat<double> dQ(Q.rows(), Q.cols()), dK(K.rows(), K.cols()), dV(V.rows(), V.cols());
+    Eigen::VectorXd gradient;
+    multi_head.backward(Q, K, V, out, W, dQ, dK, dV, gradient, layout);
+    const Eigen::VectorXd theta = multi_head.parameters(d);
+    REQUIRE(gradient.size() == theta.size());
+    REQUIRE(theta.size() == Index(multi_head.parameter_names().size()));
+    const kernattn::AttentionGradients<double> plain =
+        multi_head.gradients(Q, K, V, out, W, layout);
+    CHECK(dQ == plain.dQ);
+    CHECK(dK == plain.dK);
+    CHECK(dV == plain.dV);
+    const auto loss = [&](const Eigen::VectorXd& values) {
+      return (multi_head.with_parameters(values)(Q, K, V, layout).array() * W.array()).sum();
+    };
+    for (Index p = 0; p < theta.size(); ++p) {
+      CAPTURE(multi_head.parameter_names()[std::size_t(p)], theta(p));
+      const double h = 1e-5 * std::max(1.0, std::abs(theta(p)));
+      Eigen::VectorXd up = theta;
+      Eigen::VectorXd down = theta;
+      up(p) += h;
+      down(p) -= h;
+      const double difference = (loss(up) - loss(down)) / (2 * h);
+      CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-9);
+      CHECK(std::abs(gradient(p)) > 1e-6);
+    }
+    auto threaded = multi_head;
+    threaded.set_threads(1);
+    Eigen::VectorXd one;
+    threaded.backward(Q, K, V, out, W, dQ, dK, dV, one, layout);
+    threaded.set_threads(2);
+    Eigen::VectorXd two;
+    threaded.backward(Q, K, V, out, W, dQ, dK, dV, two, layout);
+    CHECK(one == gradient);
+    CHECK(two == gradient);
+  };
+  SECTION("one head type") { check(same, 71); }
+  SECTION("listed head types") { check(listed, 81); }
+  SECTION("a vector of the wrong size") {
+    REQUIRE_INVALID_ARGUMENT(same.with_parameters(Eigen::VectorXd::Ones(3)),
+                             "MultiHead::with_parameters takes 8 values");
+    Eigen::VectorXd bad = same.parameters(d);
+    bad(0) = -1.0;
+    REQUIRE_INVALID_ARGUMENT(same.with_parameters(bad), "variance");
+  }
+}

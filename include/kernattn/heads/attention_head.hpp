@@ -3,6 +3,10 @@
 /// The `AttentionHead` concept: what `MultiHead`, `BatchNormalized` and `ScaledHead` accept as a
 /// head.
 
+#include <concepts>
+#include <string>
+#include <vector>
+
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/engine/options.hpp"
 
@@ -48,6 +52,22 @@ concept DifferentiableHead = AttentionHead<H> &&(
       head.backward(x, x, x, x, g, x, g, g, g, BatchLayout{});
     });
 
+/// A head with a flat vector of trainable parameters (docs/gradients.md, "Parameters") whose
+/// backward also writes their gradient: `parameter_names()`, `parameters(d)`,
+/// `with_parameters(values)`, `compute(Q, K, V, out, statistics, layout)` and
+/// `backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, parameter_gradient, layout)`
+/// (`Attention` whose kernel and magnitude have parameters).
+template <class H>
+concept ParametricHead = AttentionHead<H> &&
+    requires(const H head, const Matrix<typename H::Scalar>& x, Matrix<typename H::Scalar>& g,
+             Eigen::VectorXd& theta, Index d) {
+  { head.parameter_names() } -> std::convertible_to<std::vector<std::string>>;
+  { head.parameters(d) } -> std::convertible_to<Eigen::VectorXd>;
+  { head.with_parameters(theta) } -> std::convertible_to<H>;
+  head.compute(x, x, x, g, g, BatchLayout{});
+  head.backward(x, x, x, x, g, x, g, g, g, theta, BatchLayout{});
+};
+
 namespace detail {
 
 /// The gradients of one head on its columns (see `DifferentiableHead`): a head that needs row
@@ -68,6 +88,20 @@ void head_backward(const Head& head, const Q& queries, const K& keys, const V& v
     head.compute(queries, keys, values, forward, statistics, layout);
     head.backward(queries, keys, values, out, statistics, out_gradient, dQ, dK, dV, layout);
   }
+}
+
+/// The gradients of one `ParametricHead` on its columns, its parameters' included (after a
+/// forward call of its own for the row statistics).
+template <ParametricHead Head, class Q, class K, class V, class Out, class OutGradient, class GQ,
+          class GK, class GV>
+void head_parameter_backward(const Head& head, const Q& queries, const K& keys, const V& values,
+                             const Out& out, const OutGradient& out_gradient, GQ&& dQ, GK&& dK,
+                             GV&& dV, BatchLayout layout, Eigen::VectorXd& parameter_gradient) {
+  Matrix<typename Head::Scalar> statistics;
+  Matrix<typename Head::Scalar> forward(out.rows(), out.cols());
+  head.compute(queries, keys, values, forward, statistics, layout);
+  head.backward(queries, keys, values, out, statistics, out_gradient, dQ, dK, dV,
+                parameter_gradient, layout);
 }
 
 }  // namespace detail

@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "kernattn/core/parameters.hpp"
 #include "kernattn/core/threading.hpp"
 #include "kernattn/coupling/coupling.hpp"
 #include "kernattn/coupling/independent.hpp"
@@ -62,6 +64,14 @@ struct HeadStorage<Heads<HeadTypes...>> {
   static_assert((std::is_same_v<typename HeadTypes::Scalar, Scalar> && ...),
                 "MultiHead: every head must have the same scalar type");
 };
+
+/// Whether every head of the container is a `ParametricHead`.
+template <class Container>
+inline constexpr bool all_parametric = false;
+template <class Head>
+inline constexpr bool all_parametric<std::vector<Head>> = ParametricHead<Head>;
+template <class... HeadTypes>
+inline constexpr bool all_parametric<std::tuple<HeadTypes...>> = (ParametricHead<HeadTypes> && ...);
 
 /// Calls `body(head)` for every head, in order.
 template <class Head, class Body>
@@ -210,34 +220,78 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>>,
                 const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
                 const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
                 BatchLayout layout = {}) const {
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    const BatchLayout resolved = resolve_layout(layout);
-    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, resolved);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
-    const Index d = Q.cols() / resolved.heads;
-    const Index dv = V.cols() / resolved.heads;
-    detail::write_gradients<Scalar>(
-        dQ, dK, dV,
-        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-          for_each_head_call(Q, K, V, resolved, [&](const auto& head, Index h) {
-            static_assert(DifferentiableHead<std::decay_t<decltype(head)>>,
-                          "MultiHead::backward: every head needs a backward pass "
-                          "(DifferentiableHead)");
-            detail::head_backward(
-                head, detail::columns_of(queries, h * d, d), detail::columns_of(keys, h * d, d),
-                detail::columns_of(values, h * dv, dv), detail::columns_of(output, h * dv, dv),
-                detail::columns_of(output_gradient, h * dv, dv),
-                detail::columns_of(query_gradient, h * d, d),
-                detail::columns_of(key_gradient, h * d, d),
-                detail::columns_of(value_gradient, h * dv, dv), BatchLayout{resolved.sequences, 1});
-          });
-        },
-        queries, keys, values, output, output_gradient);
+    run_backward(
+        Q, K, V, out, dOut, dQ, dK, dV, layout, [](const auto& head, Index, auto&&... args) {
+          static_assert(
+              DifferentiableHead<std::decay_t<decltype(head)>>,
+              "MultiHead::backward: every head needs a backward pass (DifferentiableHead)");
+          detail::head_backward(head, args...);
+        });
+  }
+
+  /// The trainable parameters of every head (`ParametricHead`), head 0's first
+  /// (docs/gradients.md, "Compositions"): names "head<h>.<the head's name>" (e.g.
+  /// "head1.kernel.variance"), the sizes of those blocks, the values for head dimension d, and a
+  /// copy of this multi-head with other values (each head checks its own).
+  [[nodiscard]] std::vector<std::string> parameter_names()
+      const requires detail::all_parametric<HeadContainer> {
+    std::vector<std::string> names;
+    for_each_head_in_order([&](const auto& head, Index h) {
+      const std::vector<std::string> own =
+          prefixed("head" + std::to_string(h), head.parameter_names());
+      names.insert(names.end(), own.begin(), own.end());
+    });
+    return names;
+  }
+  [[nodiscard]] std::vector<Index> parameter_sizes()
+      const requires detail::all_parametric<HeadContainer> {
+    std::vector<Index> sizes;
+    for_each_head_in_order([&](const auto& head, Index) {
+      const std::vector<Index> own = parameter_sizes_of(head);
+      sizes.insert(sizes.end(), own.begin(), own.end());
+    });
+    return sizes;
+  }
+  [[nodiscard]] Eigen::VectorXd parameters(
+      Index d) const requires detail::all_parametric<HeadContainer> {
+    std::vector<Eigen::VectorXd> blocks;
+    for_each_head_in_order([&](const auto& head, Index) { blocks.push_back(head.parameters(d)); });
+    return concatenated(blocks);
+  }
+  [[nodiscard]] MultiHead with_parameters(
+      const Eigen::VectorXd& values) const requires detail::all_parametric<HeadContainer> {
+    const std::vector<Index> sizes = parameter_sizes();
+    Index total = 0;
+    for (const Index size : sizes) total += size;
+    require(values.size() == total, "MultiHead::with_parameters takes ", total,
+            " values (parameter_names()) but got ", values.size());
+    HeadContainer heads = heads_;
+    Index at = 0;
+    detail::for_each_head(heads, [&](auto& head) {
+      Index own = 0;
+      for (const Index size : parameter_sizes_of(head)) own += size;
+      head = head.with_parameters(values.segment(at, own));
+      at += own;
+    });
+    return MultiHead(std::move(heads), options_);
+  }
+
+  /// `backward`, and also \f$\partial\ell/\partial\theta\f$ of `parameters(d)` into
+  /// `parameter_gradient` (resized; each head's share from its own backward, in head order, so
+  /// bit-identical for every thread count).
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                Eigen::VectorXd& parameter_gradient,
+                BatchLayout layout = {}) const requires detail::all_parametric<HeadContainer> {
+    std::vector<Eigen::VectorXd> blocks(static_cast<std::size_t>(head_count()));
+    run_backward(Q, K, V, out, dOut, dQ, dK, dV, layout,
+                 [&](const auto& head, Index h, auto&&... args) {
+                   detail::head_parameter_backward(head, args..., blocks[std::size_t(h)]);
+                 });
+    parameter_gradient = concatenated(blocks);
   }
 
   /// H.
@@ -257,6 +311,60 @@ class MultiHead : public detail::AttentionCalls<MultiHead<HeadT, CouplingT>>,
     require(layout.heads == 1 || layout.heads == head_count(), "MultiHead: the layout has ",
             layout.heads, " heads but the MultiHead has ", head_count());
     return {layout.sequences, head_count()};
+  }
+
+  /// Checks and views the arguments of a backward call, then runs `head_call(head, h, Q_h, K_h,
+  /// V_h, out_h, dOut_h, dQ_h, dK_h, dV_h, layout_h)` for every head h on its columns.
+  template <class DQ, class DK, class DV, class DO, class DG, class GQ, class GK, class GV,
+            class HeadCall>
+  void run_backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                    const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                    const Eigen::MatrixBase<DG>& dOut, GQ& dQ, GK& dK, GV& dV, BatchLayout layout,
+                    const HeadCall& head_call) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    const BatchLayout resolved = resolve_layout(layout);
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, resolved);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const Index d = Q.cols() / resolved.heads;
+    const Index dv = V.cols() / resolved.heads;
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          for_each_head_call(Q, K, V, resolved, [&](const auto& head, Index h) {
+            head_call(
+                head, h, detail::columns_of(queries, h * d, d), detail::columns_of(keys, h * d, d),
+                detail::columns_of(values, h * dv, dv), detail::columns_of(output, h * dv, dv),
+                detail::columns_of(output_gradient, h * dv, dv),
+                detail::columns_of(query_gradient, h * d, d),
+                detail::columns_of(key_gradient, h * d, d),
+                detail::columns_of(value_gradient, h * dv, dv), BatchLayout{resolved.sequences, 1});
+          });
+        },
+        queries, keys, values, output, output_gradient);
+  }
+
+  /// Calls `body(head, h)` for every head, in order, on this thread.
+  template <class Body>
+  void for_each_head_in_order(Body&& body) const {
+    for (Index h = 0; h < head_count(); ++h)
+      detail::visit_head(heads_, h, [&](const auto& head) { body(head, h); });
+  }
+
+  [[nodiscard]] static Eigen::VectorXd concatenated(const std::vector<Eigen::VectorXd>& blocks) {
+    Index total = 0;
+    for (const Eigen::VectorXd& block : blocks) total += block.size();
+    Eigen::VectorXd all(total);
+    Index at = 0;
+    for (const Eigen::VectorXd& block : blocks) {
+      all.segment(at, block.size()) = block;
+      at += block.size();
+    }
+    return all;
   }
 
   /// Each head checks its own dimension.

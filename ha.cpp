@@ -1,0 +1,1 @@
+#include "kernattn/heads/multi_head.hpp"
