@@ -121,6 +121,23 @@ TEMPLATE_TEST_CASE("LinearAttention equals the exact engine with RandomFeature o
                           [&](Index b) { return ref::valid_keys(29, flags.segment(b * nk, nk)); });
     });
   }
+  SECTION("top-left causal (PyTorch's is_causal) && key padding: Nq < Nk and Nq > Nk") {
+    ref::Flags flags = ref::random_visibility(B * nk, 1, 0.7, 2009).col(0);
+    for (const Index nq : {Index(20), Index(45)}) {
+      CAPTURE(nq);
+      const ref::Problem p = batch_problem<T>(B, H, nq, nk, d, dv, 2010);
+      for_each_map(maps, [&](const auto& map, const NaiveMap& naive) {
+        check_magnitudes<T>(
+            p, {B, H}, map, naive, mask::CausalTopLeft{} && mask::KeyPadding::from_flags(flags),
+            [&](Index b) {
+              ref::Visibility visible = ref::valid_keys(nq, flags.segment(b * nk, nk));
+              for (Index i = 0; i < nq; ++i)
+                for (Index j = i + 1; j < nk; ++j) visible(i, j) = false;
+              return visible;
+            });
+      });
+    }
+  }
   SECTION("causal && key padding (flags), and key padding (lengths) && causal") {
     ref::Flags flags = ref::random_visibility(B * nk, 1, 0.7, 2007).col(0);
     const std::vector<Index> lengths = {30, nk, 4};

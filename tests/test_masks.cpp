@@ -1,6 +1,7 @@
-// The causal, window and key-padding set filters against the reference's materialised masks,
-// for every tiling (tile sizes that divide nothing, tiles of one query or one key), with an
-// exponential-form kernel and a direct one. Rows that see no key must be exactly zero.
+// The causal (both alignments), window and key-padding set filters against the reference's
+// materialised masks, for every tiling (tile sizes that divide nothing, tiles of one query or one
+// key), with an exponential-form kernel and a direct one. Rows that see no key must be exactly
+// zero.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -67,6 +68,40 @@ TEMPLATE_TEST_CASE("Causal mask, aligned to the last key", "[masks][causal]", fl
     const ref::Visibility visible = ref::causal(1, 20);
     REQUIRE(visible.all());
     check_mask<T>(mask::Causal{}, visible, 304);
+  }
+}
+
+/// PyTorch's `is_causal=True`: `torch.ones(Nq, Nk).tril()`, query i sees keys j <= i.
+ref::Visibility tril(Index nq, Index nk) {
+  ref::Visibility v(nq, nk);
+  for (Index i = 0; i < nq; ++i)
+    for (Index j = 0; j < nk; ++j) v(i, j) = j <= i;
+  return v;
+}
+
+TEMPLATE_TEST_CASE("Causal mask aligned to the first key (top-left, PyTorch's is_causal)",
+                   "[masks][causal]", float, double) {
+  using T = TestType;
+  SECTION("Nq = Nk: the same as bottom-right") {
+    REQUIRE((tril(29, 29) == ref::causal(29, 29)).all());
+    check_mask<T>(mask::CausalTopLeft{}, tril(29, 29), 331);
+  }
+  SECTION("Nq < Nk: the keys after Nq - 1 are seen by no query") {
+    check_mask<T>(mask::CausalTopLeft{}, tril(13, 37), 332);
+  }
+  SECTION("Nq > Nk: the last Nq - Nk queries see every key") {
+    check_mask<T>(mask::CausalTopLeft{}, tril(37, 13), 333);
+  }
+  SECTION("with padding") {
+    const ref::Flags valid = ref::random_visibility(31, 1, 0.7, 334).col(0);
+    check_mask<T>(mask::CausalTopLeft{} && mask::KeyPadding::from_flags(valid),
+                  tril(19, 31).array() && ref::valid_keys(19, valid).array(), 335);
+  }
+  SECTION("a top-left window (3, 1)") {
+    ref::Visibility visible(17, 30);
+    for (Index i = 0; i < 17; ++i)
+      for (Index j = 0; j < 30; ++j) visible(i, j) = i - 3 <= j && j <= i + 1;
+    check_mask<T>(mask::Window(3, 1, mask::Alignment::top_left), visible, 336);
   }
 }
 

@@ -43,15 +43,19 @@ struct QueryIndependentFilter {
   static constexpr bool causal = false;
 };
 
-/// `mask::Causal`, alone or with padding: \f$n_i = i + N_k - N_q + 1\f$, clamped to
-/// \f$[0, N_k]\f$.
+/// A causal filter of either alignment, alone or with padding: \f$n_i = i + o + 1\f$, clamped to
+/// \f$[0, N_k]\f$, with \f$o\f$ = `mask::alignment_offset` (\f$N_k - N_q\f$ bottom-right, 0
+/// top-left).
+template <mask::Alignment alignment>
 struct CausalFilter {
   static constexpr bool supported = true;
   static constexpr bool causal = true;
 
   template <class M>
   [[nodiscard]] static auto visible_count(const M&, Index nq, Index nk) {
-    return [shift = nk - nq + 1, nk](Index i) { return std::clamp<Index>(i + shift, 0, nk); };
+    return [shift = mask::alignment_offset(alignment, mask::Shape{nq, nk}) + 1, nk](Index i) {
+      return std::clamp<Index>(i + shift, 0, nk);
+    };
   }
 };
 
@@ -60,11 +64,21 @@ struct LinearMaskTraits<mask::None> : QueryIndependentFilter {};
 template <>
 struct LinearMaskTraits<mask::KeyPadding> : QueryIndependentFilter {};
 template <>
-struct LinearMaskTraits<mask::Causal> : CausalFilter {};
+struct LinearMaskTraits<mask::Causal> : CausalFilter<mask::Alignment::bottom_right> {};
 template <>
-struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>> : CausalFilter {};
+struct LinearMaskTraits<mask::Intersection<mask::Causal, mask::KeyPadding>>
+    : CausalFilter<mask::Alignment::bottom_right> {};
 template <>
-struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>> : CausalFilter {};
+struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::Causal>>
+    : CausalFilter<mask::Alignment::bottom_right> {};
+template <>
+struct LinearMaskTraits<mask::CausalTopLeft> : CausalFilter<mask::Alignment::top_left> {};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::CausalTopLeft, mask::KeyPadding>>
+    : CausalFilter<mask::Alignment::top_left> {};
+template <>
+struct LinearMaskTraits<mask::Intersection<mask::KeyPadding, mask::CausalTopLeft>>
+    : CausalFilter<mask::Alignment::top_left> {};
 
 /// The linear engine evaluates every pooled filter it evaluates unpooled: pooled padding is still
 /// padding, and a pooled causal filter keeps its prefix form. Query i sees \f$t_i\f$ leading
@@ -86,8 +100,9 @@ requires LinearMaskTraits<Inner>::supported struct LinearMaskTraits<mask::Pooled
 }  // namespace detail
 
 namespace mask {
-/// The set filters `LinearAttention` accepts: `None`, `Causal`, `KeyPadding` and
-/// `Causal && KeyPadding` (either order), and `Pooled` ones of these (`ScaledHead`).
+/// The set filters `LinearAttention` accepts: `None`, `Causal` and `CausalTopLeft`,
+/// `KeyPadding`, either causal filter `&& KeyPadding` (either order), and `Pooled` ones of these
+/// (`ScaledHead`).
 template <class M>
 concept LinearMask = Mask<M> && detail::LinearMaskTraits<M>::supported;
 }  // namespace mask

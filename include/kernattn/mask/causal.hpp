@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// The causal set filter, aligned to the last key.
+/// The causal set filters, aligned to the last key (`Causal`) or to the first (`CausalTopLeft`).
 
 #include "kernattn/mask/mask.hpp"
 
@@ -23,7 +23,21 @@ struct Causal {
     }
     [[nodiscard]] bool visible(Index i, Index j) const { return j <= i + offset; }
   };
-  [[nodiscard]] Bound bind(const Shape& shape) const { return {shape.keys - shape.queries}; }
+  [[nodiscard]] Bound bind(const Shape& shape) const {
+    return {alignment_offset(Alignment::bottom_right, shape)};
+  }
+};
+
+/// `Causal` by the name of its alignment.
+using CausalBottomRight = Causal;
+
+/// \f$M(i) = \{ j : j \le i \}\f$: the causal filter aligned to the first key ("top-left"),
+/// PyTorch's `is_causal=True`. With \f$N_q > N_k\f$ the last \f$N_q - N_k\f$ queries see every
+/// key; with \f$N_q < N_k\f$ the keys after \f$N_q - 1\f$ are seen by no query.
+struct CausalTopLeft {
+  [[nodiscard]] Causal::Bound bind(const Shape& shape) const {
+    return {alignment_offset(Alignment::top_left, shape)};
+  }
 };
 
 }  // namespace kernattn::mask

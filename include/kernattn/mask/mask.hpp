@@ -46,6 +46,20 @@ struct Shape {
   Index sequences = 1;
 };
 
+/// Which query a causal filter aligns with which key when \f$N_q \ne N_k\f$
+/// (docs/conventions.md, "Causal alignment"):
+///  - `bottom_right`: the last query with the last key, query i sees keys
+///    \f$j \le i + N_k - N_q\f$ (FlashAttention's causal, and what decoding with a cache needs);
+///  - `top_left`: the first query with the first key, query i sees keys \f$j \le i\f$
+///    (PyTorch's `is_causal=True`, `torch.tril` of the \f$N_q \times N_k\f$ scores).
+/// Both are the same when \f$N_q = N_k\f$.
+enum class Alignment { bottom_right, top_left };
+
+/// The key aligned with query i is \f$i\f$ plus this offset.
+[[nodiscard]] constexpr Index alignment_offset(Alignment alignment, const Shape& shape) {
+  return alignment == Alignment::top_left ? Index(0) : shape.keys - shape.queries;
+}
+
 template <class B>
 concept BoundMask = requires(const B bound, Range range, Index i) {
   { bound.coverage(range, range) } -> std::same_as<Coverage>;

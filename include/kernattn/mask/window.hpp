@@ -10,12 +10,14 @@
 namespace kernattn::mask {
 
 /// \f$M(i) = \{ j : c_i - \mathrm{before} \le j \le c_i + \mathrm{after} \}\f$ with
-/// \f$c_i = i + N_k - N_q\f$, the key aligned with query i (aligned as `Causal` is).
+/// \f$c_i\f$ the key aligned with query i: \f$i + N_k - N_q\f$ by default (aligned bottom-right,
+/// as `Causal` is), \f$i\f$ with `Alignment::top_left` (as `CausalTopLeft` is).
 /// `Window(w, 0)` is causal attention over the last w + 1 keys; `Window(w, w)` is a symmetric
 /// local window.
 class Window {
  public:
-  Window(Index before, Index after) : before_(before), after_(after) {
+  Window(Index before, Index after, Alignment alignment = Alignment::bottom_right)
+      : before_(before), after_(after), alignment_(alignment) {
     require(before >= 0 && after >= 0,
             "Window: before and after must be >= 0, got before = ", before, ", after = ", after);
   }
@@ -38,12 +40,13 @@ class Window {
   /// Extents beyond the sequence lengths behave like the lengths (and cannot overflow).
   [[nodiscard]] Bound bind(const Shape& shape) const {
     const Index reach = shape.keys + shape.queries;
-    return {shape.keys - shape.queries, std::min(before_, reach), std::min(after_, reach)};
+    return {alignment_offset(alignment_, shape), std::min(before_, reach), std::min(after_, reach)};
   }
 
  private:
   Index before_;
   Index after_;
+  Alignment alignment_;
 };
 
 }  // namespace kernattn::mask
