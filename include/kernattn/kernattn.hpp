@@ -21,6 +21,7 @@
 #include "kernattn/coupling/student_t_copula.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/linear_engine.hpp"
+#include "kernattn/engine/merge_partial.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/features/fourier.hpp"

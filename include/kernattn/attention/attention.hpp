@@ -15,6 +15,7 @@
 #include "kernattn/engine/exact_backward.hpp"
 #include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/merge_partial.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/parameter_gradients.hpp"
 #include "kernattn/features/feature_map.hpp"
@@ -55,6 +56,11 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   using Kernel = KernelT;
   using Magnitude = MagnitudeT;
   using Mask = MaskT;
+  /// What `compute(..., statistics)` writes: the log-normaliser for the exponential forms, the
+  /// signed denominator for the direct forms (`merge_partial_result` needs to know).
+  static constexpr RowStatistic row_statistic = detail::Scoring<KernelT>::exponential
+                                                    ? RowStatistic::log_normaliser
+                                                    : RowStatistic::denominator;
 
   /// The default kernel, magnitude and mask, for compositions where each has one. Constrained
   /// rather than defaulted: then `std::is_default_constructible` is simply false for a mask

@@ -20,6 +20,7 @@
 #include "kernattn/engine/graph_backward.hpp"
 #include "kernattn/engine/graph_engine.hpp"
 #include "kernattn/engine/key_terms.hpp"
+#include "kernattn/engine/merge_partial.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/engine/row_statistics.hpp"
@@ -77,6 +78,11 @@ class GraphAttention {
   using Scalar = typename KernelT::Scalar;
   using Kernel = KernelT;
   using Magnitude = MagnitudeT;
+  /// What `compute(..., statistics)` writes: the log-normaliser for the exponential forms, the
+  /// signed denominator for the direct forms (`merge_partial_result` needs to know).
+  static constexpr RowStatistic row_statistic = detail::Scoring<KernelT>::exponential
+                                                    ? RowStatistic::log_normaliser
+                                                    : RowStatistic::denominator;
 
   GraphAttention() = default;
   explicit GraphAttention(Kernel kernel, Magnitude magnitude = {}, GraphOptions options = {})

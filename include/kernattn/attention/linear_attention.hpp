@@ -12,6 +12,7 @@
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/linear_backward.hpp"
 #include "kernattn/engine/linear_engine.hpp"
+#include "kernattn/engine/merge_partial.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/features/feature_map.hpp"
@@ -144,6 +145,8 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   using FeatureMap = MapT;
   using Magnitude = MagnitudeT;
   using Mask = MaskT;
+  /// What `compute(..., statistics)` writes: the signed denominator.
+  static constexpr RowStatistic row_statistic = RowStatistic::denominator;
 
   explicit LinearAttention(FeatureMap map, Magnitude magnitude = {}, Mask mask = {},
                            LinearOptions options = {})
