@@ -172,3 +172,56 @@ TEST_CASE("seen_keys is the union of the keys the queries see", "[masks][seen_ke
     CHECK(late.all());
   }
 }
+
+TEMPLATE_TEST_CASE(
+    "Attention weights on request: the softmax of the masked scores, the PyTorch "
+    "way",
+    "[masks][weights]", float, double) {
+  // softmax(q_i k_j / sqrt(d) + mask) with -inf where torch.tril hides (top-left) or the
+  // bottom-right alignment hides, per sequence and head of a B x H layout; rows sum to 1, and to
+  // 0 for a query that sees no key.
+  using T = TestType;
+  constexpr Index B = 2, H = 2, d = 4, nq = 7, nk = 5;
+  using Matrix = kernattn::Matrix<T>;
+  const Matrix Q = ref::normal(B * nq, H * d, 341).cast<T>();
+  const Matrix K = ref::normal(B * nk, H * d, 342).cast<T>();
+  const auto check = [&](const auto& attention, const ref::Visibility& visible) {
+    const Matrix weights = attention.weights(Q, K, kernattn::BatchLayout{B, H});
+    REQUIRE(weights.rows() == B * nq);
+    REQUIRE(weights.cols() == H * nk);
+    for (Index b = 0; b < B; ++b)
+      for (Index h = 0; h < H; ++h)
+        for (Index i = 0; i < nq; ++i) {
+          Eigen::ArrayXd expected = Eigen::ArrayXd::Zero(nk);
+          for (Index j = 0; j < nk; ++j)
+            if (visible(i, j))
+              expected(j) = std::exp(
+                  double(Q.row(b * nq + i)
+                             .segment(h * d, d)
+                             .template cast<double>()
+                             .dot(K.row(b * nk + j).segment(h * d, d).template cast<double>())) /
+                  std::sqrt(double(d)));
+          if (expected.sum() > 0) expected /= expected.sum();
+          const Eigen::ArrayXd actual =
+              weights.row(b * nq + i).segment(h * nk, nk).template cast<double>().transpose();
+          CHECK((actual - expected).abs().maxCoeff() <= (std::is_same_v<T, float> ? 1e-6 : 1e-14));
+        }
+  };
+  SECTION("top-left causal") {
+    ref::Visibility visible(nq, nk);
+    for (Index i = 0; i < nq; ++i)
+      for (Index j = 0; j < nk; ++j) visible(i, j) = j <= i;
+    check(kernattn::Attention<kernels::Exponential<T>, kernattn::magnitude::None,
+                              mask::CausalTopLeft>(),
+          visible);
+  }
+  SECTION("bottom-right causal: the first Nq - Nk rows are zero") {
+    check(kernattn::Attention<kernels::Exponential<T>, kernattn::magnitude::None, mask::Causal>(),
+          ref::causal(nq, nk));
+  }
+  SECTION("too many keys for a small problem") {
+    const kernattn::Attention<kernels::Exponential<T>> softmax;
+    CHECK_THROWS_WITH(softmax.weights(Matrix::Zero(1, d), Matrix::Zero(20000, d)),
+                      Catch::Contains("too large"));
+  }
+}

@@ -247,6 +247,39 @@ class AttentionCalls {
         });
   }
 
+  /// The normalised attention weights, for analysis of small problems (docs/conventions.md,
+  /// "Attention weights"): a \f$(B N_q) \times (H N_k)\f$ matrix whose row \f$b N_q + i\f$,
+  /// columns \f$[h N_k, (h+1) N_k)\f$ hold \f$w_{ij} / \sum_{j'} w_{ij'}\f$ of query i over the
+  /// keys of sequence b, head h (zero for the keys its filter hides; a zero row for a query that
+  /// sees no key). Computed as the output for values that are the identity of each sequence and
+  /// head, so through exactly the forward's path: \f$O(N_q N_k (d + N_k))\f$ time per sequence
+  /// and head, and \f$B H N_k^2\f$ values of scratch (at most \f$2^{28}\f$, else
+  /// `InvalidArgument`).
+  template <class DQ, class DK>
+  [[nodiscard]] Matrix<typename DQ::Scalar> weights(const Eigen::MatrixBase<DQ>& Q,
+                                                    const Eigen::MatrixBase<DK>& K,
+                                                    BatchLayout layout = {}) const {
+    using T = typename DQ::Scalar;
+    const BatchLayout resolved = [&] {
+      if constexpr (requires { self().resolve_layout(layout); })
+        return self().resolve_layout(layout);
+      else
+        return layout;
+    }();
+    require(resolved.sequences >= 1 && resolved.heads >= 1 && K.rows() % resolved.sequences == 0,
+            "weights: K is ", shape_of(K), " but the layout has ", resolved.sequences,
+            " sequence(s) and ", resolved.heads, " head(s)");
+    const Index nk = K.rows() / resolved.sequences;
+    require(double(resolved.sequences) * double(resolved.heads) * double(nk) * double(nk) <= 0x1p28,
+            "weights: ", resolved.sequences, " sequence(s) x ", resolved.heads, " head(s) x ", nk,
+            "^2 keys is too large for the weights of a small problem (at most 2^28 values)");
+    Matrix<T> identity = Matrix<T>::Zero(K.rows(), resolved.heads * nk);
+    for (Index b = 0; b < resolved.sequences; ++b)
+      for (Index h = 0; h < resolved.heads; ++h)
+        identity.block(b * nk, h * nk, nk, nk).setIdentity();
+    return (*this)(Q, K, identity, layout);
+  }
+
   /// Sets the number of threads (0 = the OpenMP default); returns *this.
   Derived& set_threads(int threads) {
     set_thread_count(static_cast<Derived&>(*this).options_, threads);
