@@ -1,8 +1,8 @@
 // The optimiser (optim/adam.hpp): Adam's update against the recurrence written out in the test,
 // its first step in closed form, gradient clipping and the warm-up cosine schedule by their
-// formulas, a quadratic minimised, and bad input (sizes, non-finite gradients, settings)
-// rejected without changing anything; and a short training run of an implicit sampler's generator
-// through linear attention.
+// formulas, a quadratic minimised, and bad input (sizes, non-finite gradients or parameters,
+// settings) rejected without changing anything; and a short training run of an implicit sampler's
+// generator through linear attention.
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -101,6 +101,9 @@ TEST_CASE("Adam rejects bad input without changing anything", "[optim][errors]")
   REQUIRE_INVALID_ARGUMENT(
       adam.step(theta, Eigen::Vector2d(1.0, std::numeric_limits<double>::quiet_NaN())),
       "gradient entry 1 is nan; the step is not taken");
+  Eigen::VectorXd infinite = Eigen::Vector2d(std::numeric_limits<double>::infinity(), 2.0);
+  REQUIRE_INVALID_ARGUMENT(adam.step(infinite, Eigen::Vector2d(1.0, 1.0)),
+                           "parameter 0 is inf; the step is not taken");
   CHECK(theta == Eigen::Vector2d(1.0, 2.0));
   CHECK(adam.steps() == 0);
   REQUIRE_INVALID_ARGUMENT(Adam(2, {.beta2 = 1.0}), "beta2 must lie in [0, 1)");

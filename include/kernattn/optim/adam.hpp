@@ -61,8 +61,8 @@ struct AdamOptions {
 ///     \theta \leftarrow \theta - \eta_t\,\frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} +
 ///     \epsilon}, \f]
 /// in double, the update of `torch.optim.Adam` (without weight decay). A gradient or parameter
-/// vector of the wrong size, or a gradient with a NaN or an infinity, throws `InvalidArgument`
-/// and changes nothing (the step is not taken and not counted).
+/// vector of the wrong size, or a gradient or parameter with a NaN or an infinity, throws
+/// `InvalidArgument` and changes nothing (the step is not taken and not counted).
 class Adam {
  public:
   explicit Adam(Index parameters, AdamOptions options = {})
@@ -78,9 +78,12 @@ class Adam {
     require(parameters.size() == first_.size() && gradient.size() == first_.size(),
             "Adam::step: the optimiser holds ", first_.size(), " parameters, got ",
             parameters.size(), " parameters and a gradient of ", gradient.size());
-    for (Index i = 0; i < gradient.size(); ++i)
+    for (Index i = 0; i < gradient.size(); ++i) {
       require(std::isfinite(gradient(i)), "Adam::step: gradient entry ", i, " is ", gradient(i),
               "; the step is not taken");
+      require(std::isfinite(parameters(i)), "Adam::step: parameter ", i, " is ", parameters(i),
+              "; the step is not taken");
+    }
     if (options_.clip_norm > 0.0) {
       const double norm = gradient.norm();
       const double factor = options_.clip_norm / (norm + 1e-6);
