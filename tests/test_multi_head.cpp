@@ -231,3 +231,44 @@ TEST_CASE("MultiHead rejects bad input with messages that name it", "[multi_head
   REQUIRE_INVALID_ARGUMENT(kernattn::MultiHead<Linear>::draw({}, std::vector(2, recipe), 4, {0, 0}),
                            "M (the number of frequencies) must be >= 1");
 }
+
+TEMPLATE_TEST_CASE("GroupedQuery equals attention over K and V repeated per query head",
+                   "[multi-head][grouped-query]", float, double) {
+  // The PyTorch way: K and V repeat_interleave'd from H_kv to H_q heads, then H_q independent
+  // heads; grouped-query attention must give the same bits without the copies. H_kv = 2 of
+  // H_q = 6 (g = 3), and multi-query (H_kv = 1), causal RBF x L^3, B = 2 sequences.
+  using T = TestType;
+  using Matrix = kernattn::Matrix<T>;
+  using Head = kernattn::Attention<kernattn::kernels::Rbf<T>, kernattn::magnitude::Lp<T>,
+                                   kernattn::mask::Causal>;
+  const Head head({}, kernattn::magnitude::Lp<T>(T(3)));
+  constexpr Index B = 2, nq = 13, nk = 17, d = 4, dv = 3, Hq = 6;
+  const Matrix Q = ref::normal(B * nq, Hq * d, 351).cast<T>();
+  for (const Index Hkv : {Index(2), Index(1)}) {
+    CAPTURE(Hkv);
+    const Matrix K = ref::normal(B * nk, Hkv * d, 352).cast<T>();
+    const Matrix V = ref::normal(B * nk, Hkv * dv, 353).cast<T>();
+    Matrix repeated_K(B * nk, Hq * d), repeated_V(B * nk, Hq * dv);
+    const Index g = Hq / Hkv;
+    for (Index h = 0; h < Hq; ++h) {
+      repeated_K.middleCols(h * d, d) = K.middleCols((h / g) * d, d);
+      repeated_V.middleCols(h * dv, dv) = V.middleCols((h / g) * dv, dv);
+    }
+    const Matrix expected = head(Q, repeated_K, repeated_V, kernattn::BatchLayout{B, Hq});
+    const kernattn::GroupedQuery grouped(head, Hq, Hkv);
+    CHECK(grouped.group_size() == g);
+    CHECK(grouped(Q, K, V, B) == expected);
+  }
+  const Matrix K = ref::normal(B * nk, 2 * d, 354).cast<T>();
+  const Matrix V = ref::normal(B * nk, 2 * dv, 355).cast<T>();
+  REQUIRE_INVALID_ARGUMENT(
+      kernattn::GroupedQuery(head, 6, 4),
+      "query heads (6) must be a positive multiple of the key/value heads (4)");
+  const kernattn::GroupedQuery grouped(head, Hq, 2);
+  REQUIRE_INVALID_ARGUMENT(grouped(Q, Matrix(B * nk, 3 * d), V, B),
+                           "must have 2 key heads x d = 4 columns");
+  REQUIRE_INVALID_ARGUMENT(grouped(Q, K, Matrix(B * nk + 1, 2 * dv), B), "V is");
+  Matrix too_narrow(B * nq, 5);
+  REQUIRE_INVALID_ARGUMENT(grouped.compute(Q, K, V, too_narrow, B), "out is");
+  REQUIRE_INVALID_ARGUMENT(grouped(Q, K, V, 3), "GroupedQuery: query head 0 of 6");
+}

@@ -30,6 +30,7 @@
 #include "kernattn/features/yaglom.hpp"
 #include "kernattn/heads/attention_head.hpp"
 #include "kernattn/heads/batch_normalized.hpp"
+#include "kernattn/heads/grouped_query.hpp"
 #include "kernattn/heads/multi_head.hpp"
 #include "kernattn/heads/scaled_head.hpp"
 #include "kernattn/kernels/exponential.hpp"
