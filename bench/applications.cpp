@@ -4,9 +4,14 @@
 //   BM_GroupedQuery/N        GroupedQuery: 32 query heads over 8 key/value heads, read in place
 //   BM_GroupedQueryCopied/N  the same problem with K and V copied to 32 heads (repeat_interleave,
 //                            the copy timed too), then one call over the 32 heads
+//   BM_Packed                ten sequences of 64 to 4096 tokens (self-attention, causal) packed
+//                            by offsets (`attend_packed`)
+//   BM_Padded                the same sequences padded to 4096 tokens: B = 10, KeyPadding by
+//                            lengths; the real work is sum n^2 = 14 % of the padded B 4096^2
 #include <benchmark/benchmark.h>
 
 #include <kernattn/kernattn.hpp>
+#include <vector>
 
 #include "bench_common.hpp"
 
@@ -43,12 +48,48 @@ void grouped_query_benchmark(benchmark::State& state, bool copied) {
   });
 }
 
+/// The lengths of the packed and padded families.
+const std::vector<Index> kPackedLengths{64, 4096, 128, 256, 1024, 64, 512, 2048, 256, 1024};
+constexpr Index kPaddedLength = 4096;
+
+void packed_benchmark(benchmark::State& state, bool packed) {
+  using Causal = kernattn::Attention<kernattn::kernels::Exponential<float>,
+                                     kernattn::magnitude::None, kernattn::mask::Causal>;
+  using CausalPadded = kernattn::Attention<
+      kernattn::kernels::Exponential<float>, kernattn::magnitude::None,
+      kernattn::mask::Intersection<kernattn::mask::Causal, kernattn::mask::KeyPadding>>;
+  const Index sequences = Index(kPackedLengths.size());
+  std::vector<Index> offsets{0};
+  for (const Index length : kPackedLengths) offsets.push_back(offsets.back() + length);
+  const Index rows = packed ? offsets.back() : sequences * kPaddedLength;
+  const Problem p = make_problem(rows);
+  Mat out(rows, kHeadDim);
+  const Causal causal({}, {}, {}, with_threads(1));
+  const CausalPadded padded(
+      {}, {}, kernattn::mask::Causal{} && kernattn::mask::KeyPadding::from_lengths(kPackedLengths),
+      with_threads(1));
+  double work = 0.0;
+  for (const Index length : kPackedLengths) work += 2.0 * double(length) * double(length);
+  timed_loop(state, offsets.back(), work * double(kHeadDim), out, [&] {
+    if (packed)
+      kernattn::attend_packed(causal, p.Q, p.K, p.V, out, offsets, offsets, 1, 1);
+    else
+      padded.compute(p.Q, p.K, p.V, out, kernattn::BatchLayout{sequences, 1});
+  });
+}
+
 const bool registered = [] {
   for (const bool copied : {false, true})
     benchmark::RegisterBenchmark(
         copied ? "BM_GroupedQueryCopied" : "BM_GroupedQuery",
         [copied](benchmark::State& state) { grouped_query_benchmark(state, copied); })
         ->Arg(1024)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  for (const bool packed : {true, false})
+    benchmark::RegisterBenchmark(
+        packed ? "BM_Packed" : "BM_Padded",
+        [packed](benchmark::State& state) { packed_benchmark(state, packed); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   return true;

@@ -1,8 +1,10 @@
 // The batch x heads layout (sequence b = rows [b N, (b+1) N), head h = columns [h d, (h+1) d))
 // equals attending each (sequence, head) block on its own, with per-sequence masks; and the
-// thread count never changes a single bit of the result.
+// thread count never changes a single bit of the result; packed sequences (offsets) equal each
+// sequence run alone.
 #include <cmath>
 #include <functional>
+#include <vector>
 
 #include "catch.hpp"
 #include "reference.hpp"
@@ -140,5 +142,58 @@ TEMPLATE_TEST_CASE("Results are bit-identical for every thread count", "[threads
     const ref::Matrix<T> two = attention.set_threads(2)(p.q<T>(), p.k<T>(), p.v<T>(), {2, 3});
     CHECK(attention.options().threads == 2);
     CHECK(check::identical(one, two));
+  }
+}
+
+TEMPLATE_TEST_CASE("Packed sequences equal each sequence run alone, on every thread count",
+                   "[batch][packed]", float, double) {
+  // Five sequences of different lengths (one without queries, one without keys), two heads, by
+  // offsets like cu_seqlens: the same bits as calling the attention on each sequence's rows,
+  // whether the sequences run in parallel (1, 2 threads) or one after another (many threads).
+  using T = TestType;
+  using Matrix = kernattn::Matrix<T>;
+  const std::vector<Index> query_offsets{0, 7, 8, 8, 38, 50};
+  const std::vector<Index> key_offsets{0, 9, 13, 16, 46, 46};
+  const Matrix Q = ref::normal(50, H * D, 361).cast<T>();
+  const Matrix K = ref::normal(46, H * D, 362).cast<T>();
+  const Matrix V = ref::normal(46, H * Dv, 363).cast<T>();
+  const auto check = [&](const auto& attention) {
+    Matrix expected = Matrix::Zero(50, H * Dv);
+    for (std::size_t s = 0; s + 1 < query_offsets.size(); ++s) {
+      const Index q0 = query_offsets[s], nq = query_offsets[s + 1] - q0;
+      const Index k0 = key_offsets[s], nk = key_offsets[s + 1] - k0;
+      if (nq > 0)
+        expected.middleRows(q0, nq) = attention(Q.middleRows(q0, nq), K.middleRows(k0, nk),
+                                                V.middleRows(k0, nk), kernattn::BatchLayout{1, H});
+    }
+    for (const int threads : {1, 2, 64}) {
+      CAPTURE(threads);
+      Matrix out = Matrix::Constant(50, H * Dv, T(7));
+      kernattn::attend_packed(attention, Q, K, V, out, query_offsets, key_offsets, H, threads);
+      CHECK(out == expected);
+    }
+  };
+  SECTION("causal RBF x L^3, the exact engine") {
+    check(kernattn::Attention<kernels::Rbf<T>, magnitude::Lp<T>, mask::Causal>(
+        {}, magnitude::Lp<T>(T(3))));
+  }
+  SECTION("linear attention with positive features") {
+    using Positive = kernattn::features::Positive<T>;
+    check(kernattn::LinearAttention<Positive>(
+        Positive::draw(16, D, kernattn::random::RandomStream{5, 1})));
+  }
+  SECTION("bad offsets") {
+    const kernattn::Attention<kernels::Exponential<T>> softmax;
+    Matrix out(50, H * Dv);
+    const auto attend = [&](const std::vector<Index>& q, const std::vector<Index>& k) {
+      kernattn::attend_packed(softmax, Q, K, V, out, q, k, H);
+    };
+    CHECK_THROWS_WITH(attend({0, 7, 5, 50}, {0, 9, 13, 46}),
+                      Catch::Contains("query_offsets must not decrease"));
+    CHECK_THROWS_WITH(attend({0, 7, 49}, {0, 9, 46}),
+                      Catch::Contains("query_offsets ends at 49 but Q has 50 rows"));
+    CHECK_THROWS_WITH(attend({0, 7, 50}, {0, 46}),
+                      Catch::Contains("query_offsets has 3 entries but key_offsets has 2"));
+    CHECK_THROWS_WITH(attend({1, 50}, {0, 46}), Catch::Contains("must start at 0"));
   }
 }
