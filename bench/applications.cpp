@@ -8,6 +8,9 @@
 //                            by offsets (`attend_packed`)
 //   BM_Padded                the same sequences padded to 4096 tokens: B = 10, KeyPadding by
 //                            lengths; the real work is sum n^2 = 14 % of the padded B 4096^2
+//   BM_LinearDecode/L        one decoding step of LinearDecoder<Positive> (M = 256): append a
+//                            key and value, answer a query, after L cached tokens (L = 1024,
+//                            65536); items are tokens
 #include <benchmark/benchmark.h>
 
 #include <kernattn/kernattn.hpp>
@@ -78,6 +81,24 @@ void packed_benchmark(benchmark::State& state, bool packed) {
   });
 }
 
+void linear_decode_benchmark(benchmark::State& state) {
+  using Positive = kernattn::features::Positive<float>;
+  const Index cached = state.range(0);
+  const Problem p = make_problem(cached);
+  kernattn::LinearDecoder<Positive> decoder(
+      Positive::draw(kFrequencies, kHeadDim, kernattn::random::RandomStream{20240521u, 2}),
+      kHeadDim);
+  decoder.append(p.K, p.V);
+  Index t = 0;
+  for (auto _ : state) {
+    decoder.append(p.K.row(t % cached), p.V.row(t % cached));
+    Mat out = decoder.attend(p.Q.row(t % cached));
+    benchmark::DoNotOptimize(out.data());
+    ++t;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 const bool registered = [] {
   for (const bool copied : {false, true})
     benchmark::RegisterBenchmark(
@@ -92,6 +113,10 @@ const bool registered = [] {
         [packed](benchmark::State& state) { packed_benchmark(state, packed); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_LinearDecode", linear_decode_benchmark)
+      ->Arg(1024)
+      ->Arg(65536)
+      ->Unit(benchmark::kMicrosecond);
   return true;
 }();
 

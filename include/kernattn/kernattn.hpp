@@ -7,6 +7,7 @@
 #include "kernattn/attention/graph_attention.hpp"
 #include "kernattn/attention/ika_reference.hpp"
 #include "kernattn/attention/linear_attention.hpp"
+#include "kernattn/attention/linear_decoder.hpp"
 #include "kernattn/attention/packed.hpp"
 #include "kernattn/attention/positional.hpp"
 #include "kernattn/attention/sinusoidal.hpp"
