@@ -130,8 +130,8 @@ struct KernelSmoother {
   [[nodiscard]] Matrix predict(const Tasks& tasks) const {
     return attention()(tasks.queries, tasks.keys, tasks.values, tasks.layout());
   }
-  /// The loss on `tasks` and d(loss)/d(theta) = parameters * d(loss)/d(parameters).
-  double loss_and_gradient(const Tasks& tasks, Eigen::VectorXd& gradient) const {
+  /// d(loss)/d(theta) = parameters * d(loss)/d(parameters) of the loss on `tasks`.
+  void loss_gradient(const Tasks& tasks, Eigen::VectorXd& gradient) const {
     const Attention<Kernel> smoother = attention();
     Matrix out(tasks.queries.rows(), 1), statistics;
     smoother.compute(tasks.queries, tasks.keys, tasks.values, out, statistics, tasks.layout());
@@ -141,7 +141,6 @@ struct KernelSmoother {
     smoother.backward(tasks.queries, tasks.keys, tasks.values, out, statistics, d_out, dQ, dK, dV,
                       gradient, tasks.layout());
     gradient.array() *= theta.array().exp();
-    return mean_squared_error(out, tasks);
   }
 };
 
@@ -164,7 +163,7 @@ struct ImplicitSmoother {
   [[nodiscard]] Matrix predict(const Tasks& tasks) const {
     return attention()(tasks.queries, tasks.keys, tasks.values, tasks.layout());
   }
-  double loss_and_gradient(const Tasks& tasks, Eigen::VectorXd& gradient) const {
+  void loss_gradient(const Tasks& tasks, Eigen::VectorXd& gradient) const {
     const LinearAttention<features::Fourier<double>> smoother = attention();
     const Matrix out = smoother(tasks.queries, tasks.keys, tasks.values, tasks.layout());
     const Matrix d_out = 2.0 * (out - tasks.truth) / double(out.rows());
@@ -174,7 +173,6 @@ struct ImplicitSmoother {
                       d_frequencies, tasks.layout());
     gradient =
         spectral::frequency_parameter_gradient(current(), Setting::dimension, noise, d_frequencies);
-    return mean_squared_error(out, tasks);
   }
 };
 
@@ -213,7 +211,7 @@ struct Trained {
               .schedule = optim::WarmupCosine{peak_rate, 50, s.steps, 0.02 * peak_rate}}) {}
   void step(const Tasks& tasks) {
     Eigen::VectorXd gradient;
-    model.loss_and_gradient(tasks, gradient);
+    model.loss_gradient(tasks, gradient);
     adam.step(model.theta, gradient);
   }
   void evaluate(const Tasks& heldout_tasks) {

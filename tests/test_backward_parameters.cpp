@@ -10,6 +10,7 @@
 
 #include "backward_checks.hpp"
 #include "catch.hpp"
+#include "central_difference.hpp"
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
@@ -67,12 +68,8 @@ void check_parameters(const AttentionT& attention, Index nq, Index nk, std::uint
   };
   for (Index p = 0; p < theta.size(); ++p) {
     CAPTURE(names[std::size_t(p)], theta(p));
-    const double h = 1e-5 * std::max(1.0, std::abs(theta(p)));
-    Eigen::VectorXd up = theta;
-    Eigen::VectorXd down = theta;
-    up(p) += h;
-    down(p) -= h;
-    const double difference = (loss(up) - loss(down)) / (2 * h);
+    const double difference =
+        central_difference(loss, theta, p, 1e-5 * std::max(1.0, std::abs(theta(p))));
     CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-9);
     CHECK(std::abs(gradient(p)) > 1e-6);  // the check is informative
   }
@@ -220,12 +217,8 @@ TEST_CASE("MultiHead: every head's parameters as one flat vector, with their gra
     };
     for (Index p = 0; p < theta.size(); ++p) {
       CAPTURE(multi_head.parameter_names()[std::size_t(p)], theta(p));
-      const double h = 1e-5 * std::max(1.0, std::abs(theta(p)));
-      Eigen::VectorXd up = theta;
-      Eigen::VectorXd down = theta;
-      up(p) += h;
-      down(p) -= h;
-      const double difference = (loss(up) - loss(down)) / (2 * h);
+      const double difference =
+          central_difference(loss, theta, p, 1e-5 * std::max(1.0, std::abs(theta(p))));
       CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-9);
       CHECK(std::abs(gradient(p)) > 1e-6);
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "central_difference.hpp"
 #include "invalid_argument.hpp"
 #include "sampler_reference.hpp"
 
@@ -43,12 +44,8 @@ void check_sampler(const Sampler& sampler, Index dimension) {
   };
   for (Index p = 0; p < theta.size(); ++p) {
     CAPTURE(p, theta(p));
-    const double h = 1e-6 * std::max(1.0, std::abs(theta(p)));
-    Eigen::VectorXd up = theta;
-    Eigen::VectorXd down = theta;
-    up(p) += h;
-    down(p) -= h;
-    const double difference = (loss(up) - loss(down)) / (2 * h);
+    const double difference =
+        central_difference(loss, theta, p, 1e-6 * std::max(1.0, std::abs(theta(p))));
     CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-8);
   }
   CHECK(gradient.cwiseAbs().maxCoeff() > 1e-3);  // the checks are informative
@@ -156,12 +153,7 @@ void check_copula(const std::vector<Sampler>& samplers) {
   REQUIRE(gradient.size() == 6);
   for (Index p = 0; p < theta.size(); ++p) {
     CAPTURE(p, theta(p));
-    const double h = 1e-6;
-    Eigen::VectorXd up = theta;
-    Eigen::VectorXd down = theta;
-    up(p) += h;
-    down(p) -= h;
-    const double difference = (loss(up) - loss(down)) / (2 * h);
+    const double difference = central_difference(loss, theta, p, 1e-6);
     CHECK(std::abs(gradient(p) - difference) <= 1e-6 * std::abs(difference) + 1e-7);
   }
   CHECK(gradient.cwiseAbs().maxCoeff() > 1e-2);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/linear_engine.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/features/feature_map.hpp"
@@ -55,11 +56,10 @@ class LinearDecoder {
             "LinearDecoder::append: keys are ", detail::shape_of(keys), " and values ",
             detail::shape_of(values), " but the decoder takes n x ", map_.input_dimension(),
             " keys with n x ", value_dimension(), " values");
-    const Matrix<Scalar> key_rows = keys;
-    const Matrix<Scalar> value_rows = values;
     detail::consume_keys(
-        map_, magnitude_, key_rows, value_rows, 0, key_rows.rows(), [](Index) { return true; },
-        options_.key_tile, detail::LinearScratch<Scalar>::of_this_thread(), state_);
+        map_, magnitude_, keys.derived(), values.derived(), 0, keys.rows(),
+        [](Index) { return true; }, options_.key_tile,
+        detail::LinearScratch<Scalar>::of_this_thread(), state_);
     length_ += keys.rows();
   }
 
@@ -69,7 +69,7 @@ class LinearDecoder {
   [[nodiscard]] Matrix<Scalar> attend(const Eigen::MatrixBase<DQ>& queries) const {
     require(queries.cols() == map_.input_dimension(), "LinearDecoder::attend: queries are ",
             detail::shape_of(queries), " but the decoder takes n x ", map_.input_dimension());
-    const Matrix<Scalar> query_rows = queries;
+    const detail::InputView<DQ> query_rows(queries);
     Matrix<Scalar> out(query_rows.rows(), value_dimension());
     detail::read_state(map_, query_rows, 0, state_, options_.denominator_floor,
                        detail::LinearScratch<Scalar>::of_this_thread(), out,
