@@ -11,8 +11,15 @@
 //   BM_LinearDecode/L        one decoding step of LinearDecoder<Positive> (M = 256): append a
 //                            key and value, answer a query, after L cached tokens (L = 1024,
 //                            65536); items are tokens
+//   BM_DecodeSoftmax/L       one decoding step of KeyValueCache (softmax; RBF x L^3 for
+//   BM_DecodeRbfLp3/L        BM_DecodeRbfLp3) after L cached tokens (L = 4096, 32768): append a
+//                            key and value, answer their query, forget the token again; bytes
+//                            are those of the L + 1 keys and values read
+//   BM_StreamingSum/L        the bandwidth reference: one sum over as many bytes as BM_Decode*/L
+//                            reads
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
 #include <kernattn/kernattn.hpp>
 #include <vector>
 
@@ -99,6 +106,35 @@ void linear_decode_benchmark(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+/// One decoding step of a key/value cache of `attention` holding L tokens: the bytes of K and V
+/// it reads are the figure of merit (against BM_StreamingSum/L).
+template <class AttentionT>
+void decode_benchmark(benchmark::State& state, const AttentionT& attention) {
+  const Index cached = state.range(0);
+  const Problem p = make_problem(cached + 1);
+  kernattn::KeyValueCache cache(attention, kHeadDim, kHeadDim);
+  cache.append(p.K.topRows(cached), p.V.topRows(cached));
+  for (auto _ : state) {
+    cache.append(p.K.row(cached), p.V.row(cached));
+    Mat out = cache.attend(p.Q.row(cached));
+    benchmark::DoNotOptimize(out.data());
+    cache.truncate(cached);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * (cached + 1) * 2 * kHeadDim *
+                          std::int64_t(sizeof(float)));
+}
+
+void streaming_sum_benchmark(benchmark::State& state) {
+  const Index count = (state.range(0) + 1) * 2 * kHeadDim;
+  const Eigen::ArrayXf data = Eigen::ArrayXf::Random(count);
+  for (auto _ : state) {
+    float sum = data.sum();
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetBytesProcessed(state.iterations() * count * std::int64_t(sizeof(float)));
+}
+
 const bool registered = [] {
   for (const bool copied : {false, true})
     benchmark::RegisterBenchmark(
@@ -116,6 +152,25 @@ const bool registered = [] {
   benchmark::RegisterBenchmark("BM_LinearDecode", linear_decode_benchmark)
       ->Arg(1024)
       ->Arg(65536)
+      ->Unit(benchmark::kMicrosecond);
+  using kernattn::Attention;
+  namespace kernels = kernattn::kernels;
+  const Attention<kernels::Exponential<float>> softmax({}, {}, {}, with_threads(1));
+  const Attention<kernels::Rbf<float>, kernattn::magnitude::Lp<float>> rbf_lp3(
+      {}, kernattn::magnitude::Lp<float>(3.0f), {}, with_threads(1));
+  benchmark::RegisterBenchmark(
+      "BM_DecodeSoftmax", [softmax](benchmark::State& state) { decode_benchmark(state, softmax); })
+      ->Arg(4096)
+      ->Arg(32768)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark(
+      "BM_DecodeRbfLp3", [rbf_lp3](benchmark::State& state) { decode_benchmark(state, rbf_lp3); })
+      ->Arg(4096)
+      ->Arg(32768)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("BM_StreamingSum", streaming_sum_benchmark)
+      ->Arg(4096)
+      ->Arg(32768)
       ->Unit(benchmark::kMicrosecond);
   return true;
 }();

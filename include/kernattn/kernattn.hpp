@@ -6,6 +6,7 @@
 #include "kernattn/attention/attention.hpp"
 #include "kernattn/attention/graph_attention.hpp"
 #include "kernattn/attention/ika_reference.hpp"
+#include "kernattn/attention/key_value_cache.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/linear_decoder.hpp"
 #include "kernattn/attention/packed.hpp"
