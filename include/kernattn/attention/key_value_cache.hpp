@@ -238,7 +238,10 @@ class KeyValueCache {
   }
 
   Attention<Kernel, Magnitude, Mask> attention_;
-  Rows keys_;
+  // Keys column by column: a tile's scores are then a column-major matrix-vector product, a sum
+  // of columns scaled by the query's entries, with no reduction across each key's row. Values
+  // row by row: the weighted sum of a tile's values is then a sum of rows.
+  Matrix<Scalar> keys_;
   Rows values_;
   detail::KeyTerms<Scalar> terms_;
   Index length_ = 0;
