@@ -52,10 +52,11 @@ void append_rows(Stored& stored, Index length, Index capacity, const Added& adde
   stored.middleRows(length, added.rows()) = added;
 }
 
-/// Appends the `KeyTerms` of a chunk of keys (`added`, from `compute_key_terms`) to those of the
-/// `length` keys before it, growing every term to `capacity` rows.
+/// Appends the `KeyTerms` of a chunk of `count` keys (`added`, from `compute_key_terms`) to those
+/// of the `length` keys before it, growing every term to `capacity` rows.
 template <Real T>
-void append_key_terms(KeyTerms<T>& terms, Index length, Index capacity, const KeyTerms<T>& added) {
+void append_key_terms(KeyTerms<T>& terms, Index length, Index capacity, const KeyTerms<T>& added,
+                      Index count) {
   append_rows(terms.key_bias, length, capacity, added.key_bias);
   append_rows(terms.squared_norms, length, capacity, added.squared_norms);
   append_rows(terms.position_squared_norms, length, capacity, added.position_squared_norms);
@@ -65,8 +66,7 @@ void append_key_terms(KeyTerms<T>& terms, Index length, Index capacity, const Ke
   auto& before = terms.nonfinite_values_before;
   if (added.nonfinite_values_before.empty() && before.empty()) return;
   if (before.empty()) before.assign(std::size_t(length) + 1, 0);
-  const Index chunk = added.range_norms.rows();
-  for (Index j = 0; j < chunk; ++j)
+  for (Index j = 0; j < count; ++j)
     before.push_back(before[std::size_t(length)] +
                      (added.nonfinite_values_before.empty()
                           ? 0
@@ -84,7 +84,7 @@ void append_key_terms(KeyTerms<T>& terms, Index length, Index capacity, const Ke
 /// \f$j \le L - n + i\f$, and a single query every key whatever the mask but a window.
 ///
 /// A step of at most 8 queries attends them one by one, each reading the keys and values once
-/// at memory speed (`attend_single_query`); more queries share each key tile's reads. The keys
+/// (`attend_single_query`); more queries share each key tile's reads. The keys
 /// are attended in parts of `16 * key_tile` keys, each part's output and row statistic
 /// merged in order (`merge_partial_result`): a long cache spreads over threads even for a single
 /// query, and the result is bit-identical for every thread count. Appending n tokens costs
@@ -159,7 +159,7 @@ class KeyValueCache {
     if (length_ + added > capacity_) grow_to(std::max({length_ + added, 2 * capacity_, Index(16)}));
     keys_.middleRows(length_, added) = key_rows;
     values_.middleRows(length_, added) = value_rows;
-    detail::append_key_terms(terms_, length_, capacity_, terms);
+    detail::append_key_terms(terms_, length_, capacity_, terms, added);
     length_ += added;
   }
 
