@@ -11,6 +11,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_backward_compositions {
+
 namespace {
 
 using backward_checks::Mat;
@@ -130,3 +132,5 @@ TEST_CASE("MultiHead::backward matches central finite differences (double)",
       heads.gradients(Q, K, V, heads(Q, K, V, layout), weights, layout);
   backward_checks::check_finite_differences(Q, K, V, g, loss);
 }
+
+}  // namespace test_backward_compositions

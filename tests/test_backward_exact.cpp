@@ -12,6 +12,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_backward_exact {
+
 namespace {
 
 using backward_checks::Mat;
@@ -220,3 +222,5 @@ TEMPLATE_TEST_CASE("Exact backward: empty calls and bad arguments", "[backward][
                              "out is 5x3 but the attention output is 5x2");
   }
 }
+
+}  // namespace test_backward_exact

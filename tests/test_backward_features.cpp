@@ -16,6 +16,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_backward_features {
+
 namespace {
 
 using backward_checks::Mat;
@@ -227,3 +229,5 @@ TEST_CASE("Exact backward of the feature form: the frequencies' gradient (double
           BatchLayout{2, 2}, 6, 44);
   }
 }
+
+}  // namespace test_backward_features

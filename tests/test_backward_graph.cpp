@@ -17,6 +17,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_backward_graph {
+
 namespace {
 
 using backward_checks::Mat;
@@ -314,3 +316,5 @@ TEST_CASE("Graph backward names a wrongly shaped argument", "[backward][graph][e
   REQUIRE_INVALID_ARGUMENT(
       graph.backward(transposed, p.Q, p.K, p.V, out, statistics, dO, dQ, dK, dV), "adjacency is");
 }
+
+}  // namespace test_backward_graph

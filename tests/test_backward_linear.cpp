@@ -15,6 +15,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_backward_linear {
+
 namespace {
 
 using backward_checks::Mat;
@@ -417,3 +419,5 @@ TEST_CASE("LinearAttention: the gradient reaches an implicit sampler's generator
   CHECK(scale > 1e-3);
   CHECK((gradient - differences).cwiseAbs().maxCoeff() <= 1e-7 * scale);
 }
+
+}  // namespace test_backward_linear

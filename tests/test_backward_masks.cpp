@@ -12,6 +12,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_backward_masks {
+
 namespace {
 
 using backward_checks::Mat;
@@ -207,3 +209,5 @@ TEMPLATE_TEST_CASE(
     });
   }
 }
+
+}  // namespace test_backward_masks

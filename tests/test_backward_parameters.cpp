@@ -14,6 +14,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_backward_parameters {
+
 namespace {
 
 using backward_checks::Mat;
@@ -242,3 +244,5 @@ TEST_CASE("MultiHead: every head's parameters as one flat vector, with their gra
     REQUIRE_INVALID_ARGUMENT(same.with_parameters(bad), "variance");
   }
 }
+
+}  // namespace test_backward_parameters

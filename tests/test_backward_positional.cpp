@@ -9,6 +9,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_backward_positional {
+
 namespace {
 
 using backward_checks::Mat;
@@ -112,3 +114,5 @@ TEST_CASE("PositionalAttention::backward matches central finite differences (dou
   backward_checks::check_difference_quotients(Tk, g.dTk, "dTk", loss);
   backward_checks::check_difference_quotients(V, g.dV, "dV", loss);
 }
+
+}  // namespace test_backward_positional

@@ -13,6 +13,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_backward_primal_dual {
+
 namespace {
 
 using backward_checks::Mat;
@@ -168,3 +170,5 @@ TEMPLATE_TEST_CASE("ScaledHead::backward: factor 1 is the head's backward, hidde
   CHECK(check::identical(again.dQ, p.dQ));
   CHECK(check::identical(again.dK, p.dK));
 }
+
+}  // namespace test_backward_primal_dual

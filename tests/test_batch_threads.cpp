@@ -9,6 +9,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_batch_threads {
+
 namespace {
 
 constexpr Index B = 3, H = 2, Nq = 17, Nk = 23, D = 6, Dv = 4;
@@ -197,3 +199,5 @@ TEMPLATE_TEST_CASE("Packed sequences equal each sequence run alone, on every thr
     CHECK_THROWS_WITH(attend({1, 50}, {0, 46}), Catch::Contains("must start at 0"));
   }
 }
+
+}  // namespace test_batch_threads

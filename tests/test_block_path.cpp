@@ -7,6 +7,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_block_path {
+
 namespace {
 
 using kernattn::ExecutionOptions;
@@ -91,3 +93,5 @@ TEMPLATE_TEST_CASE("The block path matches the reference at every padding edge",
         });
   }
 }
+
+}  // namespace test_block_path

@@ -21,6 +21,8 @@
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 
+namespace test_causality {
+
 namespace {
 
 namespace features = kernattn::features;
@@ -434,3 +436,5 @@ TEMPLATE_TEST_CASE(
     refuses(mask::Boolean(ref::random_visibility(n, n, 0.5, 952)));
   }
 }
+
+}  // namespace test_causality

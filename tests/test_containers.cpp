@@ -12,6 +12,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_containers {
+
 namespace features = kernattn::features;
 
 namespace {
@@ -153,3 +155,5 @@ TEMPLATE_TEST_CASE("Compositions without a default live in std::optional and std
       CHECK(check::identical(each(wide.q<T>(), wide.k<T>(), wide.v<T>()), expected));
   }
 }
+
+}  // namespace test_containers

@@ -17,6 +17,8 @@
 #include "kernattn/heads/multi_head.hpp"
 #include "kernattn/kernattn.hpp"
 
+namespace test_coupling {
+
 namespace {
 
 using Eigen::MatrixXd;
@@ -394,3 +396,5 @@ TEST_CASE("Coupled draws depend only on the seed and stream", "[coupling]") {
     CHECK(!(first[h].array() == other[h].array()).any());
   }
 }
+
+}  // namespace test_coupling

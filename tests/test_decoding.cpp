@@ -10,6 +10,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_decoding {
+
 namespace {
 
 using kernattn::Matrix;
@@ -75,3 +77,5 @@ TEST_CASE("LinearDecoder: poisoned by a non-finite key, and wrong shapes", "[dec
   decoder.append(poisoned, V.topRows(1));
   CHECK(decoder.attend(K).array().isNaN().all());
 }
+
+}  // namespace test_decoding

@@ -7,6 +7,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_decomposition {
+
 namespace {
 
 /// The identity's tolerance, relative to the largest output: 1e-5 in float, 1e-12 in double.
@@ -78,3 +80,5 @@ TEMPLATE_TEST_CASE("Rbf x Lp(2) with default parameters is softmax attention", "
     check_identity<T>(large_key_problem<T>(50, 60, 4, 100, 207));
   }
 }
+
+}  // namespace test_decomposition

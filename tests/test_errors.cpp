@@ -10,6 +10,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_errors {
+
 namespace {
 
 using Matrix = ref::Matrix<float>;
@@ -176,3 +178,5 @@ TEST_CASE("Execution options are validated", "[errors][options]") {
     CHECK(attention.set_threads(1).options().threads == 1);
   }
 }
+
+}  // namespace test_errors

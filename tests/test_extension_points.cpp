@@ -5,6 +5,8 @@
 #include "catch.hpp"
 #include "kernattn/kernattn.hpp"
 
+namespace test_extension_points {
+
 namespace {
 
 // kernels/kernel.hpp: a dot-product kernel with a temperature.
@@ -77,3 +79,5 @@ TEST_CASE("User-defined kernel, magnitude and mask from the concept documentatio
   CHECK(attention.kernel()(Qd.row(0).cast<float>().eval(), Kd.row(0).cast<float>().eval()) ==
         Approx(std::exp(Qd.row(0).dot(Kd.row(0)) / 2.0)).epsilon(1e-6));
 }
+
+}  // namespace test_extension_points

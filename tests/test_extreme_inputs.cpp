@@ -19,6 +19,8 @@
 #include "kernattn/heads/batch_normalized.hpp"
 #include "reference.hpp"
 
+namespace test_extreme_inputs {
+
 namespace {
 
 using ref::MatrixXd;
@@ -402,3 +404,5 @@ TEMPLATE_TEST_CASE("Causal linear attention without value columns", "[extreme][f
   REQUIRE(out.rows() == 7);
   REQUIRE(out.cols() == 0);
 }
+
+}  // namespace test_extreme_inputs

@@ -20,6 +20,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_features {
+
 namespace features = kernattn::features;
 namespace spectral = kernattn::spectral;
 using kernattn::random::RandomStream;
@@ -466,3 +468,5 @@ TEST_CASE("Feature maps reject inputs of the wrong width and bad frequencies", "
   REQUIRE_THROWS_WITH(features::Positive<float>(ref::Matrix<float>::Ones(4, 3), 0.0f),
                       message_contains("input_scale"));
 }
+
+}  // namespace test_features

@@ -20,6 +20,8 @@
 #include "kernattn/attention/graph_attention.hpp"
 #include "reference.hpp"
 
+namespace test_graph_attention {
+
 namespace features = kernattn::features;
 namespace spectral = kernattn::spectral;
 using kernattn::BatchLayout;
@@ -321,3 +323,5 @@ TEMPLATE_TEST_CASE("Distance kernels are accurate on self-loops, where q = k", "
   check_kernel(kernels::Matern52<T>(), ref::matern(5, l));
   check_kernel(kernels::RationalQuadratic<T>(), ref::rational_quadratic(1, l));
 }
+
+}  // namespace test_graph_attention

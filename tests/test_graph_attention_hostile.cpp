@@ -19,6 +19,8 @@
 #include "kernattn/attention/graph_attention.hpp"
 #include "reference.hpp"
 
+namespace test_graph_attention_hostile {
+
 using kernattn::GraphAttention;
 using kernattn::GraphOptions;
 
@@ -323,3 +325,5 @@ TEST_CASE("An adjacency with an index outside its shape or a broken structure is
     CHECK(out.allFinite());
   }
 }
+
+}  // namespace test_graph_attention_hostile

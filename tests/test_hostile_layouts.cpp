@@ -13,6 +13,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_hostile_layouts {
+
 namespace features = kernattn::features;
 
 namespace {
@@ -212,3 +214,5 @@ TEST_CASE("Layouts that no input can have are rejected before anything is alloca
   REQUIRE_INVALID_ARGUMENT(engines.softmax(empty, empty, no_values, {1, 16}),
                            "must have a multiple of 16 columns for 16 heads");
 }
+
+}  // namespace test_hostile_layouts

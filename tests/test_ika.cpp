@@ -20,6 +20,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_ika {
+
 namespace features = kernattn::features;
 namespace spectral = kernattn::spectral;
 using kernattn::ExecutionOptions;
@@ -414,3 +416,5 @@ TEMPLATE_TEST_CASE("IKA outputs are a function of the seed and stream alone", "[
   CHECK(check::identical(first, fourier_output(7, 1)));
   CHECK(relative_change(first, fourier_output(8, 1)) > 1e-3);
 }
+
+}  // namespace test_ika

@@ -11,6 +11,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_kernels_distance {
+
 namespace {
 
 /// d^(1/4), the default lengthscale of every distance kernel.
@@ -136,3 +138,5 @@ TEMPLATE_TEST_CASE("A distant key weighs exactly zero; one beyond the numeric ra
   compare(kernels::Matern52<T>(), ref::matern(5, default_lengthscale(4)));
   compare(kernels::RationalQuadratic<T>(), ref::rational_quadratic(1, default_lengthscale(4)));
 }
+
+}  // namespace test_kernels_distance

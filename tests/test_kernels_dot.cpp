@@ -5,6 +5,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_kernels_dot {
+
 namespace {
 
 /// s = 1/sqrt(d), the default scale of Exponential and Polynomial.
@@ -92,3 +94,5 @@ TEMPLATE_TEST_CASE("Direct kernels output exactly zero where the weights sum to 
   CHECK((linear.array() == 0).all());
   CHECK((affine.array() == 0).all());
 }
+
+}  // namespace test_kernels_dot

@@ -12,6 +12,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_key_value_cache {
+
 namespace {
 
 using kernattn::Attention;
@@ -205,3 +207,5 @@ TEST_CASE("KeyValueCache: truncate, reserve and bad input", "[decoding][cache][e
     CHECK(cache.attend(s.Q.row(29)) == before);
   }
 }
+
+}  // namespace test_key_value_cache

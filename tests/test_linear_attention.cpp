@@ -32,6 +32,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_linear_attention {
+
 namespace features = kernattn::features;
 using kernattn::BatchLayout;
 using kernattn::LinearAttention;
@@ -368,3 +370,5 @@ TEMPLATE_TEST_CASE("LinearAttention is deterministic across threads, calls and l
     for_masks(maps.positive);
   }
 }
+
+}  // namespace test_linear_attention

@@ -25,6 +25,8 @@
 #include "linear_reference.hpp"
 #include "reference.hpp"
 
+namespace test_linear_attention_hostile {
+
 namespace features = kernattn::features;
 namespace spectral = kernattn::spectral;
 using kernattn::LinearAttention;
@@ -428,3 +430,5 @@ TEST_CASE("LinearAttention rejects bad options, dimensions and shapes", "[linear
     REQUIRE_THROWS_WITH(flagged(Q, K, V), message_contains("6 valid flags"));
   }
 }
+
+}  // namespace test_linear_attention_hostile

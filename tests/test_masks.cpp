@@ -11,6 +11,8 @@
 #include "kernattn/mask/seen_keys.hpp"
 #include "reference.hpp"
 
+namespace test_masks {
+
 namespace {
 
 /// Checks `m` against `visible` with Exponential (online softmax; hidden pairs weigh exp(-inf))
@@ -225,3 +227,5 @@ TEMPLATE_TEST_CASE(
                       Catch::Contains("too large"));
   }
 }
+
+}  // namespace test_masks

@@ -5,6 +5,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_masks_combined {
+
 namespace {
 
 /// A random boolean matrix (each pair visible with probability 0.4) with one row that sees
@@ -108,3 +110,5 @@ TEMPLATE_TEST_CASE("A hidden key's magnitude does not change the queries that ca
     check_all(mask::KeyPadding::from_lengths({19}), ref::first_keys(20, 20, 19));
   }
 }
+
+}  // namespace test_masks_combined

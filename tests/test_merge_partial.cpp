@@ -12,6 +12,8 @@
 #include "invalid_argument.hpp"
 #include "reference.hpp"
 
+namespace test_merge_partial {
+
 namespace {
 
 using kernattn::BatchLayout;
@@ -150,3 +152,5 @@ TEST_CASE("Merging: rows a block hides, NaN, and bad shapes", "[merge][errors]")
                              "part_statistics is 1x1");
   }
 }
+
+}  // namespace test_merge_partial

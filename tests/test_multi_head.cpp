@@ -11,6 +11,8 @@
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 
+namespace test_multi_head {
+
 namespace {
 
 using ref::MatrixXd;
@@ -272,3 +274,5 @@ TEMPLATE_TEST_CASE("GroupedQuery equals attention over K and V repeated per quer
   REQUIRE_INVALID_ARGUMENT(grouped.compute(Q, K, V, too_narrow, B), "out is");
   REQUIRE_INVALID_ARGUMENT(grouped(Q, K, V, 3), "GroupedQuery: query head 0 of 6");
 }
+
+}  // namespace test_multi_head

@@ -9,6 +9,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_nonfinite {
+
 namespace {
 
 using check::Entries;
@@ -192,3 +194,5 @@ TEMPLATE_TEST_CASE("A key whose log-weight is -inf weighs exactly zero in every 
     compare(kernels::Rbf<T>(), ref::rbf(std::sqrt(double(d))));
   }
 }
+
+}  // namespace test_nonfinite

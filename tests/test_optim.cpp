@@ -17,6 +17,8 @@
 #include "kernattn/spectral/mlp_generator.hpp"
 #include "reference.hpp"
 
+namespace test_optim {
+
 namespace {
 
 using kernattn::Index;
@@ -168,3 +170,5 @@ TEMPLATE_TEST_CASE(
   CHECK(first > 1e-3);
   CHECK(last < 0.2 * first);  // 9.3x on x86-64 with GCC 12
 }
+
+}  // namespace test_optim

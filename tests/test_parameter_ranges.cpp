@@ -22,6 +22,8 @@
 #include "kernattn/kernattn.hpp"
 #include "reference.hpp"
 
+namespace test_parameter_ranges {
+
 namespace {
 
 using Eigen::MatrixXd;
@@ -432,3 +434,5 @@ TEST_CASE("sinusoidal_positions rejects bases whose frequencies overflow", "[ran
   // Bases of 1 or more never overflow.
   CHECK(kernattn::sinusoidal_positions<double>(1000, 7, 1.0, -500).allFinite());
 }
+
+}  // namespace test_parameter_ranges

@@ -8,6 +8,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_pointwise {
+
 namespace {
 
 template <class T>
@@ -273,3 +275,5 @@ TEMPLATE_TEST_CASE("log_sum_exp", "[log_sum_exp]", float, double) {
     CHECK(std::abs(double(mixed) - std::log(2.0)) <= 4 * u);
   }
 }
+
+}  // namespace test_pointwise

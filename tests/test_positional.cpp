@@ -15,6 +15,8 @@
 #include "positional_reference.hpp"
 #include "reference.hpp"
 
+namespace test_positional {
+
 namespace {
 
 using namespace positional_ref;
@@ -347,3 +349,5 @@ TEST_CASE("Positional attention rejects bad input with the argument and shapes n
                              "sinusoidal_positions: base must be a finite number > 0");
   }
 }
+
+}  // namespace test_positional

@@ -9,6 +9,8 @@
 #include "positional_reference.hpp"
 #include "reference.hpp"
 
+namespace test_positional_sinusoidal {
+
 namespace {
 
 using namespace positional_ref;
@@ -101,3 +103,5 @@ TEMPLATE_TEST_CASE("An Rbf kernel on sinusoidal positions depends only on the to
     check::require_close(out_a, out_b, a.bound + b.bound + exact_difference);
   }
 }
+
+}  // namespace test_positional_sinusoidal

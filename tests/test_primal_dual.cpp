@@ -19,6 +19,8 @@
 #include "pooling.hpp"
 #include "reference.hpp"
 
+namespace test_primal_dual {
+
 namespace {
 
 using ref::MatrixXd;
@@ -293,3 +295,5 @@ TEMPLATE_TEST_CASE("BN and SH combine in either order", "[batch_norm][scaled_hea
     check::require_matches<T>(attention(p.q<T>(), p.k<T>(), p.v<T>()), expected_for(normalised));
   }
 }
+
+}  // namespace test_primal_dual

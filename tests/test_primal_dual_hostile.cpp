@@ -18,6 +18,8 @@
 #include "pooling.hpp"
 #include "reference.hpp"
 
+namespace test_primal_dual_hostile {
+
 TEMPLATE_TEST_CASE(
     "ScaledHead takes any pooling factor up to the largest Index, in time linear in the tokens",
     "[scaled_heads][hostile]", KERNATTN_TEST_SCALARS) {
@@ -194,3 +196,5 @@ TEST_CASE("BatchNormalized and ScaledHead reject bad parameters", "[batch_norm][
   REQUIRE_INVALID_ARGUMENT((mask::Pooled<mask::Causal>{mask::Causal{}, 0, 10}.bind({5, 8})),
                            "pooling factor must be >= 1");
 }
+
+}  // namespace test_primal_dual_hostile

@@ -15,6 +15,8 @@
 #include "pooling.hpp"
 #include "reference.hpp"
 
+namespace test_primal_dual_scaled_heads {
+
 namespace {
 
 using ref::MatrixXd;
@@ -263,3 +265,5 @@ TEMPLATE_TEST_CASE(
     }
   }
 }
+
+}  // namespace test_primal_dual_scaled_heads

@@ -23,6 +23,8 @@
 #include "kernattn/spectral/sampler.hpp"
 #include "random_checks.hpp"
 
+namespace test_random {
+
 namespace {
 
 using kernattn::random::Philox4x32;
@@ -327,3 +329,5 @@ TEST_CASE("draw_uniforms lays a stream out row by row", "[random][spectral]") {
   REQUIRE_INVALID_ARGUMENT(kernattn::spectral::draw_uniforms(stream, -1, 5), "draw_uniforms");
   REQUIRE_INVALID_ARGUMENT(kernattn::spectral::draw_uniforms(stream, 2, -3), "2x-3");
 }
+
+}  // namespace test_random

@@ -26,6 +26,8 @@
 #include "kernattn/random/distributions.hpp"
 #include "random_checks.hpp"
 
+namespace test_random_gamma {
+
 namespace {
 
 namespace rnd = kernattn::random;
@@ -276,3 +278,5 @@ TEST_CASE("gamma_p is accurate for large shapes", "[random]") {
     CHECK(std::abs(got / expected - 1.0) <= 2.0 * prefactor_error(a, a));
   }
 }
+
+}  // namespace test_random_gamma

@@ -26,6 +26,8 @@
 #include "kernattn/random/distributions.hpp"
 #include "random_checks.hpp"
 
+namespace test_random_quantiles {
+
 namespace {
 
 namespace rnd = kernattn::random;
@@ -269,3 +271,5 @@ TEST_CASE("normal_quantile handles subnormal uniforms", "[random]") {
           1e-13 + std::abs(x) * ulp(x) + std::numeric_limits<double>::denorm_min() / u);
   }
 }
+
+}  // namespace test_random_quantiles

@@ -15,6 +15,8 @@
 #include "catch.hpp"
 #include "kernattn/kernattn.hpp"
 
+namespace test_sampler_convergence {
+
 namespace {
 
 namespace sp = kernattn::spectral;
@@ -234,3 +236,5 @@ TEST_CASE("StudentT closed forms at higher odd dof agree with the Bessel form of
   }
 }
 #endif
+
+}  // namespace test_sampler_convergence

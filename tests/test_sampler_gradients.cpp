@@ -14,6 +14,8 @@
 #include "invalid_argument.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_sampler_gradients {
+
 namespace {
 
 using sampler_ref::Mat;
@@ -200,3 +202,5 @@ TEST_CASE(
                              "couples 2 heads but got 1 samplers");
   }
 }
+
+}  // namespace test_sampler_gradients

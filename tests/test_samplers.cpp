@@ -27,6 +27,8 @@
 #include "kernattn/kernattn.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_samplers {
+
 namespace {
 
 using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
@@ -295,3 +297,5 @@ TEMPLATE_TEST_CASE("MirroredGaussian: the first ceil(M/2) rows N(mu, s^2), the r
     }
   }
 }
+
+}  // namespace test_samplers

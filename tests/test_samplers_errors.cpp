@@ -9,6 +9,8 @@
 #include "kernattn/kernattn.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_samplers_errors {
+
 namespace {
 
 using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
@@ -163,3 +165,5 @@ TEST_CASE("Samplers reject bad parameters", "[sampler][errors]") {
                              "dimension 3");
   }
 }
+
+}  // namespace test_samplers_errors

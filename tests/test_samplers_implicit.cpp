@@ -11,6 +11,8 @@
 #include "kernattn/kernattn.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_samplers_implicit {
+
 namespace {
 
 using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
@@ -170,3 +172,5 @@ TEST_CASE("Implicit with the smallest user-defined generator", "[sampler][implic
       sp::draw_frequencies(sp::Implicit<Truncating>(Truncating{}), 6, 2, {53, 0}),
       "Implicit: the generator returned 5x2 for noise of 6x2, expected 6x2");
 }
+
+}  // namespace test_samplers_implicit

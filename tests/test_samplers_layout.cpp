@@ -8,6 +8,8 @@
 #include "kernattn/kernattn.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_samplers_layout {
+
 namespace {
 
 using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
@@ -141,3 +143,5 @@ TEMPLATE_TEST_CASE("Samplers are deterministic in (seed, stream) and extend with
     CHECK(a.row(11).norm() > 0);
   }
 }
+
+}  // namespace test_samplers_layout

@@ -21,6 +21,8 @@
 #include "kernattn/kernattn.hpp"
 #include "sampler_reference.hpp"
 
+namespace test_samplers_orthogonal {
+
 namespace {
 
 using namespace sampler_ref;  // its aliases (sp, kr, Index, Mat, ...) and helpers
@@ -153,3 +155,5 @@ TEMPLATE_TEST_CASE("Orthogonal features estimate the RBF kernel with a lower var
     CHECK(orthogonal_error < 0.5 * iid_error);
   }
 }
+
+}  // namespace test_samplers_orthogonal

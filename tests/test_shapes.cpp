@@ -8,6 +8,8 @@
 #include "catch.hpp"
 #include "reference.hpp"
 
+namespace test_shapes {
+
 namespace {
 
 template <class T>
@@ -269,3 +271,5 @@ TEST_CASE("The automatic query tile depends on the number of queries only", "[op
   fixed.query_tile = 7;
   CHECK(fixed.query_tile_for(1024) == 7);
 }
+
+}  // namespace test_shapes
