@@ -12,6 +12,8 @@
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/heads/attention_head.hpp"
 
@@ -31,6 +33,72 @@ inline void require_packed_offsets(const std::vector<Index>& offsets, Index rows
             "[", s, "] = ", offsets[s], " < ", name, "[", s - 1, "] = ", offsets[s - 1]);
   require(offsets.back() == rows, "attend_packed: ", name, " ends at ", offsets.back(), " but ",
           matrix, " has ", rows, " rows");
+}
+
+/// The rows of packed sequence s: its queries `[q0, q0 + nq)` and keys `[k0, k0 + nk)`.
+struct PackedRows {
+  Index q0;
+  Index nq;
+  Index k0;
+  Index nk;
+};
+
+/// Checks the offsets of a packed call against Q's and K's rows and V against K.
+template <class DQ, class DK, class DV>
+void validate_packed(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                     const Eigen::MatrixBase<DV>& V, const std::vector<Index>& query_offsets,
+                     const std::vector<Index>& key_offsets) {
+  require_packed_offsets(query_offsets, Q.rows(), "query_offsets", "Q");
+  require_packed_offsets(key_offsets, K.rows(), "key_offsets", "K");
+  require(query_offsets.size() == key_offsets.size(), "attend_packed: query_offsets has ",
+          query_offsets.size(), " entries but key_offsets has ", key_offsets.size(),
+          " (one more than the number of sequences each)");
+  require(V.rows() == K.rows(), "attend_packed: V has ", V.rows(), " rows but K has ", K.rows());
+}
+
+/// Runs `attend(runner, rows)` for every packed sequence, naming the sequence in an
+/// `InvalidArgument` it throws. With at least twice as many sequences as `threads`, the
+/// sequences run in parallel, largest \f$N_q N_k\f$ first, each on one thread of a copy of
+/// `head` (`runner`); otherwise one after another on `head` itself. The sequences' rows are
+/// disjoint, so what each writes does not depend on the schedule.
+template <AttentionHead Head, class Attend>
+void for_each_packed_sequence(const Head& head, const std::vector<Index>& query_offsets,
+                              const std::vector<Index>& key_offsets, int threads,
+                              const Attend& attend) {
+  const Index sequences = Index(query_offsets.size()) - 1;
+  const auto rows_of = [&](Index s) {
+    const std::size_t at = std::size_t(s);
+    return PackedRows{query_offsets[at], query_offsets[at + 1] - query_offsets[at], key_offsets[at],
+                      key_offsets[at + 1] - key_offsets[at]};
+  };
+  const auto run = [&](const Head& runner, Index s) {
+    const PackedRows rows = rows_of(s);
+    try {
+      attend(runner, rows);
+    } catch (const InvalidArgument& error) {
+      throw InvalidArgument(concat("attend_packed: sequence ", s, " (query rows [", rows.q0, ", ",
+                                   rows.q0 + rows.nq, "), key rows [", rows.k0, ", ",
+                                   rows.k0 + rows.nk, ")): ", error.what()));
+    }
+  };
+  const int team = resolve_thread_count(threads);
+  if constexpr (requires(Head copy) { copy.set_threads(1); }) {
+    if (sequences >= 2 * Index(team)) {
+      std::vector<Index> order(static_cast<std::size_t>(sequences));
+      std::iota(order.begin(), order.end(), Index(0));
+      const auto work = [&](Index s) {
+        const PackedRows rows = rows_of(s);
+        return double(rows.nq) * double(rows.nk);
+      };
+      std::stable_sort(order.begin(), order.end(),
+                       [&](Index a, Index b) { return work(a) > work(b); });
+      Head single = head;
+      single.set_threads(1);
+      parallel_for(sequences, team, [&](Index task) { run(single, order[std::size_t(task)]); });
+      return;
+    }
+  }
+  for (Index s = 0; s < sequences; ++s) run(head, s);
 }
 
 }  // namespace detail
@@ -53,50 +121,75 @@ void attend_packed(const Head& head, const Eigen::MatrixBase<DQ>& Q, const Eigen
                    const Eigen::MatrixBase<DV>& V, Out&& out,
                    const std::vector<Index>& query_offsets, const std::vector<Index>& key_offsets,
                    Index heads = 1, int threads = 0) {
-  detail::require_packed_offsets(query_offsets, Q.rows(), "query_offsets", "Q");
-  detail::require_packed_offsets(key_offsets, K.rows(), "key_offsets", "K");
-  require(query_offsets.size() == key_offsets.size(), "attend_packed: query_offsets has ",
-          query_offsets.size(), " entries but key_offsets has ", key_offsets.size(),
-          " (one more than the number of sequences each)");
-  require(V.rows() == K.rows(), "attend_packed: V has ", V.rows(), " rows but K has ", K.rows());
+  detail::validate_packed(Q, K, V, query_offsets, key_offsets);
   require(out.rows() == Q.rows() && out.cols() == V.cols(), "attend_packed: out is ",
           detail::shape_of(out), " but the output is ", detail::shape_of(Q.rows(), V.cols()));
   require(!detail::may_share_memory(out, Q) && !detail::may_share_memory(out, K) &&
               !detail::may_share_memory(out, V),
           "attend_packed: out must not share memory with Q, K or V");
-  const Index sequences = Index(query_offsets.size()) - 1;
-  const auto attend = [&](const Head& runner, Index s) {
-    const Index q0 = query_offsets[std::size_t(s)], k0 = key_offsets[std::size_t(s)];
-    const Index nq = query_offsets[std::size_t(s) + 1] - q0;
-    const Index nk = key_offsets[std::size_t(s) + 1] - k0;
-    if (nq == 0) return;
-    try {
-      runner.compute(Q.middleRows(q0, nq), K.middleRows(k0, nk), V.middleRows(k0, nk),
-                     out.middleRows(q0, nq), BatchLayout{1, heads});
-    } catch (const InvalidArgument& error) {
-      throw InvalidArgument(detail::concat("attend_packed: sequence ", s, " (query rows [", q0,
-                                           ", ", q0 + nq, "), key rows [", k0, ", ", k0 + nk,
-                                           ")): ", error.what()));
-    }
-  };
-  const int team = resolve_thread_count(threads);
-  if constexpr (requires(Head copy) { copy.set_threads(1); }) {
-    if (sequences >= 2 * Index(team)) {
-      std::vector<Index> order(static_cast<std::size_t>(sequences));
-      std::iota(order.begin(), order.end(), Index(0));
-      const auto work = [&](Index s) {
-        return double(query_offsets[std::size_t(s) + 1] - query_offsets[std::size_t(s)]) *
-               double(key_offsets[std::size_t(s) + 1] - key_offsets[std::size_t(s)]);
-      };
-      std::stable_sort(order.begin(), order.end(),
-                       [&](Index a, Index b) { return work(a) > work(b); });
-      Head single = head;
-      single.set_threads(1);
-      parallel_for(sequences, team, [&](Index task) { attend(single, order[std::size_t(task)]); });
-      return;
-    }
-  }
-  for (Index s = 0; s < sequences; ++s) attend(head, s);
+  detail::for_each_packed_sequence(
+      head, query_offsets, key_offsets, threads, [&](const Head& runner, detail::PackedRows rows) {
+        if (rows.nq == 0) return;
+        runner.compute(Q.middleRows(rows.q0, rows.nq), K.middleRows(rows.k0, rows.nk),
+                       V.middleRows(rows.k0, rows.nk), out.middleRows(rows.q0, rows.nq),
+                       BatchLayout{1, heads});
+      });
+}
+
+/// The backward pass of `attend_packed` (docs/gradients.md, "Packed batches"): given the inputs
+/// of a forward call, its output and \f$dOut = \partial\ell/\partial out\f$, writes dQ, dK and
+/// dV (of Q's, K's and V's shapes; through temporaries where one may overlap an argument). Each
+/// sequence's rows are the head's backward (`DifferentiableHead`) on that sequence alone, with
+/// `BatchLayout{1, heads}`; the keys and values of a sequence without queries get zero
+/// gradients. The sequences' rows are disjoint, so the threads (scheduled as in
+/// `attend_packed`) never write the same row, and the gradients are bit-identical for every
+/// thread count. A head that needs row statistics (`Attention`) recomputes them per sequence,
+/// as in `MultiHead::backward`.
+template <AttentionHead Head, class DQ, class DK, class DV, class DO, class DG,
+          detail::EigenDense GQ, detail::EigenDense GK, detail::EigenDense GV>
+void attend_packed_backward(const Head& head, const Eigen::MatrixBase<DQ>& Q,
+                            const Eigen::MatrixBase<DK>& K, const Eigen::MatrixBase<DV>& V,
+                            const Eigen::MatrixBase<DO>& out, const Eigen::MatrixBase<DG>& dOut,
+                            GQ&& dQ, GK&& dK, GV&& dV, const std::vector<Index>& query_offsets,
+                            const std::vector<Index>& key_offsets, Index heads = 1,
+                            int threads = 0) {
+  static_assert(DifferentiableHead<Head>,
+                "attend_packed_backward: the head needs a backward pass (DifferentiableHead)");
+  using Scalar = typename Head::Scalar;
+  static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                "every argument must have the head's scalar type");
+  detail::validate_packed(Q, K, V, query_offsets, key_offsets);
+  detail::require_shape(out, "out", Q.rows(), V.cols(), "Q's rows x V's columns");
+  detail::require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
+  detail::require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
+  detail::require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
+  detail::require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+  const detail::InputView<DQ> queries(Q);
+  const detail::InputView<DK> keys(K);
+  const detail::InputView<DV> values(V);
+  const detail::InputView<DO> output(out);
+  const detail::InputView<DG> output_gradient(dOut);
+  detail::write_gradients<Scalar>(
+      dQ, dK, dV,
+      [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+        detail::for_each_packed_sequence(
+            head, query_offsets, key_offsets, threads,
+            [&](const Head& runner, detail::PackedRows rows) {
+              if (rows.nq == 0) {
+                key_gradient.middleRows(rows.k0, rows.nk).setZero();
+                value_gradient.middleRows(rows.k0, rows.nk).setZero();
+                return;
+              }
+              detail::head_backward(
+                  runner, queries.middleRows(rows.q0, rows.nq), keys.middleRows(rows.k0, rows.nk),
+                  values.middleRows(rows.k0, rows.nk), output.middleRows(rows.q0, rows.nq),
+                  output_gradient.middleRows(rows.q0, rows.nq),
+                  query_gradient.middleRows(rows.q0, rows.nq),
+                  key_gradient.middleRows(rows.k0, rows.nk),
+                  value_gradient.middleRows(rows.k0, rows.nk), BatchLayout{1, heads});
+            });
+      },
+      queries, keys, values, output, output_gradient);
 }
 
 }  // namespace kernattn

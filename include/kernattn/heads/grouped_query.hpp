@@ -4,9 +4,12 @@
 /// value heads without copies of K or V (docs/conventions.md, "Grouped-query attention").
 
 #include <string>
+#include <utility>
 
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
+#include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/heads/attention_head.hpp"
 
@@ -55,6 +58,114 @@ class GroupedQuery {
   void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
                const Eigen::MatrixBase<DV>& V, Out&& out, Index sequences = 1) const {
     using detail::shape_of;
+    const HeadDimensions dims = validate(Q, K, V);
+    require(out.rows() == Q.rows() && out.cols() == query_heads_ * dims.dv, "GroupedQuery: out is ",
+            shape_of(out), " but the output is ", shape_of(Q.rows(), query_heads_ * dims.dv),
+            " (Q's rows x ", query_heads_, " query heads x d_v = ", dims.dv, ")");
+    require(!detail::may_share_memory(out, Q) && !detail::may_share_memory(out, K) &&
+                !detail::may_share_memory(out, V),
+            "GroupedQuery: out must not share memory with Q, K or V");
+    for (Index h = 0; h < query_heads_; ++h) {
+      const Index kv = h / group_size();
+      naming_head(h, [&] {
+        head_.compute(Q.middleCols(h * dims.d, dims.d), K.middleCols(kv * dims.d, dims.d),
+                      V.middleCols(kv * dims.dv, dims.dv), out.middleCols(h * dims.dv, dims.dv),
+                      BatchLayout{sequences, 1});
+      });
+    }
+  }
+
+  /// The backward pass (docs/gradients.md, "Compositions"): given the inputs of a forward call,
+  /// its output and \f$dOut = \partial\ell/\partial out\f$, writes dQ, dK and dV (of Q's, K's
+  /// and V's shapes; through temporaries where one may overlap an argument). Query head h's
+  /// columns of dQ are the head's own backward (`DifferentiableHead`) on its columns; a
+  /// key/value head's columns of dK and dV are the sums of the gradients of its g query heads,
+  /// \f$dK_{kv} = \sum_{h = kv\,g}^{(kv+1)g - 1} dK^{(h)}\f$, added in head order, so the result
+  /// is bit-identical for every thread count. A head that needs row statistics (`Attention`)
+  /// recomputes them with a forward call of its own, as in `MultiHead::backward`.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Eigen::MatrixBase<DG>& dOut, GQ&& dQ, GK&& dK, GV&& dV,
+                Index sequences = 1) const {
+    static_assert(DifferentiableHead<Head>,
+                  "GroupedQuery::backward: the head needs a backward pass (DifferentiableHead)");
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    const HeadDimensions dims = validate(Q, K, V);
+    detail::require_shape(out, "out", Q.rows(), query_heads_ * dims.dv,
+                          "Q's rows x the query heads' value columns");
+    detail::require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
+    detail::require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
+    detail::require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
+    detail::require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    const Index d = dims.d;
+    const Index dv = dims.dv;
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          Matrix<Scalar> member_key_gradient(K.rows(), d);
+          Matrix<Scalar> member_value_gradient(V.rows(), dv);
+          for (Index h = 0; h < query_heads_; ++h) {
+            const Index kv = h / group_size();
+            auto key_columns = detail::columns_of(key_gradient, kv * d, d);
+            auto value_columns = detail::columns_of(value_gradient, kv * dv, dv);
+            const bool first_of_group = h % group_size() == 0;
+            naming_head(h, [&] {
+              const auto run = [&](auto& head_key_gradient, auto& head_value_gradient) {
+                detail::head_backward(
+                    head_, detail::columns_of(queries, h * d, d),
+                    detail::columns_of(keys, kv * d, d), detail::columns_of(values, kv * dv, dv),
+                    detail::columns_of(output, h * dv, dv),
+                    detail::columns_of(output_gradient, h * dv, dv),
+                    detail::columns_of(query_gradient, h * d, d), head_key_gradient,
+                    head_value_gradient, BatchLayout{sequences, 1});
+              };
+              if (first_of_group) {
+                run(key_columns, value_columns);
+              } else {
+                run(member_key_gradient, member_value_gradient);
+                key_columns += member_key_gradient;
+                value_columns += member_value_gradient;
+              }
+            });
+          }
+        },
+        queries, keys, values, output, output_gradient);
+  }
+
+  /// `backward` into new matrices.
+  template <class DQ, class DK, class DV, class DO, class DG>
+  [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,
+                                                     const Eigen::MatrixBase<DK>& K,
+                                                     const Eigen::MatrixBase<DV>& V,
+                                                     const Eigen::MatrixBase<DO>& out,
+                                                     const Eigen::MatrixBase<DG>& dOut,
+                                                     Index sequences = 1) const {
+    return detail::new_gradients<Scalar>(Q, K, V, [&](auto& dQ, auto& dK, auto& dV) {
+      backward(Q, K, V, out, dOut, dQ, dK, dV, sequences);
+    });
+  }
+
+ private:
+  /// d and \f$d_v\f$ of one head.
+  struct HeadDimensions {
+    Index d;
+    Index dv;
+  };
+
+  /// Checks Q, K and V against the heads; the messages name the argument and its shape.
+  template <class DQ, class DK, class DV>
+  [[nodiscard]] HeadDimensions validate(const Eigen::MatrixBase<DQ>& Q,
+                                        const Eigen::MatrixBase<DK>& K,
+                                        const Eigen::MatrixBase<DV>& V) const {
+    using detail::shape_of;
     require(Q.cols() % query_heads_ == 0 && Q.cols() >= query_heads_, "GroupedQuery: Q is ",
             shape_of(Q), " but must have d columns for each of the ", query_heads_, " query heads");
     const Index d = Q.cols() / query_heads_;
@@ -64,27 +175,21 @@ class GroupedQuery {
     require(V.cols() % key_heads_ == 0 && V.rows() == K.rows(), "GroupedQuery: V is ", shape_of(V),
             " but must have K's ", K.rows(), " rows and d_v columns for each of the ", key_heads_,
             " value heads");
-    const Index dv = V.cols() / key_heads_;
-    require(out.rows() == Q.rows() && out.cols() == query_heads_ * dv, "GroupedQuery: out is ",
-            shape_of(out), " but the output is ", shape_of(Q.rows(), query_heads_ * dv),
-            " (Q's rows x ", query_heads_, " query heads x d_v = ", dv, ")");
-    require(!detail::may_share_memory(out, Q) && !detail::may_share_memory(out, K) &&
-                !detail::may_share_memory(out, V),
-            "GroupedQuery: out must not share memory with Q, K or V");
-    const Index g = group_size();
-    for (Index h = 0; h < query_heads_; ++h) {
-      const Index kv = h / g;
-      try {
-        head_.compute(Q.middleCols(h * d, d), K.middleCols(kv * d, d), V.middleCols(kv * dv, dv),
-                      out.middleCols(h * dv, dv), BatchLayout{sequences, 1});
-      } catch (const InvalidArgument& error) {
-        throw InvalidArgument(detail::concat("GroupedQuery: query head ", h, " of ", query_heads_,
-                                             " (key/value head ", kv, "): ", error.what()));
-      }
+    return {d, V.cols() / key_heads_};
+  }
+
+  /// Runs `call`, prefixing an `InvalidArgument` it throws with query head h and its key head.
+  template <class Call>
+  void naming_head(Index h, const Call& call) const {
+    try {
+      call();
+    } catch (const InvalidArgument& error) {
+      throw InvalidArgument(detail::concat("GroupedQuery: query head ", h, " of ", query_heads_,
+                                           " (key/value head ", h / group_size(),
+                                           "): ", error.what()));
     }
   }
 
- private:
   Head head_;
   Index query_heads_;
   Index key_heads_;
