@@ -3,10 +3,19 @@
 # Eigen 3.4, Catch2 and Google Benchmark. Quick, and offline, when nothing is missing.
 # Package managers: apt-get (Debian/Ubuntu), dnf (Fedora), Homebrew (macOS).
 # With --clang (apt-get only) also Clang, its OpenMP runtime and libFuzzer, for the clang preset.
+# With --mpi (apt-get only) also Open MPI, for the ring attention example (examples/mpi).
 set -euo pipefail
 
 with_clang=false
-[[ ${1:-} == --clang ]] && with_clang=true
+with_mpi=false
+for option in "$@"; do
+  case $option in
+    --clang) with_clang=true ;;
+    --mpi) with_mpi=true ;;
+    *) printf 'install-deps: error: unknown option %s (known: --clang, --mpi)\n' "$option" >&2
+       exit 2 ;;
+  esac
+done
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
@@ -46,6 +55,7 @@ install_apt() {
     have clang++ || missing+=(clang)
     packages+=(libomp-dev libclang-rt-dev)
   fi
+  $with_mpi && packages+=(libopenmpi-dev openmpi-bin)
   for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
       || missing+=("$pkg")
