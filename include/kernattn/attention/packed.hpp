@@ -160,18 +160,12 @@ void attend_packed_backward(const Head& head, const Eigen::MatrixBase<DQ>& Q,
                 "every argument must have the head's scalar type");
   detail::validate_packed(Q, K, V, query_offsets, key_offsets);
   detail::require_shape(out, "out", Q.rows(), V.cols(), "Q's rows x V's columns");
-  detail::require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
-  detail::require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
-  detail::require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
-  detail::require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
-  const detail::InputView<DQ> queries(Q);
-  const detail::InputView<DK> keys(K);
-  const detail::InputView<DV> values(V);
-  const detail::InputView<DO> output(out);
-  const detail::InputView<DG> output_gradient(dOut);
-  detail::write_gradients<Scalar>(
-      dQ, dK, dV,
-      [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+  detail::require_gradient_shapes(Q, K, V, out, dOut, dQ, dK, dV);
+  detail::with_backward_views<Scalar>(
+      Q, K, V, out, dOut, dQ, dK, dV,
+      [&](const auto& queries, const auto& keys, const auto& values, const auto& output,
+          const auto& output_gradient, auto& query_gradient, auto& key_gradient,
+          auto& value_gradient) {
         detail::for_each_packed_sequence(
             head, query_offsets, key_offsets, threads,
             [&](const Head& runner, detail::PackedRows rows) {
@@ -188,8 +182,7 @@ void attend_packed_backward(const Head& head, const Eigen::MatrixBase<DQ>& Q,
                   key_gradient.middleRows(rows.k0, rows.nk),
                   value_gradient.middleRows(rows.k0, rows.nk), BatchLayout{1, heads});
             });
-      },
-      queries, keys, values, output, output_gradient);
+      });
 }
 
 }  // namespace kernattn

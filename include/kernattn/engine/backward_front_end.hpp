@@ -28,6 +28,16 @@ void require_shape(const Argument& argument, std::string_view name, Index rows, 
           " but must be ", shape_of(rows, cols), " (", because, ")");
 }
 
+/// Requires dOut to have out's shape and dQ, dK and dV those of Q, K and V.
+template <class Q, class K, class V, class Out, class OutGradient, class GQ, class GK, class GV>
+void require_gradient_shapes(const Q& queries, const K& keys, const V& values, const Out& out,
+                             const OutGradient& dOut, const GQ& dQ, const GK& dK, const GV& dV) {
+  require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
+  require_shape(dQ, "dQ", queries.rows(), queries.cols(), "the shape of Q");
+  require_shape(dK, "dK", keys.rows(), keys.cols(), "the shape of K");
+  require_shape(dV, "dV", values.rows(), values.cols(), "the shape of V");
+}
+
 /// The checks of a backward call without row statistics (the linear engine's).
 template <class DQ, class DK, class DV, class Out, class OutGradient, class GQ, class GK, class GV>
 void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
@@ -35,10 +45,7 @@ void validate_backward_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matri
                               const OutGradient& dOut, const GQ& dQ, const GK& dK, const GV& dV,
                               BatchLayout layout) {
   validate_attention_shapes(Q, K, V, out, layout);
-  require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
-  require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
-  require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
-  require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
+  require_gradient_shapes(Q, K, V, out, dOut, dQ, dK, dV);
 }
 
 /// Checks the arguments of a backward call in the batch x heads `layout`: those of the forward
@@ -102,6 +109,29 @@ void write_gradients(GQ& dQ, GK& dK, GV& dV, const Run& run, const Inputs&... in
   } else {
     run(dQ, dK, dV);
   }
+}
+
+/// Calls `body(queries, keys, values, output, output_gradient, dQ, dK, dV)` with read-only views
+/// of Q, K, V, out and dOut (`InputView`) and gradients that are dQ, dK and dV themselves, or
+/// temporaries copied into them afterwards when one may overlap an argument (`write_gradients`).
+template <Real T, class DQ, class DK, class DV, class DO, class DG, class GQ, class GK, class GV,
+          class Body>
+void with_backward_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                         const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                         const Eigen::MatrixBase<DG>& dOut, GQ& dQ, GK& dK, GV& dV,
+                         const Body& body) {
+  const InputView<DQ> queries(Q);
+  const InputView<DK> keys(K);
+  const InputView<DV> values(V);
+  const InputView<DO> output(out);
+  const InputView<DG> output_gradient(dOut);
+  write_gradients<T>(
+      dQ, dK, dV,
+      [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+        body(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
+             value_gradient);
+      },
+      queries, keys, values, output, output_gradient);
 }
 
 }  // namespace detail

@@ -96,20 +96,14 @@ class GroupedQuery {
     const HeadDimensions dims = validate(Q, K, V);
     detail::require_shape(out, "out", Q.rows(), query_heads_ * dims.dv,
                           "Q's rows x the query heads' value columns");
-    detail::require_shape(dOut, "dOut", out.rows(), out.cols(), "the gradient of the output");
-    detail::require_shape(dQ, "dQ", Q.rows(), Q.cols(), "the shape of Q");
-    detail::require_shape(dK, "dK", K.rows(), K.cols(), "the shape of K");
-    detail::require_shape(dV, "dV", V.rows(), V.cols(), "the shape of V");
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
+    detail::require_gradient_shapes(Q, K, V, out, dOut, dQ, dK, dV);
     const Index d = dims.d;
     const Index dv = dims.dv;
-    detail::write_gradients<Scalar>(
-        dQ, dK, dV,
-        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+    detail::with_backward_views<Scalar>(
+        Q, K, V, out, dOut, dQ, dK, dV,
+        [&](const auto& queries, const auto& keys, const auto& values, const auto& output,
+            const auto& output_gradient, auto& query_gradient, auto& key_gradient,
+            auto& value_gradient) {
           Matrix<Scalar> member_key_gradient(K.rows(), d);
           Matrix<Scalar> member_value_gradient(V.rows(), dv);
           for (Index h = 0; h < query_heads_; ++h) {
@@ -136,8 +130,7 @@ class GroupedQuery {
               }
             });
           }
-        },
-        queries, keys, values, output, output_gradient);
+        });
   }
 
   /// `backward` into new matrices.
