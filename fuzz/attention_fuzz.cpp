@@ -10,212 +10,29 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
-#include <kernattn/kernattn.hpp>
-#include <limits>
-#include <optional>
 #include <vector>
 
+#include "attention_fuzz/exact.hpp"
+
+namespace attention_fuzz {
 namespace {
 
-using namespace kernattn;
-using Real = float;
-using Mat = Matrix<Real>;
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "attention_fuzz: invariant violated: %s\n", what);
-  std::abort();
-}
-
-/// One entry: mostly ordinary values at a chosen scale, sometimes a special value.
-Real decode_value(FuzzedDataProvider& data, Real scale, bool specials) {
-  if (specials) {
-    switch (data.ConsumeIntegralInRange<int>(0, 15)) {
-      case 0:
-        return std::numeric_limits<Real>::quiet_NaN();
-      case 1:
-        return std::numeric_limits<Real>::infinity();
-      case 2:
-        return -std::numeric_limits<Real>::infinity();
-      case 3:
-        return std::numeric_limits<Real>::denorm_min();
-      case 4:
-        return std::numeric_limits<Real>::max();
-      case 5:
-        return -std::numeric_limits<Real>::max();
-      default:
-        break;
-    }
-  }
-  return scale * Real(data.ConsumeIntegralInRange<int>(-64, 64)) / Real(16);
-}
-
-Mat decode_matrix(FuzzedDataProvider& data, Index rows, Index cols) {
-  static constexpr Real scales[] = {Real(1e-30), Real(1e-3), Real(1),    Real(4),
-                                    Real(30),    Real(1e4),  Real(1e15), Real(1e30)};
-  const Real scale = scales[data.ConsumeIntegralInRange<int>(0, 7)];
-  const bool specials = data.ConsumeIntegralInRange<int>(0, 7) == 0;
-  Mat m(rows, cols);
-  for (Index c = 0; c < cols; ++c)
-    for (Index r = 0; r < rows; ++r) m(r, c) = decode_value(data, scale, specials);
-  return m;
-}
-
-struct Problem {
-  Index sequences = 1, heads = 1, nq = 0, nk = 0, d = 1, dv = 1;
-  Mat Q, K, V;
-  [[nodiscard]] bool finite() const { return Q.allFinite() && K.allFinite() && V.allFinite(); }
-  [[nodiscard]] BatchLayout layout() const { return {sequences, heads}; }
-};
-
-/// Checks the output of a composition whose set filter, bound per sequence, is `visibility_of(b)`
-/// (nullptr-like `std::nullopt` when the checker cannot know it). With `zero_rows_allowed`, a
-/// row of a head may be all zeros, which is its definition when its weights all vanish: every
-/// visible log-weight -inf in the exact engine, an estimated denominator of exactly 0 in linear
-/// attention (no feature, or every product underflows).
-template <class VisibilityOf>
-void check_output(const Problem& p, const Mat& out, bool nonnegative_weights,
-                  VisibilityOf visibility_of, bool zero_rows_allowed = false) {
-  if (out.rows() != p.nq * p.sequences || out.cols() != p.dv * p.heads) fail("output shape");
-  if (!p.finite()) return;
-  if (!out.allFinite()) fail("finite inputs gave a non-finite output");
-  if (!nonnegative_weights) return;
-  for (Index b = 0; b < p.sequences; ++b) {
-    const auto visibility = visibility_of(b);
-    for (Index h = 0; h < p.heads; ++h)
-      for (Index i = 0; i < p.nq; ++i) {
-        if (zero_rows_allowed && p.dv > 0 &&
-            out.row(b * p.nq + i).segment(h * p.dv, p.dv).isZero(0))
-          continue;
-        for (Index c = 0; c < p.dv; ++c) {
-          Real low = std::numeric_limits<Real>::infinity();
-          Real high = -low;
-          for (Index j = 0; j < p.nk; ++j) {
-            if (visibility && !visibility->visible(i, j)) continue;
-            const Real v = p.V(b * p.nk + j, h * p.dv + c);
-            low = std::min(low, v);
-            high = std::max(high, v);
-          }
-          const Real o = out(b * p.nq + i, h * p.dv + c);
-          if (low > high) {
-            if (visibility && o != Real(0)) fail("a row that sees no key is not zero");
-            continue;
-          }
-          const Real margin = Real(1e-3) * std::max(std::abs(low), std::abs(high)) +
-                              std::numeric_limits<Real>::min();
-          if (o < low - margin || o > high + margin) fail("output outside the visible values");
-        }
-      }
-  }
-}
-
-template <class Composition, class Mask>
-void run_exact(const Problem& p, const Composition& attention, const Mask& mask,
-               bool nonnegative_weights) {
-  const Mat out = attention(p.Q, p.K, p.V, p.layout());
-  // A row whose visible log-weights all underflow to -inf (an extreme kernel parameter) outputs
-  // zeros by definition (docs/numerics.md, section 3).
-  check_output(
-      p, out, nonnegative_weights,
-      [&](Index b) {
-        return std::optional(mask.bind(mask::Shape{p.nq, p.nk, b, p.sequences}));
-      },
-      true);
-}
-
-/// The mask, chosen by the fuzzer, then the composition with it.
-template <class Kernel, class Magnitude>
-void with_mask(FuzzedDataProvider& data, const Problem& p, Kernel kernel, Magnitude magnitude,
-               bool nonnegative_weights) {
-  ExecutionOptions options;
-  options.key_tile = data.ConsumeIntegralInRange<Index>(1, 40);
-  options.query_tile = data.ConsumeIntegralInRange<Index>(0, 40);
-  switch (data.ConsumeIntegralInRange<int>(0, 4)) {
-    case 0: {
-      const Attention<Kernel, Magnitude> attention(kernel, magnitude, {}, options);
-      run_exact(p, attention, mask::None{}, nonnegative_weights);
-      break;
-    }
-    case 1: {
-      const Attention<Kernel, Magnitude, mask::Causal> attention(kernel, magnitude, {}, options);
-      run_exact(p, attention, mask::Causal{}, nonnegative_weights);
-      break;
-    }
-    case 2: {
-      const mask::Window window(data.ConsumeIntegralInRange<Index>(-3, 40),
-                                data.ConsumeIntegralInRange<Index>(-3, 40));
-      const Attention<Kernel, Magnitude, mask::Window> attention(kernel, magnitude, window,
-                                                                 options);
-      run_exact(p, attention, window, nonnegative_weights);
-      break;
-    }
-    case 3: {
-      std::vector<Index> lengths;
-      const Index count = data.ConsumeBool() ? 1 : p.sequences;
-      for (Index b = 0; b < count; ++b)
-        lengths.push_back(data.ConsumeIntegralInRange<Index>(-1, p.nk + 1));
-      const auto padding = mask::KeyPadding::from_lengths(lengths);
-      const Attention<Kernel, Magnitude, mask::KeyPadding> attention(kernel, magnitude, padding,
-                                                                     options);
-      run_exact(p, attention, padding, nonnegative_weights);
-      break;
-    }
-    default: {
-      Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic> allowed(p.nq, p.nk);
-      for (Index j = 0; j < p.nk; ++j)
-        for (Index i = 0; i < p.nq; ++i) allowed(i, j) = data.ConsumeBool();
-      const mask::Boolean boolean(allowed);
-      const Attention<Kernel, Magnitude, mask::Boolean> attention(kernel, magnitude, boolean,
-                                                                  options);
-      run_exact(p, attention, boolean, nonnegative_weights);
-      break;
-    }
-  }
-}
-
-Real decode_parameter(FuzzedDataProvider& data) {
-  static constexpr Real values[] = {Real(1e-30), Real(1e-3), Real(0.05), Real(0.5), Real(1),
-                                    Real(2),     Real(3),    Real(7.5),  Real(1e3), Real(1e30)};
-  return values[data.ConsumeIntegralInRange<int>(0, 9)];
-}
-
-template <class Kernel>
-void with_magnitude(FuzzedDataProvider& data, const Problem& p, Kernel kernel,
-                    bool nonnegative_weights) {
-  if (data.ConsumeBool()) {
-    with_mask(data, p, kernel, magnitude::None{}, nonnegative_weights);
-  } else {
-    const Real power = decode_parameter(data);
-    const magnitude::Lp<Real> lp(
-        power, data.ConsumeBool() ? std::optional<Real>(decode_parameter(data)) : std::nullopt);
-    with_mask(data, p, kernel, lp, nonnegative_weights);
-  }
-}
-
+/// The exact engine: the dot-product kernels here, the distance kernels in
+/// attention_fuzz/exact_distance_kernels.cpp.
 void exact(FuzzedDataProvider& data, const Problem& p) {
-  switch (data.ConsumeIntegralInRange<int>(0, 6)) {
+  switch (const int choice = data.ConsumeIntegralInRange<int>(0, 6)) {
     case 0:
       return with_magnitude(data, p, kernels::Exponential<Real>(), true);
-    case 1:
-      return with_magnitude(data, p, kernels::Rbf<Real>(decode_parameter(data)), true);
-    case 2:
-      return with_magnitude(data, p, kernels::Laplacian<Real>(decode_parameter(data)), true);
-    case 3:
-      return with_magnitude(data, p, kernels::Matern52<Real>(decode_parameter(data)), true);
-    case 4: {
-      const kernels::RationalQuadratic<Real> kernel(decode_parameter(data), decode_parameter(data));
-      return with_magnitude(data, p, kernel, true);
-    }
     case 5: {
       const kernels::Polynomial<Real> kernel(data.ConsumeIntegralInRange<int>(-1, 12),
                                              decode_parameter(data));
       return with_magnitude(data, p, kernel, false);
     }
-    default:
+    case 6:
       return with_magnitude(data, p, kernels::Linear<Real>(), false);
+    default:
+      return exact_distance_kernel(data, p, choice);
   }
 }
 
@@ -350,13 +167,14 @@ void run(FuzzedDataProvider& data) {
 }
 
 }  // namespace
+}  // namespace attention_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
   FuzzedDataProvider data(bytes, size);
   try {
-    run(data);
-  } catch (const InvalidArgument& error) {
-    if (error.what()[0] == '\0') fail("an InvalidArgument without a message");
+    attention_fuzz::run(data);
+  } catch (const kernattn::InvalidArgument& error) {
+    if (error.what()[0] == '\0') attention_fuzz::fail("an InvalidArgument without a message");
   } catch (const std::exception& error) {
     std::fprintf(stderr, "attention_fuzz: unexpected exception: %s\n", error.what());
     std::abort();
