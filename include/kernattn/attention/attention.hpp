@@ -18,6 +18,7 @@
 #include "kernattn/engine/merge_partial.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/parameter_gradients.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/features/feature_map.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
@@ -51,6 +52,10 @@ concept AllDefaultInitializable = (std::default_initializable<Parts> && ...);
 template <kernels::Kernel KernelT, magnitude::Magnitude MagnitudeT = magnitude::None,
           mask::Mask MaskT = mask::None>
 class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, MaskT>> {
+  static_assert(
+      detail::accepts_mask<KernelT, MaskT>,
+      "a score bias adds to log-weights: only an exponential (log-domain) form takes one");
+
  public:
   using Scalar = typename KernelT::Scalar;
   using Kernel = KernelT;

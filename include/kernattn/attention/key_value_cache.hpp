@@ -40,6 +40,9 @@ struct KeyRangeMask {
   [[nodiscard]] bool visible(Index i, Index j) const {
     return j >= begin && j < end && inner.visible(i, j);
   }
+  [[nodiscard]] double bias(Index i, Index j) const requires mask::BoundScoreBias<Inner> {
+    return double(inner.bias(i, j));
+  }
 };
 
 /// Copies `added` into rows [length, length + added.rows()) of `stored`, first growing `stored`

@@ -16,6 +16,7 @@
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/engine/row_statistics.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -32,7 +33,8 @@ namespace kernattn::detail {
 ///
 /// The keys and values come packed (`KeyTerms::packed`, once per call). Per key tile the range
 /// checks run as in `attend_query_tile`; then per block of R queries: the R x tile scores
-/// (`score_block`), finished by the form (`finish_block`) and the key biases; hidden pairs set
+/// (`score_block`), finished by the form (`finish_block`), the key biases and the mask's score
+/// bias (`add_score_bias`); hidden pairs set
 /// to \f$-\infty\f$; per row the new running maximum \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$
 /// of the row's sum and accumulator, the weights \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where
 /// \f$x_{ij} = -\infty\f$) and their sum; then the block's weights times the values
@@ -106,6 +108,7 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
             auto weights = scores.row(r).array();
             if constexpr (add_key_bias)
               weights += terms.key_bias.segment(first_key, tile_keys).transpose().array();
+            add_score_bias(visibility, first_query + i, first_key, weights);
             if (partial)
               for (Index j = 0; j < tile_keys; ++j)
                 if (!visible(i, j)) weights(j) = minus_infinity;

@@ -17,6 +17,7 @@
 #include "kernattn/engine/log_weight_range.hpp"
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/engine/score_gradients.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
@@ -174,10 +175,13 @@ template <class M>
 ///  - direct forms, \f$P_{ij} = \kappa_{ij}\mu_j/\ell_i\f$: \f$G_{ij} = \mu_j E_{ij}/\ell_i\f$,
 ///    and the bias's share is \f$P_{ij}E_{ij}\f$; a row whose denominator is 0 weighs nothing.
 /// When `partial`, the pairs that `visible(i, j)` hides get 0 before anything is derived from them.
-template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class References, class Visible>
+/// `add_bias(weights)` adds the mask's score bias to the log-weights (`add_score_bias`) of an
+/// exponential form.
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class References, class Visible,
+          class AddBias>
 void weights_and_score_gradients(
     const KeyTerms<typename Kernel::Scalar>& terms, Index first_key,
-    const References& row_references, bool partial, const Visible& visible,
+    const References& row_references, bool partial, const Visible& visible, const AddBias& add_bias,
     Matrix<typename Kernel::Scalar>& weights, Matrix<typename Kernel::Scalar>& gradient,
     Eigen::Array<typename Kernel::Scalar, Eigen::Dynamic, 1>& bias_sums) {
   using T = typename Kernel::Scalar;
@@ -190,6 +194,7 @@ void weights_and_score_gradients(
         if (!visible(i, j)) tile(i, j) = T(0);
   };
   if constexpr (Scoring<Kernel>::exponential) {
+    add_bias(weights);
     for (Index j = 0; j < key_count; ++j) {
       auto column = weights.col(j).array();
       if constexpr (add_key_bias) column += terms.key_bias(first_key + j);
@@ -309,8 +314,12 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
       Gradients::scores(kernel, q, k, scoring_terms, scoring_first_key, tiles.scoring, weights);
       gradient.noalias() = dout * v.transpose();
       gradient.colwise() -= row_products.matrix();
-      weights_and_score_gradients<Kernel, Magnitude>(terms, first_key, row_references, partial,
-                                                     visible, weights, gradient, bias_sums);
+      weights_and_score_gradients<Kernel, Magnitude>(
+          terms, first_key, row_references, partial, visible,
+          [&](Matrix<T>& log_weights) {
+            add_score_bias(visibility, first, first_key, log_weights);
+          },
+          weights, gradient, bias_sums);
       if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>)
         if (parameters.score_sums != nullptr)
           Gradients::add_parameter_sums(kernel, d, tiles.scoring, gradient, *parameters.score_sums);
@@ -395,10 +404,12 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
   call.dK.setZero();
   call.dV.setZero();
   if (queries == 0 || keys == 0 || dv == 0) {
-    static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences}));
+    static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences, 0, heads}));
     return;
   }
-  const auto bound_masks = bind_masks(mask, queries, keys, sequences);
+  // Per sequence and head when the mask biases the scores, per sequence otherwise.
+  const Index bound_heads = mask::ScoreBias<Mask> ? heads : 1;
+  const auto bound_masks = bind_masks(mask, queries, keys, sequences, bound_heads);
   const Index pairs = sequences * heads;
   const auto keys_of = [&](Index b, Index h) { return call.block_of(call.K, b, h, keys, d); };
   const auto values_of = [&](Index b, Index h) { return call.block_of(call.V, b, h, keys, dv); };
@@ -457,8 +468,9 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
         backward_key_tile<Kernel, Magnitude>(
             kernel, queries_of(b, h), out_gradient_of(b, h), head_terms[p],
             keys_of(b, h).middleRows(first_key, count),
-            values_of(b, h).middleRows(first_key, count), first_key, bound_masks[std::size_t(b)],
-            query_tile, dq, call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
+            values_of(b, h).middleRows(first_key, count), first_key,
+            bound_masks[std::size_t(b * bound_heads + h % bound_heads)], query_tile, dq,
+            call.block_of(call.dK, b, h, keys, d).middleRows(first_key, count),
             call.block_of(call.dV, b, h, keys, dv).middleRows(first_key, count), parameter_tile);
       }
     };

@@ -21,6 +21,7 @@
 #include "kernattn/engine/options.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/engine/row_statistics.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -61,7 +62,8 @@ void require_finite_rows(const Queries& queries, Index first_query, const Keys& 
 ///
 /// Every weight is kept relative to a running per-row maximum \f$m_i\f$ of its log-scale:
 ///  - exponential forms: \f$w_{ij} = e^{x_{ij}}\f$ with \f$x_{ij} = \log\kappa(q_i,k_j) + g(k_j) +
-///    \log\mu(k_j)\f$, stored as \f$e^{x_{ij} - m_i}\f$ with \f$m_i = \max_j x_{ij}\f$;
+///    \log\mu(k_j) + b(i, j)\f$ (b the mask's score bias, if it has one: `add_score_bias`),
+///    stored as \f$e^{x_{ij} - m_i}\f$ with \f$m_i = \max_j x_{ij}\f$;
 ///  - direct form: \f$w_{ij} = \kappa(q_i,k_j)\,e^{\log\mu(k_j)}\f$, stored as
 ///    \f$\kappa(q_i,k_j)\,e^{\log\mu(k_j) - m_i}\f$ with \f$m_i = \max_j \log\mu(k_j)\f$ (no
 ///    maximum without a magnitude).
@@ -150,6 +152,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 
         Form::score_tile(kernel, queries, scratch, keys.middleRows(first_key, tile_keys), terms,
                          first_key, tile);
+        if constexpr (exponential) add_score_bias(visibility, first_query, first_key, tile);
 
         // Weights relative to the running maximum; in a fully visible tile the row sums are taken
         // in the same pass, in a partial one after the hidden weights are zeroed.
@@ -234,14 +237,17 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
                   StatisticsOut<typename Kernel::Scalar> statistics = {}) {
   using T = typename Kernel::Scalar;
   const int threads = resolve_thread_count(options.threads);
-  if (finish_empty_call(mask, call.queries, call.keys, call.sequences, call.out())) {
+  if (finish_empty_call(mask, call.queries, call.keys, call.sequences, call.out(), call.heads)) {
     // Only a call without keys: the front end gives a call with statistics value columns.
     if (statistics)
       statistics.matrix->setConstant(
           Scoring<Kernel>::exponential ? ScalarTraits<T>::negative_infinity : T(0));
     return;
   }
-  const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences);
+  // Bound per sequence and head when the mask biases the scores (a bias may differ between
+  // heads), per sequence otherwise.
+  const Index bound_heads = mask::ScoreBias<Mask> ? call.heads : 1;
+  const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences, bound_heads);
 
   std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.heads));
   std::vector<PackedKeys<T>>* packed = nullptr;
@@ -262,7 +268,7 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
         const auto queries = call.query_rows(b, h, first, rows);
         auto out = call.out_rows(b, h, first, rows);
         const KeyTerms<T>& terms = key_terms[std::size_t(b * call.heads + h)];
-        const auto& visibility = bound_masks[std::size_t(b)];
+        const auto& visibility = bound_masks[std::size_t(b * bound_heads + h % bound_heads)];
         const auto attend = [&](auto&& statistics_tile) {
           // The path is the kernel type's alone: a block form always takes the block path.
           if constexpr (BlockScoring<Kernel>) {

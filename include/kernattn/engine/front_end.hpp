@@ -105,9 +105,9 @@ void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK
 /// address of a block by offsetting the matrix's, a null pointer then).
 template <mask::Mask Mask, class Out>
 [[nodiscard]] bool finish_empty_call(const Mask& mask, Index queries, Index keys, Index sequences,
-                                     Out& out) {
+                                     Out& out, Index heads = 1) {
   if (queries > 0 && keys > 0 && out.cols() > 0) return false;
-  static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences}));
+  static_cast<void>(mask.bind(mask::Shape{queries, keys, 0, sequences, 0, heads}));
   out.setZero();
   return true;
 }
@@ -119,13 +119,16 @@ template <class M>
   return m.middleCols(m.size() == 0 ? 0 : first, count);
 }
 
-/// The set filter bound to each of the B sequences of a call.
+/// The set filter bound to each of the B sequences of a call, and with `heads` > 1 to each of
+/// their heads: entry \f$b H + h\f$ (a score bias may differ between heads).
 template <mask::Mask Mask>
-[[nodiscard]] auto bind_masks(const Mask& mask, Index queries, Index keys, Index sequences) {
+[[nodiscard]] auto bind_masks(const Mask& mask, Index queries, Index keys, Index sequences,
+                              Index heads = 1) {
   std::vector<decltype(mask.bind(mask::Shape{}))> bound;
-  bound.reserve(std::size_t(sequences));
+  bound.reserve(std::size_t(sequences * heads));
   for (Index b = 0; b < sequences; ++b)
-    bound.push_back(mask.bind(mask::Shape{queries, keys, b, sequences}));
+    for (Index h = 0; h < heads; ++h)
+      bound.push_back(mask.bind(mask::Shape{queries, keys, b, sequences, h, heads}));
   return bound;
 }
 

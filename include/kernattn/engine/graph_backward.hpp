@@ -147,9 +147,9 @@ void graph_backward_rows(const Kernel& kernel, const GraphEdges& edges, Index fi
     gradient.noalias() = out_gradient * neighbour_values.transpose();
     gradient.array() -= head.products(i);
     bias_shares.setZero(count);
-    weights_and_score_gradients<Kernel, Magnitude>(neighbour_terms, 0,
-                                                   head.references.segment(i, 1).array(), false,
-                                                   always, weights, gradient, bias_shares);
+    weights_and_score_gradients<Kernel, Magnitude>(
+        neighbour_terms, 0, head.references.segment(i, 1).array(), false, always,
+        [](const Matrix<T>&) {}, weights, gradient, bias_shares);
     edge_gradients.weights.segment(begin, count) = weights.row(0).transpose();
     edge_gradients.score_gradients.segment(begin, count) = gradient.row(0).transpose();
     if (edge_gradients.bias_shares.size() != 0)

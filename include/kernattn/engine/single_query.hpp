@@ -17,6 +17,7 @@
 #include "kernattn/engine/masked_product.hpp"
 #include "kernattn/engine/prepare_keys.hpp"
 #include "kernattn/engine/row_statistics.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/engine/tile_scratch.hpp"
 #include "kernattn/kernels/kernel.hpp"
@@ -30,7 +31,8 @@ namespace kernattn::detail {
 /// \f$\ell\f$ and accumulator \f$a\f$ of `attend_query_tile`, the same range checks and the same
 /// rules for hidden and non-finite data (a hidden pair is overwritten before any arithmetic; a
 /// partial tile whose values hold a NaN or an infinity takes `accumulate_nonfinite_values`).
-/// Per key tile, with \f$x_j\f$ the tile's log-weights (exponential forms):
+/// Per key tile, with \f$x_j\f$ the tile's log-weights (exponential forms, the mask's score bias
+/// included):
 /// \f$m' = \max(m, \max_j x_j)\f$, \f$\ell \leftarrow e^{m - m'}\ell + \sum_j e^{x_j - m'}\f$,
 /// \f$a \leftarrow e^{m - m'} a + \sum_j e^{x_j - m'} v_j\f$; out \f$= a / \ell\f$ (zeros when
 /// \f$\ell = 0\f$).
@@ -93,6 +95,7 @@ void attend_single_query(const Kernel& kernel, const Query& query, Index first_q
           }
         }
         if constexpr (exponential) {
+          add_score_bias(visibility, first_query, first_key, weights);
           if (partial) hide_invisible(minus_infinity);
           const T reference = advance_running_max(weights.maxCoeff());
           // Eigen's vectorised exp(-inf) is a tiny positive number: a tile holding a -inf sets

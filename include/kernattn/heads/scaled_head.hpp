@@ -17,6 +17,7 @@
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/linear_engine.hpp"
 #include "kernattn/engine/masked_product.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/heads/multi_head.hpp"
 #include "kernattn/mask/none.hpp"
 #include "kernattn/mask/pooled.hpp"
@@ -258,6 +259,9 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
   using Scalar = typename Head::Scalar;
 
   ScaledHead(Head head, Index factor) : head_(std::move(head)), factor_(factor) {
+    static_assert(!detail::has_score_bias<Head>(),
+                  "ScaledHead pools the keys, so a score bias over token positions has no pooled "
+                  "counterpart: give the head a mask without one");
     require(factor_ >= 1, "ScaledHead: the pooling factor must be >= 1, got ", factor_);
   }
 

@@ -8,7 +8,7 @@
 
 namespace kernattn::mask {
 
-/// \f$M(i) = M_A(i) \cap M_B(i)\f$.
+/// \f$M(i) = M_A(i) \cap M_B(i)\f$, with the sum of their score biases where either has one.
 template <Mask A, Mask B>
 struct Intersection {
   A first;
@@ -28,6 +28,14 @@ struct Intersection {
     }
     [[nodiscard]] bool visible(Index i, Index j) const {
       return first.visible(i, j) && second.visible(i, j);
+    }
+    /// The sum of the biases of the filters that have one.
+    [[nodiscard]] double bias(Index i, Index j) const requires BoundScoreBias<BoundA> ||
+        BoundScoreBias<BoundB> {
+      double sum = 0;
+      if constexpr (BoundScoreBias<BoundA>) sum += double(first.bias(i, j));
+      if constexpr (BoundScoreBias<BoundB>) sum += double(second.bias(i, j));
+      return sum;
     }
   };
 

@@ -24,6 +24,7 @@
 /// \endcode
 
 #include <concepts>
+#include <utility>
 
 #include "kernattn/core/scalar_traits.hpp"
 
@@ -38,12 +39,16 @@ struct Range {
   Index end;
 };
 
-/// The problem a mask is bound to: `queries` x `keys` in sequence `sequence` of `sequences`.
+/// The problem a mask is bound to: `queries` x `keys` in sequence `sequence` of `sequences`, for
+/// head `head` of `heads` (a mask that does not depend on the head ignores the last two, and the
+/// engines that have no biases bind it once per sequence, as head 0 of 1).
 struct Shape {
   Index queries;
   Index keys;
   Index sequence = 0;
   Index sequences = 1;
+  Index head = 0;
+  Index heads = 1;
 };
 
 /// Which query a causal filter aligns with which key when \f$N_q \ne N_k\f$
@@ -70,6 +75,20 @@ template <class M>
 concept Mask = requires(const M mask, const Shape shape) {
   { mask.bind(shape) } -> BoundMask;
 };
+
+/// A bound mask that also adds a score bias \f$b(i, j)\f$ to the log-weight of every pair it
+/// shows (docs/conventions.md, "Score biases"): the exponential forms' weights become
+/// \f$e^{x_{ij} + b(i, j)}\f$.
+template <class B>
+concept BoundScoreBias = BoundMask<B> && requires(const B bound, Index i) {
+  { bound.bias(i, i) } -> std::convertible_to<double>;
+};
+
+/// A mask whose bound form biases the scores (`bias::Dense`, `bias::Alibi`,
+/// `bias::RelativePositions`, or an intersection holding one): only the exact engine's
+/// exponential forms take it.
+template <class M>
+concept ScoreBias = Mask<M> && BoundScoreBias<decltype(std::declval<const M&>().bind(Shape{}))>;
 
 /// The coverage of a tile when query i sees exactly the keys in
 /// [first_visible(i), last_visible(i)], both bounds non-decreasing in i (causal, windows).
