@@ -306,6 +306,46 @@ TEMPLATE_TEST_CASE("Score biases in a cache's decoding steps equal the full caus
   }
 }
 
+TEMPLATE_TEST_CASE("Grouped-query attention with ALiBi equals attention over repeated K and V",
+                   "[bias][grouped-query]", KERNATTN_TEST_SCALARS) {
+  // H_q = 6 query heads over H_kv = 2 key/value heads, one slope per query head: forward in one
+  // grouped call, backward query head by query head with each head's own slope.
+  using T = TestType;
+  using Matrix = kernattn::Matrix<T>;
+  const Index B = 2, nq = 7, nk = 10, dv = 3, Hq = 6, Hkv = 2, g = Hq / Hkv;
+  const auto biased = mask::Causal{} && bias::Alibi::standard(Hq);
+  const Attention<kernels::Exponential<T>, magnitude::None, decltype(biased)> head({}, {}, biased);
+  const Matrix Q = ref::normal(B * nq, Hq * d, 150).cast<T>();
+  const Matrix K = ref::normal(B * nk, Hkv * d, 151).cast<T>();
+  const Matrix V = ref::normal(B * nk, Hkv * dv, 152).cast<T>();
+  const Matrix dO = ref::normal(B * nq, Hq * dv, 153).cast<T>();
+  Matrix repeated_K(B * nk, Hq * d), repeated_V(B * nk, Hq * dv);
+  for (Index h = 0; h < Hq; ++h) {
+    repeated_K.middleCols(h * d, d) = K.middleCols((h / g) * d, d);
+    repeated_V.middleCols(h * dv, dv) = V.middleCols((h / g) * dv, dv);
+  }
+  const BatchLayout layout{B, Hq};
+  Matrix expected(B * nq, Hq * dv);
+  Matrix statistics;
+  head.compute(Q, repeated_K, repeated_V, expected, statistics, layout);
+  const kernattn::GroupedQuery grouped(head, Hq, Hkv);
+  const Matrix out = grouped(Q, K, V, B);
+  REQUIRE(out == expected);
+
+  const kernattn::AttentionGradients<T> repeated =
+      head.gradients(Q, repeated_K, repeated_V, expected, statistics, dO, layout);
+  const kernattn::AttentionGradients<T> gradients = grouped.gradients(Q, K, V, out, dO, B);
+  REQUIRE(gradients.dQ == repeated.dQ);
+  Matrix summed_dK = Matrix::Zero(B * nk, Hkv * d);
+  Matrix summed_dV = Matrix::Zero(B * nk, Hkv * dv);
+  for (Index h = 0; h < Hq; ++h) {
+    summed_dK.middleCols((h / g) * d, d) += repeated.dK.middleCols(h * d, d);
+    summed_dV.middleCols((h / g) * dv, dv) += repeated.dV.middleCols(h * dv, dv);
+  }
+  REQUIRE(gradients.dK == summed_dK);
+  REQUIRE(gradients.dV == summed_dV);
+}
+
 TEMPLATE_TEST_CASE("Keys a dense bias hides cannot reach the output", "[bias][hidden]",
                    KERNATTN_TEST_SCALARS) {
   using T = TestType;

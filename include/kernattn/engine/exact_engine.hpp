@@ -230,7 +230,7 @@ void attend_query_tile(const Kernel& kernel, const QueryTile& queries, Index fir
 }
 
 /// Exact attention of every sequence and head of a call (`call`, see `CallBlocks`): the key terms
-/// once per sequence and head, then every query tile, in parallel (`attend_query_tile`).
+/// once per sequence and key/value head, then every query tile, in parallel (`attend_query_tile`).
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::Mask Mask, class Blocks>
 void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
                   const ExecutionOptions& options, const Blocks& call,
@@ -249,15 +249,18 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
   const Index bound_heads = mask::ScoreBias<Mask> ? call.heads : 1;
   const auto bound_masks = bind_masks(mask, call.queries, call.keys, call.sequences, bound_heads);
 
-  std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.heads));
+  // Once per key/value head (which the query heads of a group share).
+  std::vector<KeyTerms<T>> key_terms(std::size_t(call.sequences * call.key_heads));
   std::vector<PackedKeys<T>>* packed = nullptr;
   if constexpr (BlockScoring<Kernel>) packed = &packed_keys_of_this_thread<T>(key_terms.size());
-  call.for_each_head(threads, [&](Index b, Index h) {
-    const auto index = std::size_t(b * call.heads + h);
+  call.for_each_key_head(threads, [&](Index b, Index kv) {
+    const std::size_t index = call.key_head_index(b, kv * call.group);
+    const auto keys = call.keys_of(b, kv * call.group);
+    const auto values = call.values_of(b, kv * call.group);
     KeyTerms<T>& terms = key_terms[index];
-    terms = compute_key_terms(kernel, magnitude, call.keys_of(b, h), call.values_of(b, h));
+    terms = compute_key_terms(kernel, magnitude, keys, values);
     if constexpr (BlockScoring<Kernel>) {
-      (*packed)[index].pack(call.keys_of(b, h), call.values_of(b, h), options.key_tile);
+      (*packed)[index].pack(keys, values, options.key_tile);
       terms.packed = &(*packed)[index];
     }
   });
@@ -267,7 +270,7 @@ void attend_exact(const Kernel& kernel, const Magnitude& magnitude, const Mask& 
       [&](Index b, Index h, Index first, Index rows) {
         const auto queries = call.query_rows(b, h, first, rows);
         auto out = call.out_rows(b, h, first, rows);
-        const KeyTerms<T>& terms = key_terms[std::size_t(b * call.heads + h)];
+        const KeyTerms<T>& terms = key_terms[call.key_head_index(b, h)];
         const auto& visibility = bound_masks[std::size_t(b * bound_heads + h % bound_heads)];
         const auto attend = [&](auto&& statistics_tile) {
           // The path is the kernel type's alone: a block form always takes the block path.

@@ -135,24 +135,32 @@ template <mask::Mask Mask>
 /// The blocks of one call in the batch x heads layout (`BatchLayout`): sequence b's rows and head
 /// h's columns of Q, K, V and the output, and the parallel loops over them. Every split of the
 /// work depends on the shapes alone, never on the threads, so results are bit-identical for every
-/// thread count.
+/// thread count. With `group` g > 1 the query heads share key/value heads (grouped-query
+/// attention): K and V hold \f$H/g\f$ heads, and query head h reads key/value head
+/// \f$\lfloor h/g \rfloor\f$ in place.
 template <class Queries, class Keys, class Values, class Out>
 class CallBlocks {
  public:
-  CallBlocks(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout)
+  CallBlocks(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout,
+             Index group = 1)
       : sequences(layout.sequences),
         heads(layout.heads),
+        group(group),
+        key_heads(layout.heads / group),
         queries(Q.rows() / layout.sequences),
         keys(K.rows() / layout.sequences),
         d(Q.cols() / layout.heads),
-        dv(V.cols() / layout.heads),
+        dv(V.cols() / key_heads),
         Q_(Q),
         K_(K),
         V_(V),
         out_(out) {}
 
   const Index sequences;
+  /// The query heads, the query heads per key/value head, and the key/value heads.
   const Index heads;
+  const Index group;
+  const Index key_heads;
   /// \f$N_q\f$ and \f$N_k\f$ of one sequence.
   const Index queries;
   const Index keys;
@@ -165,9 +173,12 @@ class CallBlocks {
     return Q_.block(b * queries + first, h * d, rows, d);
   }
   [[nodiscard]] auto queries_of(Index b, Index h) const { return query_rows(b, h, 0, queries); }
-  [[nodiscard]] auto keys_of(Index b, Index h) const { return K_.block(b * keys, h * d, keys, d); }
+  /// The keys and values query head h of sequence b attends.
+  [[nodiscard]] auto keys_of(Index b, Index h) const {
+    return K_.block(b * keys, h / group * d, keys, d);
+  }
   [[nodiscard]] auto values_of(Index b, Index h) const {
-    return V_.block(b * keys, h * dv, keys, dv);
+    return V_.block(b * keys, h / group * dv, keys, dv);
   }
   /// Output rows [first, first + rows) of sequence b, head h.
   [[nodiscard]] auto out_rows(Index b, Index h, Index first, Index rows) const {
@@ -181,6 +192,17 @@ class CallBlocks {
   template <class Body>
   void for_each_head(int threads, Body&& body) const {
     parallel_for(sequences * heads, threads, [&](Index item) { body(item / heads, item % heads); });
+  }
+  /// Runs `body(b, kv)` for every sequence b and key/value head kv, in parallel.
+  template <class Body>
+  void for_each_key_head(int threads, Body&& body) const {
+    parallel_for(sequences * key_heads, threads,
+                 [&](Index item) { body(item / key_heads, item % key_heads); });
+  }
+  /// Where the per-key terms of query head h of sequence b are, among
+  /// \f$B \cdot H/g\f$: those of its key/value head.
+  [[nodiscard]] std::size_t key_head_index(Index b, Index h) const {
+    return std::size_t(b * key_heads + h / group);
   }
 
   /// Runs `body(b, h, first, rows)` for every block of `block` queries (the last one shorter) of

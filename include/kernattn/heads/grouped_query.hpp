@@ -6,14 +6,42 @@
 #include <string>
 #include <utility>
 
+#include "kernattn/attention/attention.hpp"
 #include "kernattn/core/aliasing.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/score_bias.hpp"
 #include "kernattn/heads/attention_head.hpp"
 
 namespace kernattn {
+
+namespace detail {
+
+/// Whether a head is the exact engine's `Attention`, which runs every query head in one call.
+template <class Head>
+inline constexpr bool is_exact_attention = false;
+template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::Mask Mask>
+inline constexpr bool is_exact_attention<Attention<Kernel, Magnitude, Mask>> = true;
+
+/// A mask bound as head `head` of `heads` in a call of one head: what lets one query head of a
+/// grouped call run alone with the score bias of its place among the heads.
+template <mask::Mask Inner>
+struct AsHeadOf {
+  Inner inner;
+  Index head;
+  Index heads;
+
+  [[nodiscard]] auto bind(mask::Shape shape) const {
+    shape.head = head;
+    shape.heads = heads;
+    return inner.bind(shape);
+  }
+};
+
+}  // namespace detail
 
 /// \f$H_q\f$ query heads over \f$H_{kv}\f$ key/value heads, \f$H_q = g\,H_{kv}\f$: query head h
 /// attends with key/value head \f$\lfloor h/g \rfloor\f$, as PyTorch's `enable_gqa=True` (K and V
@@ -21,9 +49,12 @@ namespace kernattn {
 /// attention. Q is \f$(B N_q) \times (H_q d)\f$, K is \f$(B N_k) \times (H_{kv} d)\f$, V is
 /// \f$(B N_k) \times (H_{kv} d_v)\f$ and the output \f$(B N_q) \times (H_q d_v)\f$; every query
 /// head runs `head` on its columns of Q and its key head's columns of K and V, read in place
-/// (nothing is copied), with all B sequences. The heads run one after another, each with the
-/// head's own threads; the key terms of a key head are computed once per query head of its
-/// group.
+/// (nothing is copied), with all B sequences. With an exact `Attention` head, every query head
+/// runs in one call of the exact engine (its work spread over the head's threads as a call of
+/// \f$H_q\f$ heads would be), each key/value head's per-key terms computed once for its group,
+/// and a score bias bound to each query head (\f$H_q\f$ ALiBi slopes, a dense bias of
+/// \f$B H_q N_q\f$ rows). Other heads run query head after query head, each with the head's
+/// own threads, their key terms computed once per query head.
 template <AttentionHead Head>
 class GroupedQuery {
  public:
@@ -65,13 +96,32 @@ class GroupedQuery {
     require(!detail::may_share_memory(out, Q) && !detail::may_share_memory(out, K) &&
                 !detail::may_share_memory(out, V),
             "GroupedQuery: out must not share memory with Q, K or V");
-    for (Index h = 0; h < query_heads_; ++h) {
-      const Index kv = h / group_size();
-      naming_head(h, [&] {
-        head_.compute(Q.middleCols(h * dims.d, dims.d), K.middleCols(kv * dims.d, dims.d),
-                      V.middleCols(kv * dims.dv, dims.dv), out.middleCols(h * dims.dv, dims.dv),
-                      BatchLayout{sequences, 1});
+    if constexpr (detail::is_exact_attention<Head>) {
+      // One call of the exact engine over every query head, in the batch x heads layout with
+      // query heads sharing key/value heads: each key/value head's terms are computed once, and
+      // a score bias binds to each query head.
+      naming_head(0, [&] {
+        detail::validate_attention_shapes(Q.middleCols(0, dims.d), K.middleCols(0, dims.d),
+                                          V.middleCols(0, dims.dv), out.middleCols(0, dims.dv),
+                                          BatchLayout{sequences, 1});
       });
+      detail::with_input_views(
+          Q, K, V, out,
+          [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+            detail::attend_exact(
+                head_.kernel(), head_.magnitude(), head_.mask(), head_.options(),
+                detail::CallBlocks(queries, keys, values, destination,
+                                   BatchLayout{sequences, query_heads_}, group_size()));
+          });
+    } else {
+      for (Index h = 0; h < query_heads_; ++h) {
+        const Index kv = h / group_size();
+        naming_head(h, [&] {
+          head_.compute(Q.middleCols(h * dims.d, dims.d), K.middleCols(kv * dims.d, dims.d),
+                        V.middleCols(kv * dims.dv, dims.dv), out.middleCols(h * dims.dv, dims.dv),
+                        BatchLayout{sequences, 1});
+        });
+      }
     }
   }
 
@@ -114,7 +164,7 @@ class GroupedQuery {
             naming_head(h, [&] {
               const auto run = [&](auto& head_key_gradient, auto& head_value_gradient) {
                 detail::head_backward(
-                    head_, detail::columns_of(queries, h * d, d),
+                    query_head(h), detail::columns_of(queries, h * d, d),
                     detail::columns_of(keys, kv * d, d), detail::columns_of(values, kv * dv, dv),
                     detail::columns_of(output, h * dv, dv),
                     detail::columns_of(output_gradient, h * dv, dv),
@@ -169,6 +219,15 @@ class GroupedQuery {
             " but must have K's ", K.rows(), " rows and d_v columns for each of the ", key_heads_,
             " value heads");
     return {d, V.cols() / key_heads_};
+  }
+
+  /// The head as query head h runs alone (a call of one head): the head itself, or with a score
+  /// bias, the head with its bias bound as head h of \f$H_q\f$, as the forward binds it.
+  [[nodiscard]] decltype(auto) query_head(Index h) const {
+    if constexpr (detail::has_score_bias<Head>())
+      return head_.with_mask(detail::AsHeadOf{head_.mask(), h, query_heads_});
+    else
+      return (head_);
   }
 
   /// Runs `call`, prefixing an `InvalidArgument` it throws with query head h and its key head.
