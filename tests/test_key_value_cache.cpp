@@ -4,7 +4,8 @@
 // exponential, direct and feature forms, with and without a magnitude; a naive double softmax
 // agrees; a cache longer than one part (merged parts) is bit-identical on 1 and 2 threads; keys a
 // window hides never reach an output; truncate forgets exactly the dropped tokens; wrong shapes
-// are rejected and leave the cache unchanged.
+// are rejected and leave the cache unchanged. The cache of several heads decodes as
+// GroupedQuery over the whole sequence, each query head with its own ALiBi slope.
 #include <cmath>
 #include <limits>
 
@@ -166,6 +167,62 @@ TEMPLATE_TEST_CASE("KeyValueCache: keys a window hides never reach an output", "
     CAPTURE(t);
     if (t >= 10) CHECK(poisoned.attend(s.Q.row(t)) == clean.attend(s.Q.row(t)));
   }
+}
+
+TEMPLATE_TEST_CASE("MultiHeadKeyValueCache decodes as GroupedQuery over the whole sequence",
+                   "[decoding][cache][grouped-query]", float, double) {
+  // H_q = 4 query heads over H_kv = 2 (grouped) and 1 (multi-query) key/value heads, causal
+  // softmax with a slope per query head; chunks of 1 (one query at a time) and 13 tokens.
+  using T = TestType;
+  const Index Hq = 4;
+  const auto biased = mask::Causal{} && kernattn::bias::Alibi::standard(Hq);
+  using Biased = std::remove_cvref_t<decltype(biased)>;
+  const Attention<kernels::Exponential<T>, magnitude::None, Biased> attention(
+      {}, {}, biased, ExecutionOptions{.key_tile = 8});
+  const Matrix<T> Q = ref::normal(n, Hq * d, 770, 0.3).cast<T>();
+  for (const Index Hkv : {Index(2), Index(1)}) {
+    const Matrix<T> K = ref::normal(n, Hkv * d, 771, 0.3).cast<T>();
+    const Matrix<T> V = ref::normal(n, Hkv * dv, 772).cast<T>();
+    const Matrix<T> expected = kernattn::GroupedQuery(attention, Hq, Hkv)(Q, K, V);
+    for (const Index chunk : {Index(1), Index(13)}) {
+      CAPTURE(Hkv, chunk);
+      kernattn::MultiHeadKeyValueCache cache(attention, Hq, Hkv, d, dv);
+      CHECK(cache.group_size() == Hq / Hkv);
+      for (Index t = 0; t < n; t += chunk) {
+        const Index rows = std::min(chunk, n - t);
+        cache.append(K.middleRows(t, rows), V.middleRows(t, rows));
+        Matrix<T> statistics;
+        const Matrix<T> out = cache.attend(Q.middleRows(t, rows), statistics);
+        CAPTURE(t);
+        CHECK(statistics.rows() == rows);
+        CHECK(statistics.cols() == Hq);
+        CHECK(relative_difference(out, expected.middleRows(t, rows)) <= rounding<T>());
+      }
+      CHECK(cache.length() == n);
+    }
+  }
+}
+
+TEST_CASE("MultiHeadKeyValueCache: bad input names the argument and leaves the cache as it was",
+          "[decoding][cache][errors]") {
+  using Softmax = Attention<kernels::Exponential<float>, magnitude::None, mask::Causal>;
+  const Sequence<float> s = sequence<float>(780);
+  REQUIRE_INVALID_ARGUMENT(
+      kernattn::MultiHeadKeyValueCache(Softmax(), 6, 4, d, dv),
+      "query heads (6) must be a positive multiple of the key/value heads (4)");
+  kernattn::MultiHeadKeyValueCache cache(Softmax(), 2, 1, d, dv);
+  cache.append(s.K.topRows(5), s.V.topRows(5));
+  const Matrix<float> queries = ref::normal(1, 2 * d, 781).cast<float>();
+  const Matrix<float> before = cache.attend(queries);
+  REQUIRE_INVALID_ARGUMENT(cache.append(Matrix<float>::Zero(1, 2 * d), s.V.topRows(1)),
+                           "keys are 1x12 and values 1x4 but the cache takes n x 6 keys with n x "
+                           "4 values (1 key/value heads)");
+  REQUIRE_INVALID_ARGUMENT(cache.attend(s.Q.topRows(1)),
+                           "queries are 1x6 but the cache takes n x 12 (2 query heads x d = 6)");
+  REQUIRE_INVALID_ARGUMENT(cache.truncate(6), "truncate: tokens must be in [0, 5]");
+  REQUIRE_INVALID_ARGUMENT(cache.head(1), "1 is not one of 1 key/value head(s)");
+  CHECK(cache.length() == 5);
+  CHECK(cache.attend(queries) == before);
 }
 
 TEST_CASE("KeyValueCache: truncate, reserve and bad input", "[decoding][cache][errors]") {

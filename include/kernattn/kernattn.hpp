@@ -9,6 +9,7 @@
 #include "kernattn/attention/key_value_cache.hpp"
 #include "kernattn/attention/linear_attention.hpp"
 #include "kernattn/attention/linear_decoder.hpp"
+#include "kernattn/attention/multi_head_key_value_cache.hpp"
 #include "kernattn/attention/packed.hpp"
 #include "kernattn/attention/positional.hpp"
 #include "kernattn/attention/sinusoidal.hpp"

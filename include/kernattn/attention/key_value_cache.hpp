@@ -178,13 +178,23 @@ class KeyValueCache {
   template <class DQ>
   [[nodiscard]] Matrix<Scalar> attend(const Eigen::MatrixBase<DQ>& queries,
                                       Matrix<Scalar>& statistics) const {
+    return attend(queries, statistics, 0, 1);
+  }
+
+  /// As `attend(queries, statistics)` with the cache as head `head` of `heads`: a score bias
+  /// binds to that head (`MultiHeadKeyValueCache`); other masks do not depend on it.
+  template <class DQ>
+  [[nodiscard]] Matrix<Scalar> attend(const Eigen::MatrixBase<DQ>& queries,
+                                      Matrix<Scalar>& statistics, Index head, Index heads) const {
     static_assert(detail::all_of_scalar<Scalar, DQ>, "queries must have the cache's scalar type");
     require(queries.cols() == key_dimension(), "KeyValueCache::attend: queries are ",
             detail::shape_of(queries), " but the cache takes n x ", key_dimension());
+    require(heads >= 1 && head >= 0 && head < heads, "KeyValueCache::attend: head ", head,
+            " is not one of ", heads, " head(s)");
     const detail::InputView<DQ> query_rows(queries);
     const Index n = query_rows.rows();
     const Mask& mask = attention_.mask();
-    const auto visibility = mask.bind(mask::Shape{n, length_});
+    const auto visibility = mask.bind(mask::Shape{n, length_, 0, 1, head, heads});
     Matrix<Scalar> out = Matrix<Scalar>::Zero(n, value_dimension());
     statistics.setConstant(n, 1,
                            row_statistic == RowStatistic::log_normaliser
