@@ -8,6 +8,9 @@
 //                            by offsets (`attend_packed`)
 //   BM_Padded                the same sequences padded to 4096 tokens: B = 10, KeyPadding by
 //                            lengths; the real work is sum n^2 = 14 % of the padded B 4096^2
+//   BM_PackedLongest         the longest of them alone (4096 tokens), packed as one sequence
+//   BM_Unpacked              the ten sequences, one call each: what packing should cost (the
+//                            work of each length at that length's own rate)
 //   BM_LinearDecode/L        one decoding step of LinearDecoder<Positive> (M = 256): append a
 //                            key and value, answer a query, after L cached tokens (L = 1024,
 //                            65536); items are tokens
@@ -21,6 +24,7 @@
 
 #include <cstdint>
 #include <kernattn/kernattn.hpp>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -62,16 +66,21 @@ void grouped_query_benchmark(benchmark::State& state, bool copied) {
 const std::vector<Index> kPackedLengths{64, 4096, 128, 256, 1024, 64, 512, 2048, 256, 1024};
 constexpr Index kPaddedLength = 4096;
 
-void packed_benchmark(benchmark::State& state, bool packed) {
+/// How the packed family runs its sequences.
+enum class Packing { packed, padded, longest, unpacked };
+
+void packed_benchmark(benchmark::State& state, Packing packing) {
   using Causal = kernattn::Attention<kernattn::kernels::Exponential<float>,
                                      kernattn::magnitude::None, kernattn::mask::Causal>;
   using CausalPadded = kernattn::Attention<
       kernattn::kernels::Exponential<float>, kernattn::magnitude::None,
       kernattn::mask::Intersection<kernattn::mask::Causal, kernattn::mask::KeyPadding>>;
-  const Index sequences = Index(kPackedLengths.size());
+  const std::vector<Index> lengths =
+      packing == Packing::longest ? std::vector<Index>{kPaddedLength} : kPackedLengths;
+  const Index sequences = Index(lengths.size());
   std::vector<Index> offsets{0};
-  for (const Index length : kPackedLengths) offsets.push_back(offsets.back() + length);
-  const Index rows = packed ? offsets.back() : sequences * kPaddedLength;
+  for (const Index length : lengths) offsets.push_back(offsets.back() + length);
+  const Index rows = packing == Packing::padded ? sequences * kPaddedLength : offsets.back();
   const Problem p = make_problem(rows);
   Mat out(rows, kHeadDim);
   const Causal causal({}, {}, {}, with_threads(1));
@@ -79,12 +88,20 @@ void packed_benchmark(benchmark::State& state, bool packed) {
       {}, {}, kernattn::mask::Causal{} && kernattn::mask::KeyPadding::from_lengths(kPackedLengths),
       with_threads(1));
   double work = 0.0;
-  for (const Index length : kPackedLengths) work += 2.0 * double(length) * double(length);
+  for (const Index length : lengths) work += 2.0 * double(length) * double(length);
   timed_loop(state, offsets.back(), work * double(kHeadDim), out, [&] {
-    if (packed)
-      kernattn::attend_packed(causal, p.Q, p.K, p.V, out, offsets, offsets, 1, 1);
-    else
+    if (packing == Packing::padded) {
       padded.compute(p.Q, p.K, p.V, out, kernattn::BatchLayout{sequences, 1});
+    } else if (packing == Packing::unpacked) {
+      for (Index b = 0; b < sequences; ++b) {
+        const Index first = offsets[std::size_t(b)];
+        const Index length = lengths[std::size_t(b)];
+        causal.compute(p.Q.middleRows(first, length), p.K.middleRows(first, length),
+                       p.V.middleRows(first, length), out.middleRows(first, length));
+      }
+    } else {
+      kernattn::attend_packed(causal, p.Q, p.K, p.V, out, offsets, offsets, 1, 1);
+    }
   });
 }
 
@@ -143,10 +160,12 @@ const bool registered = [] {
         ->Arg(1024)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-  for (const bool packed : {true, false})
+  for (const auto& [name, packing] :
+       {std::pair{"BM_Packed", Packing::packed}, std::pair{"BM_Padded", Packing::padded},
+        std::pair{"BM_PackedLongest", Packing::longest},
+        std::pair{"BM_Unpacked", Packing::unpacked}})
     benchmark::RegisterBenchmark(
-        packed ? "BM_Packed" : "BM_Padded",
-        [packed](benchmark::State& state) { packed_benchmark(state, packed); })
+        name, [packing = packing](benchmark::State& state) { packed_benchmark(state, packing); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("BM_LinearDecode", linear_decode_benchmark)
