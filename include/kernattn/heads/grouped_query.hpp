@@ -4,6 +4,7 @@
 /// value heads without copies of K or V (docs/conventions.md, "Grouped-query attention").
 
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "kernattn/attention/attention.hpp"
@@ -225,7 +226,8 @@ class GroupedQuery {
   /// bias, the head with its bias bound as head h of \f$H_q\f$, as the forward binds it.
   [[nodiscard]] decltype(auto) query_head(Index h) const {
     if constexpr (detail::has_score_bias<Head>())
-      return head_.with_mask(detail::AsHeadOf{head_.mask(), h, query_heads_});
+      return head_.with_mask(detail::AsHeadOf<std::remove_cvref_t<decltype(head_.mask())>>{
+          head_.mask(), h, query_heads_});
     else
       return (head_);
   }
