@@ -87,7 +87,9 @@ void append_key_terms(KeyTerms<T>& terms, Index length, Index capacity, const Ke
 /// \f$j \le L - n + i\f$, and a single query every key whatever the mask but a window.
 ///
 /// A step of at most 8 queries attends them one by one, each reading the keys and values once
-/// (`attend_single_query`); more queries share each key tile's reads. The keys
+/// (`attend_single_query`, in tiles of `4 * key_tile` keys: one query's scores are a single row,
+/// so the longer tile stays in the first-level cache and spreads the per-tile work over more
+/// keys); more queries share each key tile's reads. The keys
 /// are attended in parts of `16 * key_tile` keys, each part's output and row statistic
 /// merged in order (`merge_partial_result`): a long cache spreads over threads even for a single
 /// query, and the result is bit-identical for every thread count. Appending n tokens costs
@@ -228,9 +230,9 @@ class KeyValueCache {
       auto out_rows = destination.middleRows(first, rows);
       auto statistic_rows = part_statistic.col(0).segment(first, rows);
       if (rows == 1)
-        detail::attend_single_query<Kernel, Magnitude>(attention_.kernel(), queries, first, keys(),
-                                                       values(), terms_, range, options.key_tile,
-                                                       out_rows, statistic_rows);
+        detail::attend_single_query<Kernel, Magnitude>(
+            attention_.kernel(), queries, first, keys(), values(), terms_, range,
+            single_query_tiles * options.key_tile, out_rows, statistic_rows);
       else
         detail::attend_query_tile<Kernel, Magnitude>(attention_.kernel(), queries, first, keys(),
                                                      values(), terms_, range, options.key_tile,
@@ -243,9 +245,15 @@ class KeyValueCache {
 
  private:
   using Rows = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  /// The key tile of a one-query step, in units of `key_tile`.
+  static constexpr Index single_query_tiles = 4;
+  /// Rows of key storage past the capacity: with the doubling capacity a power of two, the key
+  /// columns would start a multiple of 4 KiB apart and compete for the same cache sets while a
+  /// tile reads them side by side; 64 bytes more per column spreads them over the sets.
+  static constexpr Index key_column_padding = 64 / Index(sizeof(Scalar));
 
   void grow_to(Index capacity) {
-    keys_.conservativeResize(capacity, Eigen::NoChange);
+    keys_.conservativeResize(capacity + key_column_padding, Eigen::NoChange);
     values_.conservativeResize(capacity, Eigen::NoChange);
     capacity_ = capacity;
   }

@@ -30,14 +30,22 @@ template <class... Parts>
   return out.str();
 }
 
-/// "5x64": the shape of a matrix as messages print it (rows x columns).
-[[nodiscard]] inline std::string shape_of(Index rows, Index cols) {
-  return concat(rows, 'x', cols);
-}
+/// The shape of a matrix as messages print it, "5x64" (rows x columns). It formats only when
+/// streamed, so that a `require` on a hot path builds no string unless it throws.
+struct MatrixShape {
+  Index rows;
+  Index cols;
+
+  friend std::ostream& operator<<(std::ostream& out, const MatrixShape& shape) {
+    return out << shape.rows << 'x' << shape.cols;
+  }
+};
+
+[[nodiscard]] inline MatrixShape shape_of(Index rows, Index cols) { return {rows, cols}; }
 
 template <class Derived>
-[[nodiscard]] std::string shape_of(const Eigen::EigenBase<Derived>& m) {
-  return shape_of(m.rows(), m.cols());
+[[nodiscard]] MatrixShape shape_of(const Eigen::EigenBase<Derived>& m) {
+  return {m.rows(), m.cols()};
 }
 
 }  // namespace detail

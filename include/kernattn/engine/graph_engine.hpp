@@ -50,8 +50,7 @@ void validate_adjacency(const Eigen::SparseMatrixBase<Adjacency>& adjacency) {
   const std::string_view outer_name = Adjacency::IsRowMajor ? "row" : "column";
   const std::string_view inner_name = Adjacency::IsRowMajor ? "column" : "row";
   const Index inner_size = a.innerSize();
-  // Formatted once: the checks below run once per row and per entry.
-  const std::string shape = shape_of(a);
+  const MatrixShape shape = shape_of(a);
   const auto require_index = [&](Index outer, Index inner) {
     require(0 <= inner && inner < inner_size, "adjacency: ", outer_name, " ", outer, " stores ",
             inner_name, " index ", inner, ", outside [0, ", inner_size, ") (adjacency is ", shape,

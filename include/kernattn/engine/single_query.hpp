@@ -99,8 +99,10 @@ void attend_single_query(const Kernel& kernel, const Query& query, Index first_q
           if (partial) hide_invisible(minus_infinity);
           const T reference = advance_running_max(weights.maxCoeff());
           // Eigen's vectorised exp(-inf) is a tiny positive number: a tile holding a -inf sets
-          // those weights to 0 after the exp (only such tiles pay for the select).
-          if ((weights * T(0) == T(0)).all()) {
+          // those weights to 0 after the exp (only such tiles pay for the select). The probe
+          // \f$\sum_j 0 \cdot x_j\f$ is 0 exactly when every \f$x_j\f$ is finite, and it
+          // vectorises.
+          if ((weights * T(0)).sum() == T(0)) {
             weights = (weights - reference).exp();
           } else {
             auto& minus_infinite = scratch.minus_infinite;
