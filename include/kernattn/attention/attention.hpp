@@ -221,6 +221,31 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     frequency_gradient = std::move(gradient);
   }
 
+  /// `backward`, and also \f$\partial\ell/\partial\theta\f$ of the score bias's parameters
+  /// (docs/gradients.md, "Score biases": `bias::Alibi`'s slopes, `bias::RelativePositions`'s
+  /// table in column-major order) into `bias_gradient.values`, resized to
+  /// `mask().bias_parameter_count()`. Pair (i, j) contributes its score gradient
+  /// \f$\partial\ell/\partial b(i, j) = P_{ij}(dO_i \cdot v_j - D_i)\f$ times
+  /// \f$\partial b(i, j)/\partial\theta\f$; hidden pairs contribute nothing. In double, the
+  /// shares of the sequences, heads and key stripes summed in order: bit-identical for every
+  /// thread count. It costs one more pass over each tile of score gradients.
+  template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
+            detail::EigenDense GK, detail::EigenDense GV>
+  void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                const Matrix<Scalar>& statistics, const Eigen::MatrixBase<DG>& dOut, GQ&& dQ,
+                GK&& dK, GV&& dV, ScoreBiasGradient& bias_gradient,
+                BatchLayout layout = {}) const requires mask::DifferentiableScoreBias<Mask> {
+    detail::ParameterPartials<Scalar> partials;
+    partials.kernel_parameters = false;
+    partials.score_bias_parameters = mask_.bias_parameter_count();
+    Eigen::VectorXd gradient = Eigen::VectorXd::Zero(partials.score_bias_parameters);
+    run_backward(Q, K, V, out, statistics, dOut, dQ, dK, dV, layout, &partials, [&](const auto&) {
+      for (const Eigen::VectorXd& share : partials.score_bias_sums) gradient += share;
+    });
+    bias_gradient.values = std::move(gradient);
+  }
+
   /// `backward` into new matrices.
   template <class DQ, class DK, class DV, class DO, class DG>
   [[nodiscard]] AttentionGradients<Scalar> gradients(const Eigen::MatrixBase<DQ>& Q,

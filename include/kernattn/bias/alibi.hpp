@@ -57,10 +57,14 @@ class Alibi {
   }
 
   [[nodiscard]] const std::vector<double>& slopes() const { return slopes_; }
+  /// The slopes are the trainable parameters (`mask::DifferentiableScoreBias`), in their order.
+  [[nodiscard]] Index bias_parameter_count() const { return Index(slopes_.size()); }
 
   struct Bound {
     double slope;
     Index offset;
+    /// Which of the slopes this sequence and head reads.
+    Index slope_index;
 
     [[nodiscard]] mask::Coverage coverage(mask::Range, mask::Range) const {
       return mask::Coverage::full;
@@ -68,6 +72,10 @@ class Alibi {
     [[nodiscard]] bool visible(Index, Index) const { return true; }
     [[nodiscard]] double bias(Index i, Index j) const {
       return -slope * double(std::abs(i + offset - j));
+    }
+    /// \f$\partial b(i, j)/\partial m = -|c_i - j|\f$ for the slope m.
+    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const {
+      sums(slope_index) -= g * double(std::abs(i + offset - j));
     }
   };
 
@@ -79,7 +87,7 @@ class Alibi {
             shape.sequences * shape.heads);
     const Index index =
         count == shape.heads ? shape.head : shape.sequence * shape.heads + shape.head;
-    return {slopes_[std::size_t(index)], mask::alignment_offset(alignment_, shape)};
+    return {slopes_[std::size_t(index)], mask::alignment_offset(alignment_, shape), index};
   }
 
  private:

@@ -65,12 +65,17 @@ class RelativePositions {
   }
 
   [[nodiscard]] const Matrix<T>& table() const { return table_; }
+  /// The table's entries are the trainable parameters (`mask::DifferentiableScoreBias`), in
+  /// column-major order: entry (bucket, head) is parameter bucket + head x buckets.
+  [[nodiscard]] Index bias_parameter_count() const { return table_.size(); }
 
   /// One head of one sequence: the biases of every relative position the problem holds,
   /// \f$r = j - c_i\f$ from \f$-(N_q - 1) - o\f$ to \f$N_k - 1 - o\f$ with o the alignment
   /// offset, looked up once at binding.
   struct Bound {
     std::vector<T> by_position;
+    /// The table entry of each relative position, column-major (bucket + head x buckets).
+    std::vector<Index> entry_by_position;
     Index shift;
     Index offset;
 
@@ -81,6 +86,10 @@ class RelativePositions {
     [[nodiscard]] T bias(Index i, Index j) const {
       return by_position[std::size_t(j - i - offset + shift)];
     }
+    /// \f$\partial b(i, j)/\partial W_{\beta h} = 1\f$ for the entry the pair reads.
+    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const {
+      sums(entry_by_position[std::size_t(j - i - offset + shift)]) += g;
+    }
   };
 
   [[nodiscard]] Bound bind(const mask::Shape& shape) const {
@@ -88,12 +97,16 @@ class RelativePositions {
             " head(s) (columns) but the attention has ", shape.heads);
     const Index offset = mask::alignment_offset(alignment_, shape);
     const Index shift = std::max<Index>(shape.queries - 1, 0) + offset;
-    Bound bound{{}, shift, offset};
+    Bound bound{{}, {}, shift, offset};
     const Index positions = std::max<Index>(shape.queries + shape.keys - 1, 0);
     bound.by_position.resize(std::size_t(positions));
-    for (Index p = 0; p < positions; ++p)
-      bound.by_position[std::size_t(p)] =
-          table_(bucket(p - shift, table_.rows(), bidirectional_, max_distance_), shape.head);
+    bound.entry_by_position.resize(std::size_t(positions));
+    for (Index p = 0; p < positions; ++p) {
+      const Index entry = bucket(p - shift, table_.rows(), bidirectional_, max_distance_) +
+                          shape.head * table_.rows();
+      bound.entry_by_position[std::size_t(p)] = entry;
+      bound.by_position[std::size_t(p)] = table_(entry);
+    }
     return bound;
   }
 

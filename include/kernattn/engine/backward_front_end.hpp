@@ -18,6 +18,12 @@ struct AttentionGradients {
   Matrix<T> dV;
 };
 
+/// The gradient of a scalar loss with respect to a score bias's parameters
+/// (`mask::DifferentiableScoreBias`), in the bias's order, in double.
+struct ScoreBiasGradient {
+  Eigen::VectorXd values;
+};
+
 namespace detail {
 
 /// Requires `argument` (named `name`) to have `rows` x `cols`, saying what the shape follows from.

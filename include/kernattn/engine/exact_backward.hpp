@@ -148,15 +148,20 @@ struct BackwardPartials {
 /// "Parameters"): per sequence and head, \f$\partial\ell/\partial b_j\f$ for each key's bias
 /// \f$b_j = g(k_j) + \log\mu(k_j)\f$ (`key_bias_gradients`, one vector of N_k per pair, b-major);
 /// and per backward task, a distance kernel's \f$\sum G\,\partial h/\partial\theta\f$
-/// (`score_sums`).
+/// (`score_sums`, when `kernel_parameters`).
 template <Real T>
 struct ParameterPartials {
   std::vector<Vector<T>> key_bias_gradients;
   std::vector<Eigen::VectorXd> score_sums;
+  bool kernel_parameters = true;
   /// A feature kernel whose map has trainable frequencies, when asked for: each task's share of
   /// their gradient through the scores (the key log-scales' share is added after).
   std::vector<Matrix<T>> frequency_gradients;
   bool frequencies = false;
+  /// A differentiable score bias's parameters (`mask::DifferentiableScoreBias`), when
+  /// `score_bias_parameters` > 0: each task's share of their gradient.
+  std::vector<Eigen::VectorXd> score_bias_sums;
+  Index score_bias_parameters = 0;
 };
 
 /// A copy of `m` with its non-finite entries replaced by 0.
@@ -235,13 +240,14 @@ void weights_and_score_gradients(
 }
 
 /// Where one key tile's parameter partials go (`ParameterPartials`): its sequence and head's
-/// key-bias gradients (written for the tile's keys) and its task's score sums; null when the call
-/// does not differentiate the parameters.
+/// key-bias gradients (written for the tile's keys), its task's score sums and its task's sums
+/// of the score bias's gradient; null when the call does not differentiate them.
 template <Real T>
 struct ParameterTile {
   Vector<T>* key_bias_gradients = nullptr;
   Eigen::VectorXd* score_sums = nullptr;
   Matrix<T>* frequency_gradients = nullptr;
+  Eigen::VectorXd* score_bias_sums = nullptr;
 };
 
 /// The contributions of one key tile (keys [first_key, first_key + keys.rows()) of a sequence
@@ -323,6 +329,10 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
       if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>)
         if (parameters.score_sums != nullptr)
           Gradients::add_parameter_sums(kernel, d, tiles.scoring, gradient, *parameters.score_sums);
+      if constexpr (mask::DifferentiableBoundScoreBias<BoundMask>)
+        if (parameters.score_bias_sums != nullptr)
+          add_score_bias_gradient(visibility, first, first_key, gradient,
+                                  *parameters.score_bias_sums);
       dv.noalias() += weights.transpose() * dout;
       if constexpr (kernels::FeatureMapKernel<Kernel>)
         Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
@@ -358,6 +368,8 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         dv.row(j).setConstant(nan);
         bias_sums(j) = nan;
         if (parameters.score_sums != nullptr) parameters.score_sums->setConstant(double(nan));
+        if (parameters.score_bias_sums != nullptr)
+          parameters.score_bias_sums->setConstant(double(nan));
         if (parameters.frequency_gradients != nullptr)
           parameters.frequency_gradients->setConstant(nan);
       }
@@ -439,6 +451,9 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
     parameters->score_sums.assign(std::size_t(pairs * stripes), Eigen::VectorXd());
     if (parameters->frequencies)
       parameters->frequency_gradients.assign(std::size_t(pairs * stripes), Matrix<T>());
+    parameters->score_bias_sums.assign(
+        std::size_t(parameters->score_bias_parameters > 0 ? pairs * stripes : 0),
+        Eigen::VectorXd::Zero(parameters->score_bias_parameters));
   }
   parallel_for(pairs * stripes, threads, [&](Index task) {
     const Index pair = task / stripes;
@@ -449,11 +464,14 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
     ParameterTile<T> parameter_tile;
     if (parameters != nullptr) {
       parameter_tile.key_bias_gradients = &parameters->key_bias_gradients[p];
-      if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>) {
-        Eigen::VectorXd& sums = parameters->score_sums[std::size_t(task)];
-        sums.setZero(Index(kernel.parameter_names().size()));
-        parameter_tile.score_sums = &sums;
-      }
+      if constexpr (kernels::ParametricKernel<Kernel> && kernels::DistanceKernel<Kernel>)
+        if (parameters->kernel_parameters) {
+          Eigen::VectorXd& sums = parameters->score_sums[std::size_t(task)];
+          sums.setZero(Index(kernel.parameter_names().size()));
+          parameter_tile.score_sums = &sums;
+        }
+      if (parameters->score_bias_parameters > 0)
+        parameter_tile.score_bias_sums = &parameters->score_bias_sums[std::size_t(task)];
       if constexpr (features::FrequencyKernel<Kernel>)
         if (parameters->frequencies) {
           Matrix<T>& share = parameters->frequency_gradients[std::size_t(task)];

@@ -37,7 +37,27 @@ struct Intersection {
       if constexpr (BoundScoreBias<BoundB>) sum += double(second.bias(i, j));
       return sum;
     }
+
+    /// The bias's gradient, from the one filter that has a bias (the other biases nothing).
+    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const
+        requires(DifferentiableBoundScoreBias<BoundA> && !BoundScoreBias<BoundB>) ||
+        (DifferentiableBoundScoreBias<BoundB> && !BoundScoreBias<BoundA>) {
+      if constexpr (DifferentiableBoundScoreBias<BoundA>)
+        first.add_bias_gradient(i, j, g, sums);
+      else
+        second.add_bias_gradient(i, j, g, sums);
+    }
   };
+
+  /// The parameters of the one filter that has a differentiable bias.
+  [[nodiscard]] Index bias_parameter_count() const
+      requires(DifferentiableScoreBias<A> && !ScoreBias<B>) ||
+      (DifferentiableScoreBias<B> && !ScoreBias<A>) {
+    if constexpr (DifferentiableScoreBias<A>)
+      return first.bias_parameter_count();
+    else
+      return second.bias_parameter_count();
+  }
 
   [[nodiscard]] auto bind(const Shape& shape) const {
     using BoundA = decltype(first.bind(shape));

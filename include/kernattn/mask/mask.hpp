@@ -90,6 +90,25 @@ concept BoundScoreBias = BoundMask<B> && requires(const B bound, Index i) {
 template <class M>
 concept ScoreBias = Mask<M> && BoundScoreBias<decltype(std::declval<const M&>().bind(Shape{}))>;
 
+/// A bound score bias that is linear in parameters of its unbound form, \f$b(i, j) =
+/// \sum_p c_p(i, j)\,\theta_p\f$: `add_bias_gradient(i, j, g, sums)` adds
+/// \f$g\,c_p(i, j)\f$ to `sums(p)` for each parameter p that pair (i, j) reads, so that
+/// \f$g = \partial\ell/\partial b(i, j)\f$ summed over the pairs gives
+/// \f$\partial\ell/\partial\theta\f$ (docs/gradients.md, "Score biases").
+template <class B>
+concept DifferentiableBoundScoreBias = BoundScoreBias<B> &&
+    requires(const B bound, Index i, double g, Eigen::VectorXd& sums) {
+  bound.add_bias_gradient(i, i, g, sums);
+};
+
+/// A score bias with trainable parameters (`bias::Alibi`'s slopes, `bias::RelativePositions`'s
+/// table, or an intersection holding one of them beside filters that bias nothing):
+/// `bias_parameter_count()` of them, and a bound form that differentiates in them.
+template <class M>
+concept DifferentiableScoreBias = ScoreBias<M> && requires(const M mask) {
+  { mask.bias_parameter_count() } -> std::convertible_to<Index>;
+} && DifferentiableBoundScoreBias<decltype(std::declval<const M&>().bind(Shape{}))>;
+
 /// The coverage of a tile when query i sees exactly the keys in
 /// [first_visible(i), last_visible(i)], both bounds non-decreasing in i (causal, windows).
 template <class First, class Last>
