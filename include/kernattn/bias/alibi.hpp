@@ -73,9 +73,17 @@ class Alibi {
     [[nodiscard]] double bias(Index i, Index j) const {
       return -slope * double(std::abs(i + offset - j));
     }
-    /// \f$\partial b(i, j)/\partial m = -|c_i - j|\f$ for the slope m.
-    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const {
-      sums(slope_index) -= g * double(std::abs(i + offset - j));
+    /// \f$\partial b(i, j)/\partial m = -|c_i - j|\f$ for the slope m: adds
+    /// \f$-\sum_{rc} G_{rc}\,|c_{i_0 + r} - (j_0 + c)|\f$.
+    template <class Tile>
+    void add_bias_gradient(Index first_query, Index first_key, const Tile& gradient,
+                           Eigen::VectorXd& sums) const {
+      double sum = 0;
+      for (Index c = 0; c < gradient.cols(); ++c)
+        for (Index r = 0; r < gradient.rows(); ++r)
+          sum +=
+              double(gradient(r, c)) * double(std::abs(first_query + r + offset - first_key - c));
+      sums(slope_index) -= sum;
     }
   };
 

@@ -86,9 +86,22 @@ class RelativePositions {
     [[nodiscard]] T bias(Index i, Index j) const {
       return by_position[std::size_t(j - i - offset + shift)];
     }
-    /// \f$\partial b(i, j)/\partial W_{\beta h} = 1\f$ for the entry the pair reads.
-    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const {
-      sums(entry_by_position[std::size_t(j - i - offset + shift)]) += g;
+    /// \f$\partial b(i, j)/\partial W_{\beta h} = 1\f$ for the entry the pair reads: the
+    /// tile's diagonals (one relative position each) are summed first, then each sum goes to
+    /// its position's entry.
+    template <class Tile>
+    void add_bias_gradient(Index first_query, Index first_key, const Tile& gradient,
+                           Eigen::VectorXd& sums) const {
+      const Index rows = gradient.rows();
+      const Index cols = gradient.cols();
+      if (rows == 0 || cols == 0) return;
+      // Entry t of `diagonals` is relative position `lowest + t`, that of pair (rows - 1, 0).
+      Eigen::VectorXd diagonals = Eigen::VectorXd::Zero(rows + cols - 1);
+      for (Index c = 0; c < cols; ++c)
+        for (Index r = 0; r < rows; ++r) diagonals(c - r + rows - 1) += double(gradient(r, c));
+      const Index lowest = first_key - first_query - (rows - 1) - offset + shift;
+      for (Index t = 0; t < diagonals.size(); ++t)
+        sums(entry_by_position[std::size_t(lowest + t)]) += diagonals(t);
     }
   };
 

@@ -331,8 +331,7 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
           Gradients::add_parameter_sums(kernel, d, tiles.scoring, gradient, *parameters.score_sums);
       if constexpr (mask::DifferentiableBoundScoreBias<BoundMask>)
         if (parameters.score_bias_sums != nullptr)
-          add_score_bias_gradient(visibility, first, first_key, gradient,
-                                  *parameters.score_bias_sums);
+          visibility.add_bias_gradient(first, first_key, gradient, *parameters.score_bias_sums);
       dv.noalias() += weights.transpose() * dout;
       if constexpr (kernels::FeatureMapKernel<Kernel>)
         Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),

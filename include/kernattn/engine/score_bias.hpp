@@ -25,18 +25,6 @@ void add_score_bias(const BoundMask& bound, Index first_query, Index first_key, 
   }
 }
 
-/// Adds the score bias's parameter gradient from a tile of score gradients \f$G_{rc} =
-/// \partial\ell/\partial b(\mathrm{first\_query} + r, \mathrm{first\_key} + c)\f$ (0 for hidden
-/// pairs) into `sums` (`mask::DifferentiableBoundScoreBias`), column by column.
-template <class BoundMask, class Tile>
-void add_score_bias_gradient(const BoundMask& bound, Index first_query, Index first_key,
-                             const Tile& gradient, Eigen::VectorXd& sums) {
-  for (Index c = 0; c < gradient.cols(); ++c)
-    for (Index r = 0; r < gradient.rows(); ++r)
-      if (gradient(r, c) != 0)
-        bound.add_bias_gradient(first_query + r, first_key + c, double(gradient(r, c)), sums);
-}
-
 /// Score biases add to log-weights, so only the exponential forms take them: a direct form's
 /// weight is no exponential to add to (docs/conventions.md, "Score biases").
 template <kernels::Kernel Kernel, class Mask>

@@ -39,13 +39,15 @@ struct Intersection {
     }
 
     /// The bias's gradient, from the one filter that has a bias (the other biases nothing).
-    void add_bias_gradient(Index i, Index j, double g, Eigen::VectorXd& sums) const
+    template <class Tile>
+        void add_bias_gradient(Index first_query, Index first_key, const Tile& gradient,
+                               Eigen::VectorXd& sums) const
         requires(DifferentiableBoundScoreBias<BoundA> && !BoundScoreBias<BoundB>) ||
         (DifferentiableBoundScoreBias<BoundB> && !BoundScoreBias<BoundA>) {
       if constexpr (DifferentiableBoundScoreBias<BoundA>)
-        first.add_bias_gradient(i, j, g, sums);
+        first.add_bias_gradient(first_query, first_key, gradient, sums);
       else
-        second.add_bias_gradient(i, j, g, sums);
+        second.add_bias_gradient(first_query, first_key, gradient, sums);
     }
   };
 

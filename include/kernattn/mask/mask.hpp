@@ -91,14 +91,13 @@ template <class M>
 concept ScoreBias = Mask<M> && BoundScoreBias<decltype(std::declval<const M&>().bind(Shape{}))>;
 
 /// A bound score bias that is linear in parameters of its unbound form, \f$b(i, j) =
-/// \sum_p c_p(i, j)\,\theta_p\f$: `add_bias_gradient(i, j, g, sums)` adds
-/// \f$g\,c_p(i, j)\f$ to `sums(p)` for each parameter p that pair (i, j) reads, so that
-/// \f$g = \partial\ell/\partial b(i, j)\f$ summed over the pairs gives
-/// \f$\partial\ell/\partial\theta\f$ (docs/gradients.md, "Score biases").
+/// \sum_p c_p(i, j)\,\theta_p\f$: `add_bias_gradient(first_query, first_key, G, sums)` adds
+/// \f$\sum_{rc} G_{rc}\,c_p(\mathrm{first\_query} + r, \mathrm{first\_key} + c)\f$ to `sums(p)`
+/// for a tile of \f$G_{rc} = \partial\ell/\partial b\f$ (docs/gradients.md, "Score biases").
 template <class B>
 concept DifferentiableBoundScoreBias = BoundScoreBias<B> &&
-    requires(const B bound, Index i, double g, Eigen::VectorXd& sums) {
-  bound.add_bias_gradient(i, i, g, sums);
+    requires(const B bound, Index i, const Eigen::MatrixXd& tile, Eigen::VectorXd& sums) {
+  bound.add_bias_gradient(i, i, tile, sums);
 };
 
 /// A score bias with trainable parameters (`bias::Alibi`'s slopes, `bias::RelativePositions`'s
