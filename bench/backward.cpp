@@ -7,6 +7,10 @@
 //   BM_SoftmaxBackward/N      Exponential kernel, N in {1024, 4096}
 //   BM_RbfLp3Backward/N       RBF x Lp magnitude, p = 3
 //   BM_SoftmaxBackward_2T/N   Exponential kernel on two threads, N = 4096
+//   BM_T5Backward/N           causal softmax with a T5 relative-position table (32 buckets),
+//                             N = 1024, credited with half the flops (the causal half)
+//   BM_T5TableGradient/N      the same backward, also differentiating the table
+//                             (`ScoreBiasGradient`): its cost is the ratio of the two
 //   BM_LinearPositiveBackward/N        LinearAttention<Positive> (M = 256), N in {1024, 4096,
 //                                      16384}: `LinearAttention::backward` given the output,
 //                                      credited with three times the forward's flops (it
@@ -52,6 +56,30 @@ void backward_benchmark(benchmark::State& state, const AttentionT& attention) {
   Mat dV(n, kHeadDim);
   timed_loop(state, n, backward_flops(n), dQ,
              [&] { attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV); });
+}
+
+/// `backward_benchmark` for causal softmax with a T5 table, with or without the table's gradient.
+void t5_backward_benchmark(benchmark::State& state, bool table_gradient) {
+  const Index n = state.range(0);
+  const auto biased = kernattn::mask::Causal{} && kernattn::bias::RelativePositions<float>(
+                                                      make_problem(32).Q.leftCols(1), false, 128);
+  const kernattn::Attention<kernattn::kernels::Exponential<float>, kernattn::magnitude::None,
+                            decltype(biased)>
+      attention({}, {}, biased, with_threads(1));
+  Problem p = make_problem(n);
+  Mat statistics;
+  attention.compute(p.Q, p.K, p.V, p.out, statistics);
+  const Mat dOut = make_problem(n).V.reverse();
+  Mat dQ(n, kHeadDim);
+  Mat dK(n, kHeadDim);
+  Mat dV(n, kHeadDim);
+  kernattn::ScoreBiasGradient gradient;
+  timed_loop(state, n, backward_flops(n) / 2, dQ, [&] {
+    if (table_gradient)
+      attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV, gradient);
+    else
+      attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV);
+  });
 }
 
 /// The forward, then the timed linear backward (no statistics).
@@ -144,6 +172,13 @@ const bool registered = [] {
                     {1024, 4096});
   register_backward("BM_SoftmaxBackward_2T",
                     Attention<kernels::Exponential<float>>({}, {}, {}, with_threads(2)), {4096});
+  for (const bool table_gradient : {false, true})
+    benchmark::RegisterBenchmark(
+        table_gradient ? "BM_T5TableGradient" : "BM_T5Backward",
+        [table_gradient](benchmark::State& state) { t5_backward_benchmark(state, table_gradient); })
+        ->Arg(1024)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
 
   using Positive = kernattn::features::Positive<float>;
   const Positive positive =
