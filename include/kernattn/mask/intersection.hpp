@@ -38,12 +38,15 @@ struct Intersection {
       return sum;
     }
 
-    /// The bias's gradient, from the one filter that has a bias (the other biases nothing).
+    /// Whether one filter has a differentiable bias and the other biases nothing.
+    static constexpr bool one_differentiable_bias =
+        (DifferentiableBoundScoreBias<BoundA> && !BoundScoreBias<BoundB>) ||
+        (DifferentiableBoundScoreBias<BoundB> && !BoundScoreBias<BoundA>);
+
+    /// The gradient of that filter's bias.
     template <class Tile>
-        void add_bias_gradient(Index first_query, Index first_key, const Tile& gradient,
-                               Eigen::VectorXd& sums) const
-        requires(DifferentiableBoundScoreBias<BoundA> && !BoundScoreBias<BoundB>) ||
-        (DifferentiableBoundScoreBias<BoundB> && !BoundScoreBias<BoundA>) {
+    void add_bias_gradient(Index first_query, Index first_key, const Tile& gradient,
+                           Eigen::VectorXd& sums) const requires one_differentiable_bias {
       if constexpr (DifferentiableBoundScoreBias<BoundA>)
         first.add_bias_gradient(first_query, first_key, gradient, sums);
       else
@@ -51,10 +54,12 @@ struct Intersection {
     }
   };
 
-  /// The parameters of the one filter that has a differentiable bias.
-  [[nodiscard]] Index bias_parameter_count() const
-      requires(DifferentiableScoreBias<A> && !ScoreBias<B>) ||
-      (DifferentiableScoreBias<B> && !ScoreBias<A>) {
+  /// Whether one filter has a differentiable bias and the other biases nothing.
+  static constexpr bool one_differentiable_bias = (DifferentiableScoreBias<A> && !ScoreBias<B>) ||
+                                                  (DifferentiableScoreBias<B> && !ScoreBias<A>);
+
+  /// The parameters of that filter's bias.
+  [[nodiscard]] Index bias_parameter_count() const requires one_differentiable_bias {
     if constexpr (DifferentiableScoreBias<A>)
       return first.bias_parameter_count();
     else
