@@ -43,9 +43,11 @@ namespace {
 /// 10 N^2 d: five products of 2 N^2 d.
 double backward_flops(Index n) { return 2.5 * flops(n); }
 
-/// A forward with statistics, then the timed backward.
-template <class AttentionT>
-void backward_benchmark(benchmark::State& state, const AttentionT& attention) {
+/// A forward with statistics, then the timed backward, credited with `flop_share` of
+/// `backward_flops`; `extra` (e.g. a `ScoreBiasGradient`) is passed on to `backward` after dV.
+template <class AttentionT, class... Extra>
+void backward_benchmark(benchmark::State& state, const AttentionT& attention,
+                        double flop_share = 1.0, Extra&... extra) {
   const Index n = state.range(0);
   Problem p = make_problem(n);
   Mat statistics;
@@ -54,32 +56,24 @@ void backward_benchmark(benchmark::State& state, const AttentionT& attention) {
   Mat dQ(n, kHeadDim);
   Mat dK(n, kHeadDim);
   Mat dV(n, kHeadDim);
-  timed_loop(state, n, backward_flops(n), dQ,
-             [&] { attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV); });
+  timed_loop(state, n, flop_share * backward_flops(n), dQ, [&] {
+    attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV, extra...);
+  });
 }
 
-/// `backward_benchmark` for causal softmax with a T5 table, with or without the table's gradient.
+/// `backward_benchmark` for causal softmax (half the flops) with a T5 table, with or without the
+/// table's gradient.
 void t5_backward_benchmark(benchmark::State& state, bool table_gradient) {
-  const Index n = state.range(0);
   const auto biased = kernattn::mask::Causal{} && kernattn::bias::RelativePositions<float>(
                                                       make_problem(32).Q.leftCols(1), false, 128);
   const kernattn::Attention<kernattn::kernels::Exponential<float>, kernattn::magnitude::None,
                             decltype(biased)>
       attention({}, {}, biased, with_threads(1));
-  Problem p = make_problem(n);
-  Mat statistics;
-  attention.compute(p.Q, p.K, p.V, p.out, statistics);
-  const Mat dOut = make_problem(n).V.reverse();
-  Mat dQ(n, kHeadDim);
-  Mat dK(n, kHeadDim);
-  Mat dV(n, kHeadDim);
   kernattn::ScoreBiasGradient gradient;
-  timed_loop(state, n, backward_flops(n) / 2, dQ, [&] {
-    if (table_gradient)
-      attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV, gradient);
-    else
-      attention.backward(p.Q, p.K, p.V, p.out, statistics, dOut, dQ, dK, dV);
-  });
+  if (table_gradient)
+    backward_benchmark(state, attention, 0.5, gradient);
+  else
+    backward_benchmark(state, attention, 0.5);
 }
 
 /// The forward, then the timed linear backward (no statistics).
