@@ -61,6 +61,14 @@
 //                           neighbours per node, N = nnz / 32 in {1024, 4096}, one head of
 //                           d = 64; GFLOPS = 4 nnz d
 //
+// The comparison grid (`--grid`, not in the default run): every kernel of bench/comparison.hpp
+// (the exact kernels, positional, Attention-BN, Attention-SH, FAVOR+ and Fourier features) with no
+// magnitude and with L^3, masks none, causal and window:128, N in {256, 1024, 4096}, d in
+// {32, 64, 128}, float and double, one thread: the families compare/<kernel>/<magnitude>/<mask>/
+// <scalar>/d:<d>/n:<N>/threads:1, credited with the flops of the pairs each mask lets through.
+// The same code path as `kernattn_compare`; select a part with --benchmark_filter, e.g.
+//   ./kernattn_bench --grid --benchmark_filter='compare/.*/none/none/float/d:64/'
+//
 // Reading the numbers: at N = 4096 the score matrix of BM_Gemm and BM_NaiveSoftmax is 64 MB,
 // more than a small machine's last-level cache, so they become memory-bound; BM_Gemm at N = 1024
 // is the better compute ceiling.
@@ -101,6 +109,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "comparison.hpp"
 
 namespace kernattn_bench {
 /// `--peak-memory-backward` (bench/backward.cpp).
@@ -429,13 +438,22 @@ int peak_memory_main() {
 int main(int argc, char** argv) {
   // The reference GEMMs run on one thread like the library; the library sets its own threads.
   Eigen::setNbThreads(1);
+  bool grid = false;
   for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--peak-memory") return peak_memory_main();
     if (std::string_view(argv[i]) == "--peak-memory-backward")
       return kernattn_bench::peak_memory_backward_main();
+    if (std::string_view(argv[i]) == "--grid") {
+      grid = true;
+      std::copy(argv + i + 1, argv + argc, argv + i);
+      argv[--argc] = nullptr;
+      --i;
+    }
   }
 
   register_benchmarks();
+  if (grid)
+    for (const auto& configuration : full_grid()) register_configuration(configuration);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
