@@ -213,6 +213,24 @@ Reference make_reference(const std::string& estimator, const Inputs& inputs, int
             "the same estimator, double, M_ref = 2^15 independent frequencies (own error ~ "
             "M_ref^-1/2); exact time: softmax"};
   }
+  // Fourier features of the Student-t (nu' = 3, 5) and Gamma scale-mixture samplers at their
+  // default lengthscale d^(1/4): the Matern 3/2, 5/2 and rational-quadratic kernels at theirs.
+  const auto exact_with_l2 = [&](auto kernel, auto float_kernel, const char* words) {
+    const Attention<decltype(kernel), magnitude::Lp<double>> exact(
+        kernel, magnitude::Lp<double>(2.0), {}, options);
+    const Attention<decltype(float_kernel), magnitude::Lp<float>> exact_float(
+        float_kernel, magnitude::Lp<float>(2.0f), {}, options);
+    return Reference{exact(Q, K, V), float_time_ms(exact_float), words};
+  };
+  if (estimator == "fourier-matern32")
+    return exact_with_l2(kernels::Matern32<double>{}, kernels::Matern32<float>{},
+                         "Matern 3/2 x L2 magnitude, exact, double");
+  if (estimator == "fourier-matern52")
+    return exact_with_l2(kernels::Matern52<double>{}, kernels::Matern52<float>{},
+                         "Matern 5/2 x L2 magnitude, exact, double");
+  if (estimator == "fourier-rq")
+    return exact_with_l2(kernels::RationalQuadratic<double>{}, kernels::RationalQuadratic<float>{},
+                         "rational quadratic (alpha = 1) x L2 magnitude, exact, double");
   const Attention<kernels::Rbf<double>, magnitude::Lp<double>> rbf_l2(
       kernels::Rbf<double>{}, magnitude::Lp<double>(2.0), {}, options);
   const Attention<kernels::Rbf<float>, magnitude::Lp<float>> rbf_l2_float(
@@ -264,7 +282,9 @@ void require_choice(const std::string& value, const std::vector<std::string>& na
 }  // namespace
 
 const std::vector<std::string>& estimator_names() {
-  static const std::vector<std::string> names{"fourier", "orthogonal", "favor", "implicit"};
+  static const std::vector<std::string> names{"fourier",          "orthogonal", "fourier-matern32",
+                                              "fourier-matern52", "fourier-rq", "favor",
+                                              "implicit"};
   return names;
 }
 
@@ -305,6 +325,15 @@ std::vector<AccuracyPoint> estimator_accuracy(const std::string& estimator,
   };
   if (estimator == "fourier")
     return curve(estimator, inputs, frequencies, problem, seeds, fourier_of(Gaussian{}), reference);
+  if (estimator == "fourier-matern32")
+    return curve(estimator, inputs, frequencies, problem, seeds,
+                 fourier_of(spectral::StudentT<float>(3.0f)), reference);
+  if (estimator == "fourier-matern52")
+    return curve(estimator, inputs, frequencies, problem, seeds,
+                 fourier_of(spectral::StudentT<float>(5.0f)), reference);
+  if (estimator == "fourier-rq")
+    return curve(estimator, inputs, frequencies, problem, seeds,
+                 fourier_of(spectral::GammaScaleMixture<float>{}), reference);
   if (estimator == "orthogonal")
     return curve(estimator, inputs, frequencies, problem, seeds,
                  fourier_of(spectral::Orthogonal<Gaussian>{}), reference);

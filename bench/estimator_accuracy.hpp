@@ -9,6 +9,10 @@
 //    (variance sqrt d), which is softmax attention exp(q.k / sqrt d) (the difference is measured
 //    and printed in `reference`);
 //  - orthogonal: the same with `spectral::Orthogonal<Gaussian>`;
+//  - fourier-matern32, fourier-matern52, fourier-rq: `features::Fourier` of `spectral::StudentT`
+//    (3 and 5 degrees of freedom) and of `spectral::GammaScaleMixture` (alpha = 1), each at its
+//    default lengthscale d^(1/4), times `Lp(2)`; exact: `Attention<Matern32 | Matern52 |
+//    RationalQuadratic, Lp>` at the kernels' default lengthscale d^(1/4);
 //  - favor: `features::Positive` (FAVOR+, orthogonal frequencies, input scale d^(-1/4)); exact:
 //    `Attention<Exponential>`, softmax;
 //  - implicit: `features::Fourier` of `spectral::Implicit<MlpGenerator>` (a fixed generator, see
@@ -30,7 +34,7 @@ namespace kernattn_bench {
 
 /// One point of an error-against-M curve.
 struct AccuracyPoint {
-  std::string estimator;    // "fourier", "orthogonal", "favor", "implicit"
+  std::string estimator;    // `estimator_names()`
   std::string inputs;       // "unit" or "trained"
   kernattn::Index m, n, d;  // frequencies, tokens (Nq = Nk), head dimension (dv = d)
   double relative_error;    // mean over seeds of ||out - out_exact||_F / ||out_exact||_F
@@ -41,7 +45,8 @@ struct AccuracyPoint {
   std::string reference;    // the exact attention it is compared with, in words
 };
 
-/// "fourier", "orthogonal", "favor", "implicit".
+/// "fourier", "orthogonal", "fourier-matern32", "fourier-matern52", "fourier-rq", "favor",
+/// "implicit".
 const std::vector<std::string>& estimator_names();
 /// "unit", "trained".
 const std::vector<std::string>& input_names();

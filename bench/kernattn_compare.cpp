@@ -326,10 +326,10 @@ void print_rows(const std::vector<Row>& rows) {
 }
 
 void print_accuracy(const std::vector<kernattn_bench::AccuracyPoint>& points) {
-  std::printf("\n%-11s %-8s %5s %6s %4s %15s %14s %11s %11s  %s\n", "estimator", "inputs", "M", "N",
+  std::printf("\n%-16s %-8s %5s %6s %4s %15s %14s %11s %11s  %s\n", "estimator", "inputs", "M", "N",
               "d", "relative error", "equal weights", "time (ms)", "exact (ms)", "reference");
   for (const auto& p : points)
-    std::printf("%-11s %-8s %5ld %6ld %4ld %15.4e %14.4e %11.4g %11.4g  %s\n", p.estimator.c_str(),
+    std::printf("%-16s %-8s %5ld %6ld %4ld %15.4e %14.4e %11.4g %11.4g  %s\n", p.estimator.c_str(),
                 p.inputs.c_str(), long(p.m), long(p.n), long(p.d), p.relative_error,
                 p.uniform_error, p.time_ms, p.exact_time_ms, p.reference.c_str());
 }

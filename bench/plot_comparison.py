@@ -270,7 +270,7 @@ def equal_weights(axis, records):
         errors = [e for e in errors if positive(e)]
         if errors:
             axis.axhline(statistics.median(errors), linestyle=dashes, color="0.55", linewidth=1,
-                         label=f"equal weights ({inputs})", zorder=1)
+                         label=f"equal weights ({inputs}, median)", zorder=1)
 
 
 def estimator_key(record):
