@@ -15,7 +15,7 @@
 // bench_common.hpp for the estimators. The engine also scores the hidden pairs of the tiles that
 // a mask's edge crosses: that work is real but not credited.
 //
-// Adding a kernel: give it a name in `exact_kernel_names()` (comparison.cpp) and a branch in
+// Adding a kernel: give it a name in `kernel_names()` (comparison.cpp) and a branch in
 // `visit_exact_kernel` (comparison_cases.hpp); a magnitude or a mask: the same in
 // `visit_magnitude` / `visit_mask` and their parsers.
 #pragma once

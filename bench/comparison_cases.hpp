@@ -2,6 +2,7 @@
 // instantiated in comparison_float.cpp and comparison_double.cpp.
 #pragma once
 
+#include <cstdint>
 #include <kernattn/kernattn.hpp>
 #include <memory>
 #include <string>

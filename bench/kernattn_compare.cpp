@@ -66,7 +66,8 @@ Compares attention kernels on fixed-seed problems (entries uniform with unit var
   --seeds S          frequency draws averaged per point, default 3
   --help
 
-Lists are comma-separated. A row the library refuses (Attention-BN under a causal mask, say) is
+Lists are comma-separated. With --accuracy and no --kernels, only the accuracy study runs. A
+row the library refuses (Attention-BN under a causal mask, say) is
 skipped with the reason. Adding a kernel, magnitude or mask: bench/comparison.hpp says where.
 )";
 
@@ -75,10 +76,12 @@ struct UsageError {
   std::string message;
 };
 
-std::vector<std::string> split(const std::string& list) {
+/// The comma-separated items of `option`'s value; an empty list is a usage error.
+std::vector<std::string> split(const std::string& option, const std::string& list) {
   std::vector<std::string> items;
   std::stringstream stream(list);
   for (std::string item; std::getline(stream, item, ',');) items.push_back(item);
+  if (items.empty()) throw UsageError{option + ": empty list"};
   return items;
 }
 
@@ -117,7 +120,8 @@ double parse_positive(const std::string& option, const std::string& text) {
 
 std::vector<Index> parse_sizes(const std::string& option, const std::string& list) {
   std::vector<Index> sizes;
-  for (const auto& item : split(list)) sizes.push_back(Index(parse_integer(option, item, 1)));
+  for (const auto& item : split(option, list))
+    sizes.push_back(Index(parse_integer(option, item, 1)));
   return sizes;
 }
 
@@ -125,11 +129,10 @@ std::vector<Index> parse_sizes(const std::string& option, const std::string& lis
 std::vector<std::string> parse_names(const std::string& option, const std::string& list,
                                      const std::vector<std::string>& valid) {
   if (list == "all") return valid;
-  const auto names = split(list);
+  const auto names = split(option, list);
   for (const auto& name : names)
     if (std::find(valid.begin(), valid.end(), name) == valid.end())
       throw UsageError{option + ": unknown name '" + name + "'; valid: " + joined(valid) + ", all"};
-  if (names.empty()) throw UsageError{option + ": empty list"};
   return names;
 }
 
@@ -172,9 +175,9 @@ Options parse(int argc, char** argv) {
       options.kernels = parse_names(option, value, kernattn_bench::kernel_names());
       options.kernels_given = true;
     } else if (option == "--magnitude") {
-      options.magnitudes = split(value);
+      options.magnitudes = split(option, value);
     } else if (option == "--mask") {
-      options.masks = split(value);
+      options.masks = split(option, value);
     } else if (option == "--n") {
       options.sizes = parse_sizes(option, value);
     } else if (option == "--d") {
