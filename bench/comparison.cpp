@@ -2,8 +2,9 @@
 #include "comparison.hpp"
 
 #include <algorithm>
-#include <charconv>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <sstream>
 
@@ -24,14 +25,14 @@ std::string joined(const std::vector<std::string>& names) {
   return out;
 }
 
-/// The number after `prefix` in `text`, which must be all of it; false otherwise.
-template <class Number>
-bool parse_after(const std::string& text, const std::string& prefix, Number& value) {
+/// The number after `prefix` in `text`, which must be all of it; false otherwise. (strtod rather
+/// than std::from_chars, which some standard libraries lack for floating point.)
+bool parse_after(const std::string& text, const std::string& prefix, double& value) {
   if (text.rfind(prefix, 0) != 0 || text.size() == prefix.size()) return false;
-  const char* first = text.data() + prefix.size();
-  const char* last = text.data() + text.size();
-  const auto [end, error] = std::from_chars(first, last, value);
-  return error == std::errc() && end == last;
+  const char* first = text.c_str() + prefix.size();
+  char* end = nullptr;
+  value = std::strtod(first, &end);
+  return end == text.c_str() + text.size() && !std::isspace(static_cast<unsigned char>(*first));
 }
 
 /// Visible (query, key) pairs of an N x N problem under the configuration's mask: row i (from 0)
@@ -72,9 +73,9 @@ double lp_exponent(const std::string& magnitude) {
 }
 
 Index window_width(const std::string& mask) {
-  long long w = -1;
+  double w = -1;
   const bool parsed = parse_after(mask, "window:", w);
-  kernattn::require(parsed && w >= 0,
+  kernattn::require(parsed && w >= 0 && w == std::floor(w) && w < 1e15,
                     "mask must be one of none, causal, window:<w> (w >= 0 keys before each "
                     "query), got '",
                     mask, "'");
