@@ -19,12 +19,6 @@ const std::vector<std::string>& linear_time_names() {
   return names;
 }
 
-std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
-  return out;
-}
-
 /// The number after `prefix` in `text`, which must be all of it; false otherwise. (strtod rather
 /// than std::from_chars, which some standard libraries lack for floating point.)
 bool parse_after(const std::string& text, const std::string& prefix, double& value) {
@@ -115,6 +109,12 @@ ComparisonInputs comparison_inputs(Index n, Index d) {
   return inputs;
 }
 
+std::string joined(const std::vector<std::string>& names, const std::string& separator) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : separator) + name;
+  return out;
+}
+
 const std::vector<std::string>& kernel_names() {
   static const std::vector<std::string> names{
       "softmax", "rbf",        "laplacian", "matern32", "matern52", "rq",     "polynomial",
@@ -183,25 +183,33 @@ benchmark::internal::Benchmark* register_configuration(const Configuration& conf
       ->Unit(benchmark::kMillisecond);
 }
 
+std::vector<Configuration> combinations(const Grid& grid) {
+  std::vector<Configuration> all;
+  for (const auto& scalar : grid.scalars)
+    for (const Index d : grid.dimensions)
+      for (const auto& kernel : grid.kernels)
+        for (const auto& magnitude : grid.magnitudes)
+          for (const auto& mask : grid.masks)
+            for (const Index n : grid.sizes) {
+              Configuration c{kernel, magnitude, mask,         scalar,
+                              n,      d,         grid.threads, grid.frequencies};
+              validate(c);
+              all.push_back(std::move(c));
+            }
+  return all;
+}
+
 std::vector<Configuration> full_grid() {
   std::vector<Configuration> grid;
-  for (const std::string scalar : {"float", "double"})
-    for (const Index d : {32, 64, 128})
-      for (const std::string& kernel : kernel_names())
-        for (const std::string magnitude : {"none", "lp:3"})
-          for (const std::string mask : {"none", "causal", "window:128"})
-            for (const Index n : {256, 1024, 4096}) {
-              if (kernel == "bn" && mask != "none") continue;
-              if ((kernel == "sh" || is_linear_time(kernel)) && mask == "window:128") continue;
-              Configuration c;
-              c.kernel = kernel;
-              c.magnitude = magnitude;
-              c.mask = mask;
-              c.scalar = scalar;
-              c.n = n;
-              c.d = d;
-              grid.push_back(c);
-            }
+  for (Configuration& c : combinations({kernel_names(),
+                                        {"none", "lp:3"},
+                                        {"none", "causal", "window:128"},
+                                        {"float", "double"},
+                                        {256, 1024, 4096},
+                                        {32, 64, 128}}))
+    if (!(c.kernel == "bn" && c.mask != "none") &&
+        !((c.kernel == "sh" || is_linear_time(c.kernel)) && c.mask == "window:128"))
+      grid.push_back(std::move(c));
   return grid;
 }
 

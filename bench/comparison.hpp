@@ -48,6 +48,21 @@ struct Configuration {
   [[nodiscard]] Configuration softmax_reference() const;
 };
 
+/// Lists of values for each field of `Configuration`: every combination of them.
+struct Grid {
+  std::vector<std::string> kernels, magnitudes, masks, scalars;
+  std::vector<Index> sizes, dimensions;
+  int threads = 1;
+  Index frequencies = 256;
+};
+
+/// Every combination of the grid's lists (scalar, d, kernel, magnitude, mask, N: the last varies
+/// fastest), each checked by `validate`.
+std::vector<Configuration> combinations(const Grid& grid);
+
+/// `names` separated by `separator`, for messages that list the valid choices.
+std::string joined(const std::vector<std::string>& names, const std::string& separator = ", ");
+
 /// The exact kernels (`Attention<Kernel>`), the compositions (positional, bn, sh) and the
 /// linear-time estimators (favor, fourier), in the order tables list them.
 const std::vector<std::string>& kernel_names();

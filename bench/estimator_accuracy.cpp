@@ -36,6 +36,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "comparison.hpp"
+
 namespace kernattn_bench {
 
 namespace {
@@ -63,13 +65,6 @@ constexpr double kTrainedLogitSd = 3.0;
 constexpr double kTrainedLogScaleSd = 0.5;
 constexpr double kTrainedOutlierFactor = 4.0;
 constexpr Index kTrainedDimensionsPerOutlier = 32;
-
-/// "a, b, c".
-std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
-  return out;
-}
 
 /// Standard normals Phi^-1(u) of the uniforms of `stream`, row-major: entry (j, i) is uniform
 /// j cols + i, so a larger `rows` extends a smaller one.

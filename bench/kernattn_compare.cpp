@@ -86,9 +86,7 @@ std::vector<std::string> split(const std::string& option, const std::string& lis
 }
 
 std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& name : names) out += (out.empty() ? "" : ",") + name;
-  return out;
+  return kernattn_bench::joined(names, ",");
 }
 
 long long parse_integer(const std::string& option, const std::string& text, long long minimum) {
@@ -216,30 +214,13 @@ Options parse(int argc, char** argv) {
 /// The configurations of the options, each checked by the catalogue (a bad magnitude or mask is
 /// a usage error).
 std::vector<Configuration> configurations(const Options& options) {
-  std::vector<Configuration> all;
-  for (const auto& scalar : options.scalars)
-    for (const Index d : options.dimensions)
-      for (const auto& kernel : options.kernels)
-        for (const auto& magnitude : options.magnitudes)
-          for (const auto& mask : options.masks)
-            for (const Index n : options.sizes) {
-              Configuration c;
-              c.kernel = kernel;
-              c.magnitude = magnitude;
-              c.mask = mask;
-              c.scalar = scalar;
-              c.n = n;
-              c.d = d;
-              c.threads = options.threads;
-              c.frequencies = options.frequencies;
-              try {
-                kernattn_bench::validate(c);
-              } catch (const kernattn::InvalidArgument& error) {
-                throw UsageError{error.what()};
-              }
-              all.push_back(c);
-            }
-  return all;
+  try {
+    return kernattn_bench::combinations({options.kernels, options.magnitudes, options.masks,
+                                         options.scalars, options.sizes, options.dimensions,
+                                         options.threads, options.frequencies});
+  } catch (const kernattn::InvalidArgument& error) {
+    throw UsageError{error.what()};
+  }
 }
 
 /// A configuration with its measurements.
