@@ -103,28 +103,20 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
     detail::validate_attention_shapes(Q, K, V, out, layout);
-    if (detail::may_share_memory(statistics, Q) || detail::may_share_memory(statistics, K) ||
-        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out)) {
-      Matrix<Scalar> separate;
-      compute(Q, K, V, out, separate, layout);
-      statistics = separate;
-      return;
-    }
-    statistics.resize(Q.rows(), layout.heads);
-    if (V.cols() == 0 && Q.rows() > 0 && K.rows() > 0) {
-      // The statistics do not depend on the values: one column of zeros per head stands in.
-      const Matrix<Scalar> zeros = Matrix<Scalar>::Zero(V.rows(), layout.heads);
-      Matrix<Scalar> unused(Q.rows(), layout.heads);
-      compute(Q, K, zeros, unused, statistics, layout);
-      return;
-    }
-    detail::with_input_views(
-        Q, K, V, out,
-        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          detail::attend_exact(
-              kernel_, magnitude_, mask_, options_,
-              detail::CallBlocks(queries, keys, values, destination, layout),
-              detail::StatisticsOut<Scalar>{&statistics, Q.rows() / layout.sequences});
+    const bool overlaps =
+        detail::may_share_memory(statistics, Q) || detail::may_share_memory(statistics, K) ||
+        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out);
+    detail::compute_with_statistics(
+        V, out, statistics, overlaps, Q.rows(), K.rows(), layout.heads,
+        [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
+          detail::with_input_views(
+              Q, K, values_in, out_in,
+              [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+                detail::attend_exact(
+                    kernel_, magnitude_, mask_, options_,
+                    detail::CallBlocks(queries, keys, values, destination, layout),
+                    detail::StatisticsOut<Scalar>{&target, Q.rows() / layout.sequences});
+              });
         });
   }
 

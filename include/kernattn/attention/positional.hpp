@@ -11,8 +11,11 @@
 #include "kernattn/attention/attention.hpp"
 #include "kernattn/core/errors.hpp"
 #include "kernattn/engine/backward_front_end.hpp"
+#include "kernattn/engine/exact_engine.hpp"
 #include "kernattn/engine/front_end.hpp"
+#include "kernattn/engine/joined_columns.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/kernels/kernel.hpp"
 #include "kernattn/kernels/product.hpp"
 #include "kernattn/magnitude/feature_part.hpp"
@@ -49,9 +52,10 @@ struct PositionalGradients {
 ///
 /// Both kernels must be dot-product or distance kernels (see `kernels::Product`); each sees its
 /// own dimension (d for \f$\kappa_F\f$, \f$d_t\f$ for \f$\kappa_T\f$) for its defaults, and so does
-/// the magnitude (d). A call builds the per-head inputs \f$[f \mid t]\f$ for queries and keys
-/// (\f$(N_q + N_k)\,H\,(d + d_t)\f$ scalars, a copy; the values are read in place), then runs the
-/// exact streaming engine `Attention<Product<KernelF, KernelT>, FeaturePart<MagnitudeT>, MaskT>`.
+/// the magnitude (d). A forward call is the exact streaming engine `Attention<Product<KernelF,
+/// KernelT>, FeaturePart<MagnitudeT>, MaskT>` on the inputs \f$[f \mid t]\f$, which it reads in
+/// place from the features and positions: it builds no copy of them. (The backward pass builds
+/// them once per call, \f$(N_q + N_k)\,H\,(d + d_t)\f$ scalars beside its gradients.)
 ///
 /// Numerics (docs/numerics.md): a distance factor keeps its accuracy however close two tokens
 /// are, also for non-integer positions far from 0 (the engine recomputes the squared distances
@@ -115,15 +119,7 @@ class PositionalAttention {
     static_assert(detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, Out>,
                   "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
     validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
-    const Index dt = Tq.cols();
-    const Kernel kernel(feature_kernel_, position_kernel_, dt);
-    const magnitude::FeaturePart<MagnitudeT> feature_magnitude(magnitude_, dt);
-    detail::with_input_views(
-        with_positions(Fq, Tq, layout.heads), with_positions(Fk, Tk, layout.heads), V, out,
-        [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-          detail::attend_exact(kernel, feature_magnitude, mask_, options_,
-                               detail::CallBlocks(queries, keys, values, destination, layout));
-        });
+    attend(Fq, Tq, Fk, Tk, V, out, layout, detail::StatisticsOut<Scalar>{});
   }
 
   /// `compute` that also writes the row statistics (docs/gradients.md), a \f$(B N_q) \times H\f$
@@ -136,8 +132,16 @@ class PositionalAttention {
     static_assert(detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, Out>,
                   "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
     validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
-    engine(Tq.cols()).compute(with_positions(Fq, Tq, layout.heads),
-                              with_positions(Fk, Tk, layout.heads), V, out, statistics, layout);
+    const bool overlaps =
+        detail::may_share_memory(statistics, Fq) || detail::may_share_memory(statistics, Tq) ||
+        detail::may_share_memory(statistics, Fk) || detail::may_share_memory(statistics, Tk) ||
+        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out);
+    detail::compute_with_statistics(
+        V, out, statistics, overlaps, Fq.rows(), Fk.rows(), layout.heads,
+        [&](const auto& values, auto& destination, Matrix<Scalar>& target) {
+          attend(Fq, Tq, Fk, Tk, values, destination, layout,
+                 detail::StatisticsOut<Scalar>{&target, Fq.rows() / layout.sequences});
+        });
   }
 
   /// The backward pass (docs/gradients.md, "Positional attention"): given the inputs of a
@@ -214,8 +218,37 @@ class PositionalAttention {
             " (one position per key): Fk is ", shape_of(Fk), ", Tk is ", shape_of(Tk));
   }
 
-  /// The inputs \f$[f \mid t]\f$ of every head: head h occupies columns \f$[h(d + d_t),
-  /// (h+1)(d + d_t))\f$, its features first.
+  /// The exact engine on the inputs \f$[f \mid t]\f$, read in place from the features and
+  /// positions (`detail::HeadsWithPositions`), into `out` (through a temporary when it may overlap
+  /// an input), with the row statistics when `statistics` names a matrix.
+  template <class DFq, class DTq, class DFk, class DTk, class DV, class Out>
+  void attend(const Eigen::MatrixBase<DFq>& Fq, const Eigen::MatrixBase<DTq>& Tq,
+              const Eigen::MatrixBase<DFk>& Fk, const Eigen::MatrixBase<DTk>& Tk,
+              const Eigen::MatrixBase<DV>& V, Out& out, BatchLayout layout,
+              detail::StatisticsOut<Scalar> statistics) const {
+    const detail::InputView<DFq> feature_queries(Fq);
+    const detail::InputView<DTq> position_queries(Tq);
+    const detail::InputView<DFk> feature_keys(Fk);
+    const detail::InputView<DTk> position_keys(Tk);
+    const detail::InputView<DV> values(V);
+    const detail::HeadsWithPositions queries(feature_queries, position_queries, layout.heads);
+    const detail::HeadsWithPositions keys(feature_keys, position_keys, layout.heads);
+    const Index dt = Tq.cols();
+    const bool overlaps = detail::may_share_memory(out, feature_queries) ||
+                          detail::may_share_memory(out, position_queries) ||
+                          detail::may_share_memory(out, feature_keys) ||
+                          detail::may_share_memory(out, position_keys) ||
+                          detail::may_share_memory(out, values);
+    detail::with_destination(out, overlaps, [&](auto& destination) {
+      detail::attend_exact(Kernel(feature_kernel_, position_kernel_, dt),
+                           magnitude::FeaturePart<MagnitudeT>(magnitude_, dt), mask_, options_,
+                           detail::CallBlocks(queries, keys, values, destination, layout),
+                           statistics);
+    });
+  }
+
+  /// The inputs \f$[f \mid t]\f$ of every head, for the backward pass: head h occupies columns
+  /// \f$[h(d + d_t), (h+1)(d + d_t))\f$, its features first.
   template <class DF, class DT>
   [[nodiscard]] static Matrix<Scalar> with_positions(const Eigen::MatrixBase<DF>& F,
                                                      const Eigen::MatrixBase<DT>& T, Index heads) {

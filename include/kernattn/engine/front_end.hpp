@@ -79,6 +79,19 @@ void validate_attention_shapes(const Eigen::MatrixBase<DQ>& Q, const Eigen::Matr
           "'s columns)");
 }
 
+/// Calls `body(destination)` with `out` itself, or when `overlaps` with a temporary of its shape
+/// that is copied into `out` afterwards.
+template <class Out, class Body>
+void with_destination(Out& out, bool overlaps, Body&& body) {
+  if (overlaps) {
+    Matrix<typename std::remove_cvref_t<Out>::Scalar> separate(out.rows(), out.cols());
+    body(separate);
+    out = separate;
+  } else {
+    body(out);
+  }
+}
+
 /// Calls `body(queries, keys, values, destination)` with read-only views of Q, K and V. When
 /// `out` may overlap one of them, `destination` is a temporary that is copied into `out`
 /// afterwards; otherwise it is `out` itself.
@@ -88,14 +101,32 @@ void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK
   const InputView<DQ> queries(Q);
   const InputView<DK> keys(K);
   const InputView<DV> values(V);
-  if (may_share_memory(out, queries) || may_share_memory(out, keys) ||
-      may_share_memory(out, values)) {
-    Matrix<typename DQ::Scalar> separate(out.rows(), out.cols());
-    body(queries, keys, values, separate);
-    out = separate;
+  with_destination(out,
+                   may_share_memory(out, queries) || may_share_memory(out, keys) ||
+                       may_share_memory(out, values),
+                   [&](auto& destination) { body(queries, keys, values, destination); });
+}
+
+/// Calls `attend(values, out, statistics)`, a forward pass that writes its row statistics into
+/// `statistics`, by the rules every `compute(..., statistics)` follows: `statistics` is resized
+/// to $(B N_q) 	imes H$ (`query_rows` x `heads`) and written through a temporary when it
+/// may overlap an input (`overlaps`); when V has no columns, the pass runs on values of one zero
+/// column per head into a scratch output (the statistics do not depend on the values, and a call
+/// without value columns attends nothing).
+template <Real T, class Values, class Out, class Attend>
+void compute_with_statistics(const Values& V, Out& out, Matrix<T>& statistics, bool overlaps,
+                             Index query_rows, Index key_rows, Index heads, Attend&& attend) {
+  Matrix<T> separate;
+  Matrix<T>& target = overlaps ? separate : statistics;
+  target.resize(query_rows, heads);
+  if (V.cols() == 0 && query_rows > 0 && key_rows > 0) {
+    const Matrix<T> zeros = Matrix<T>::Zero(V.rows(), heads);
+    Matrix<T> unused(query_rows, heads);
+    attend(zeros, unused, target);
   } else {
-    body(queries, keys, values, out);
+    attend(V, out, target);
   }
+  if (overlaps) statistics = separate;
 }
 
 /// Finishes a call with nothing to attend, one without queries, keys or value columns, and says

@@ -20,6 +20,7 @@
 
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/joined_columns.hpp"
 #include "kernattn/engine/scoring.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
@@ -35,12 +36,17 @@ inline constexpr double log_weight_limit = double(std::numeric_limits<T>::max())
 template <class Rows>
 [[nodiscard]] Eigen::Array<bool, Eigen::Dynamic, 1> finite_rows(const Rows& rows) {
   using S = typename Rows::Scalar;
-  Eigen::Array<S, Eigen::Dynamic, 1> probe = Eigen::Array<S, Eigen::Dynamic, 1>::Zero(rows.rows());
-  if constexpr (Rows::IsRowMajor)
-    for (Index i = 0; i < rows.rows(); ++i) probe(i) = (rows.row(i).array() * S(0)).sum();
-  else
-    for (Index c = 0; c < rows.cols(); ++c) probe += rows.col(c).array() * S(0);
-  return probe == S(0);
+  if constexpr (is_joined_columns<Rows>) {
+    return finite_rows(rows.left()) && finite_rows(rows.right());
+  } else {
+    Eigen::Array<S, Eigen::Dynamic, 1> probe =
+        Eigen::Array<S, Eigen::Dynamic, 1>::Zero(rows.rows());
+    if constexpr (Rows::IsRowMajor)
+      for (Index i = 0; i < rows.rows(); ++i) probe(i) = (rows.row(i).array() * S(0)).sum();
+    else
+      for (Index c = 0; c < rows.cols(); ++c) probe += rows.col(c).array() * S(0);
+    return probe == S(0);
+  }
 }
 
 /// What the range checks know of a kernel: its log-domain factors (none for direct and feature
@@ -89,21 +95,22 @@ class LogWeightRange {
         Eigen::Array<bool, Eigen::Dynamic, 1>::Constant(rows.rows(), false);
     for (Index f = 0; f < count_; ++f) {
       const Factor& factor = factors_[std::size_t(f)];
-      const auto block = rows.middleCols(factor.first, factor.columns);
-      if constexpr (Rows::IsRowMajor) {
-        for (Index i = 0; i < rows.rows(); ++i) squares(i) = block.row(i).squaredNorm();
-      } else {
-        squares.setZero();
-        for (Index c = 0; c < factor.columns; ++c) squares += block.col(c).array().square();
-      }
-      for (Index i = 0; i < rows.rows(); ++i) {
-        if (std::isfinite(squares(i)))
-          out(i, f) = std::sqrt(double(squares(i)));
-        else if (block.row(i).allFinite())
-          out(i, f) = block.row(i).template cast<double>().stableNorm();
-        else
-          nonfinite(i) = true;
-      }
+      with_columns(rows, factor.first, factor.columns, [&](const auto& block) {
+        if constexpr (Rows::IsRowMajor) {
+          for (Index i = 0; i < rows.rows(); ++i) squares(i) = block.row(i).squaredNorm();
+        } else {
+          squares.setZero();
+          for (Index c = 0; c < factor.columns; ++c) squares += block.col(c).array().square();
+        }
+        for (Index i = 0; i < rows.rows(); ++i) {
+          if (std::isfinite(squares(i)))
+            out(i, f) = std::sqrt(double(squares(i)));
+          else if (block.row(i).allFinite())
+            out(i, f) = block.row(i).template cast<double>().stableNorm();
+          else
+            nonfinite(i) = true;
+        }
+      });
     }
     for (Index i = 0; i < rows.rows(); ++i)
       if (nonfinite(i)) out.row(i).setConstant(-1.0);

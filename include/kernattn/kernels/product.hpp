@@ -37,7 +37,9 @@ constexpr bool has_own_key_term() {
 /// the log domain would multiply it by an exponential factor that can overflow.
 ///
 /// A magnitude \f$\mu(f_k)\f$ of the features alone goes through `magnitude::FeaturePart`;
-/// `PositionalAttention` builds the inputs \f$[f \mid t]\f$ and sets \f$d_t\f$ for every call.
+/// `PositionalAttention` sets \f$d_t\f$ for every call and hands the engine the inputs
+/// \f$[f \mid t]\f$ as views of the features and positions (`detail::JoinedColumns`), whose
+/// factors' columns the engine reads one side at a time.
 template <Kernel KernelF, Kernel KernelT>
 class Product {
   static_assert(LogDomainKernel<KernelF>,
