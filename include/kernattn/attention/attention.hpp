@@ -103,12 +103,9 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
     detail::validate_attention_shapes(Q, K, V, out, layout);
-    const bool overlaps =
-        detail::may_share_memory(statistics, Q) || detail::may_share_memory(statistics, K) ||
-        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out);
     detail::compute_with_statistics(
-        V, out, statistics, overlaps, Q.rows(), K.rows(), layout.heads,
-        [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
+        V, out, statistics, detail::may_share_memory_with_any(statistics, Q, K, V, out), Q.rows(),
+        K.rows(), layout.heads, [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
           detail::with_input_views(
               Q, K, values_in, out_in,
               [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {

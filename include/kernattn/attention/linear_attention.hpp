@@ -180,21 +180,16 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                   "Q, K, V and out must have the attention's scalar type");
     detail::validate_attention_shapes(Q, K, V, out, layout);
     check_head_dimension(Q.cols() / layout.heads, Q, layout);
-    Matrix<Scalar> written = Matrix<Scalar>::Zero(Q.rows(), layout.heads);
-    if (V.cols() == 0 && Q.rows() > 0 && K.rows() > 0) {
-      // The statistics do not depend on the values: one column of zeros per head stands in.
-      const Matrix<Scalar> zeros = Matrix<Scalar>::Zero(V.rows(), layout.heads);
-      Matrix<Scalar> unused(Q.rows(), layout.heads);
-      compute(Q, K, zeros, unused, written, layout);
-    } else {
-      detail::with_input_views(
-          Q, K, V, out,
-          [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-            run(queries, keys, values, destination, layout,
-                detail::StatisticsOut<Scalar>{&written, Q.rows() / layout.sequences});
-          });
-    }
-    statistics = std::move(written);
+    detail::compute_with_statistics(
+        V, out, statistics, detail::may_share_memory_with_any(statistics, Q, K, V, out), Q.rows(),
+        K.rows(), layout.heads, [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
+          detail::with_input_views(
+              Q, K, values_in, out_in,
+              [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+                run(queries, keys, values, destination, layout,
+                    detail::StatisticsOut<Scalar>{&target, Q.rows() / layout.sequences});
+              });
+        });
   }
 
   /// The backward pass (docs/gradients.md, "Linear attention"): given the inputs of a forward
@@ -219,22 +214,7 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                   "(features::DifferentiableFeatureMap)");
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "LinearAttention::backward: the magnitude has no log_magnitude_gradient");
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    check_head_dimension(Q.cols() / layout.heads, Q, layout);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
-    detail::write_gradients<Scalar>(
-        dQ, dK, dV,
-        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-          run_backward(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
-                       value_gradient, layout);
-        },
-        queries, keys, values, output, output_gradient);
+    backward_of_views(Q, K, V, out, dOut, dQ, dK, dV, layout, nullptr);
   }
 
   /// `backward`, and also \f$\partial\ell/\partial\Omega\f$ of the feature map's frequencies
@@ -251,23 +231,8 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
                 BatchLayout layout = {}) const requires features::FrequencyFeatureMap<FeatureMap> {
     static_assert(magnitude::DifferentiableMagnitude<Magnitude>,
                   "LinearAttention::backward: the magnitude has no log_magnitude_gradient");
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
-                  "every argument must have the attention's scalar type");
-    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
-    check_head_dimension(Q.cols() / layout.heads, Q, layout);
-    const detail::InputView<DQ> queries(Q);
-    const detail::InputView<DK> keys(K);
-    const detail::InputView<DV> values(V);
-    const detail::InputView<DO> output(out);
-    const detail::InputView<DG> output_gradient(dOut);
     Matrix<Scalar> gradient;
-    detail::write_gradients<Scalar>(
-        dQ, dK, dV,
-        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
-          run_backward(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
-                       value_gradient, layout, &gradient);
-        },
-        queries, keys, values, output, output_gradient);
+    backward_of_views(Q, K, V, out, dOut, dQ, dK, dV, layout, &gradient);
     frequency_gradient = std::move(gradient);
   }
 
@@ -357,6 +322,32 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
       for (Index h = 0; h < H; ++h)
         detail::require_finite_output(queries_of(b, h), keys_of(b, h), values_of(b, h),
                                       out_of(b, h), b, h);
+  }
+
+  /// The checks of both `backward` calls, then `run_backward` on read-only views of the
+  /// arguments, written into dQ, dK and dV through `write_gradients` (and the frequencies'
+  /// gradient into `frequency_gradient` unless it is null).
+  template <class DQ, class DK, class DV, class DO, class DG, class GQ, class GK, class GV>
+  void backward_of_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+                         const Eigen::MatrixBase<DV>& V, const Eigen::MatrixBase<DO>& out,
+                         const Eigen::MatrixBase<DG>& dOut, GQ& dQ, GK& dK, GV& dV,
+                         BatchLayout layout, Matrix<Scalar>* frequency_gradient) const {
+    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
+                  "every argument must have the attention's scalar type");
+    detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
+    check_head_dimension(Q.cols() / layout.heads, Q, layout);
+    const detail::InputView<DQ> queries(Q);
+    const detail::InputView<DK> keys(K);
+    const detail::InputView<DV> values(V);
+    const detail::InputView<DO> output(out);
+    const detail::InputView<DG> output_gradient(dOut);
+    detail::write_gradients<Scalar>(
+        dQ, dK, dV,
+        [&](auto& query_gradient, auto& key_gradient, auto& value_gradient) {
+          run_backward(queries, keys, values, output, output_gradient, query_gradient, key_gradient,
+                       value_gradient, layout, frequency_gradient);
+        },
+        queries, keys, values, output, output_gradient);
   }
 
   template <class Queries, class Keys, class Values, class Out, class OutGradient, class GQ,

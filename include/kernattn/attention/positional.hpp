@@ -132,12 +132,9 @@ class PositionalAttention {
     static_assert(detail::all_of_scalar<Scalar, DFq, DTq, DFk, DTk, DV, Out>,
                   "Fq, Tq, Fk, Tk, V and out must have the attention's scalar type");
     validate_shapes(Fq, Tq, Fk, Tk, V, out, layout);
-    const bool overlaps =
-        detail::may_share_memory(statistics, Fq) || detail::may_share_memory(statistics, Tq) ||
-        detail::may_share_memory(statistics, Fk) || detail::may_share_memory(statistics, Tk) ||
-        detail::may_share_memory(statistics, V) || detail::may_share_memory(statistics, out);
     detail::compute_with_statistics(
-        V, out, statistics, overlaps, Fq.rows(), Fk.rows(), layout.heads,
+        V, out, statistics, detail::may_share_memory_with_any(statistics, Fq, Tq, Fk, Tk, V, out),
+        Fq.rows(), Fk.rows(), layout.heads,
         [&](const auto& values, auto& destination, Matrix<Scalar>& target) {
           attend(Fq, Tq, Fk, Tk, values, destination, layout,
                  detail::StatisticsOut<Scalar>{&target, Fq.rows() / layout.sequences});
@@ -234,11 +231,8 @@ class PositionalAttention {
     const detail::HeadsWithPositions queries(feature_queries, position_queries, layout.heads);
     const detail::HeadsWithPositions keys(feature_keys, position_keys, layout.heads);
     const Index dt = Tq.cols();
-    const bool overlaps = detail::may_share_memory(out, feature_queries) ||
-                          detail::may_share_memory(out, position_queries) ||
-                          detail::may_share_memory(out, feature_keys) ||
-                          detail::may_share_memory(out, position_keys) ||
-                          detail::may_share_memory(out, values);
+    const bool overlaps = detail::may_share_memory_with_any(out, feature_queries, position_queries,
+                                                            feature_keys, position_keys, values);
     detail::with_destination(out, overlaps, [&](auto& destination) {
       detail::attend_exact(Kernel(feature_kernel_, position_kernel_, dt),
                            magnitude::FeaturePart<MagnitudeT>(magnitude_, dt), mask_, options_,

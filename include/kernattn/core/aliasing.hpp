@@ -33,4 +33,11 @@ template <class A, class B>
   }
 }
 
+/// Whether `a` may share memory with any of `others` (`may_share_memory`).
+template <class A, class... Others>
+[[nodiscard]] bool may_share_memory_with_any(const Eigen::DenseBase<A>& a,
+                                             const Others&... others) {
+  return (may_share_memory(a, others) || ...);
+}
+
 }  // namespace kernattn::detail

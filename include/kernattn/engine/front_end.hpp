@@ -101,9 +101,7 @@ void with_input_views(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK
   const InputView<DQ> queries(Q);
   const InputView<DK> keys(K);
   const InputView<DV> values(V);
-  with_destination(out,
-                   may_share_memory(out, queries) || may_share_memory(out, keys) ||
-                       may_share_memory(out, values),
+  with_destination(out, may_share_memory_with_any(out, queries, keys, values),
                    [&](auto& destination) { body(queries, keys, values, destination); });
 }
 
@@ -118,7 +116,7 @@ void compute_with_statistics(const Values& V, Out& out, Matrix<T>& statistics, b
                              Index query_rows, Index key_rows, Index heads, Attend&& attend) {
   Matrix<T> separate;
   Matrix<T>& target = overlaps ? separate : statistics;
-  target.resize(query_rows, heads);
+  target.setZero(query_rows, heads);
   if (V.cols() == 0 && query_rows > 0 && key_rows > 0) {
     const Matrix<T> zeros = Matrix<T>::Zero(V.rows(), heads);
     Matrix<T> unused(query_rows, heads);
