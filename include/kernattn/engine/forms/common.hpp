@@ -38,6 +38,21 @@ void add_symmetric_query_terms(const Kernel& kernel, const Queries& queries,
       log_terms(i) += log_query_term(kernel, queries.row(i));
 }
 
+/// A form whose key term is the kernel's own \f$g(k)\f$ (`log_key_term`), and whose row
+/// statistics add back the query term \f$f(q_i)\f$ that its scores drop
+/// (`add_symmetric_query_terms`).
+struct WithKernelKeyTerm {
+  template <class Kernel, class Row>
+  static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
+    log_term += kernel.log_key_term(key);
+  }
+  template <class Kernel, class Queries, class Scratch>
+  static void add_query_log_terms(const Kernel& kernel, const Queries& queries, const Scratch&,
+                                  Eigen::ArrayXd& log_terms) {
+    add_symmetric_query_terms(kernel, queries, log_terms);
+  }
+};
+
 /// A form without log-domain factors (direct and feature forms): the range checks bound only
 /// the key term.
 struct WithoutLogFactors {

@@ -13,7 +13,8 @@
 namespace kernattn::detail {
 
 template <kernels::DotProductKernel Kernel>
-struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDotPairs<Kernel> {
+struct Scoring<Kernel>
+    : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDotPairs<Kernel>, WithKernelKeyTerm {
   using T = typename Kernel::Scalar;
   static constexpr bool has_key_term = Kernel::has_key_term;
   /// A factor's scores are the GEMM alone, so a product of such factors is one GEMM.
@@ -23,16 +24,6 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, ScaledDot
   static void key_terms(const Kernel&, const Keys&, KeyTerms<T>&, Eigen::VectorXd&) {}
   template <class Keys>
   static void factor_norms(const Keys&, Vector<T>&) {}
-  template <class Row>
-  static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
-    log_term += kernel.log_key_term(key);
-  }
-  /// The row statistics: \f$f(q_i)\f$, which the scores drop.
-  template <class Queries>
-  static void add_query_log_terms(const Kernel& kernel, const Queries& queries,
-                                  const TileScratch<T>&, Eigen::ArrayXd& log_terms) {
-    add_symmetric_query_terms(kernel, queries, log_terms);
-  }
 
   /// The factor on columns [first, first + columns): its scale \f$|a|\f$ bounds its terms.
   template <class Add>

@@ -6,6 +6,7 @@
 /// of its dot-product factors add up to one per key.
 
 #include "kernattn/core/scalar_traits.hpp"
+#include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/distance.hpp"
 #include "kernattn/engine/forms/dot_product.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
@@ -15,7 +16,7 @@
 namespace kernattn::detail {
 
 template <kernels::ProductKernel Kernel>
-struct Scoring<Kernel> {
+struct Scoring<Kernel> : WithKernelKeyTerm {
   using T = typename Kernel::Scalar;
   using FeatureScoring = Scoring<typename Kernel::FeatureKernel>;
   using PositionScoring = Scoring<typename Kernel::PositionKernel>;
@@ -30,16 +31,6 @@ struct Scoring<Kernel> {
     const Index d = kernel.feature_columns(keys.cols());
     FeatureScoring::factor_norms(keys.leftCols(d), terms.squared_norms);
     PositionScoring::factor_norms(keys.rightCols(keys.cols() - d), terms.position_squared_norms);
-  }
-  template <class Row>
-  static void add_key_term(const Kernel& kernel, const Row& key, double& log_term) {
-    log_term += kernel.log_key_term(key);
-  }
-  /// The row statistics: \f$f(q_i)\f$, which the scores drop.
-  template <class Queries>
-  static void add_query_log_terms(const Kernel& kernel, const Queries& queries,
-                                  const TileScratch<T>&, Eigen::ArrayXd& log_terms) {
-    add_symmetric_query_terms(kernel, queries, log_terms);
   }
   template <class Add>
   static void log_factors(const Kernel& kernel, Index columns, Add&& add) {
