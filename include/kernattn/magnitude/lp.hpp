@@ -67,16 +67,15 @@ class Lp {
   /// \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
-    const auto key = k.template cast<double>();
+    // Held in double first: Eigen vectorises the logarithms of a double vector, not of a cast.
+    const Eigen::RowVectorXd key = k.template cast<double>();
     const double g = gamma(key.size());
-    const double direct = g * norm_power(key);
-    if (!key.allFinite()) return direct;
-    if (g == 0.0) return 0.0;
-    const double value =
-        std::isfinite(direct)
-            ? direct
-            : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm(key)), g);
-    return std::clamp(value, -max_log_magnitude, max_log_magnitude);
+    if (is_p(2) || is_p(1))
+      return clamped_log_magnitude(g, g * norm_power(key), key.allFinite(),
+                                   [&] { return log_norm(key); });
+    const double log_norm_k = log_norm(key);
+    return clamped_log_magnitude(g, g * std::exp(double(exponent_) * log_norm_k), key.allFinite(),
+                                 [&] { return log_norm_k; });
   }
 
   /// \f$\nabla\log\mu(k)\f$: \f$\partial_i = \gamma\,a\,\lVert k\rVert_p^{a-p}\,|k_i|^{p-1}
@@ -89,22 +88,26 @@ class Lp {
     const Eigen::RowVectorXd key = k.template cast<double>();
     const double g = gamma(key.size());
     const double a = double(exponent_);
-    if (g == 0.0) return Eigen::RowVectorXd::Zero(key.size());
-    if (key.allFinite() && std::abs(log_magnitude(key)) >= max_log_magnitude)
-      return Eigen::RowVectorXd::Zero(key.size());
-    if (is_p(2) && a == 2.0) return 2.0 * g * key;
-    const double p = double(p_);
-    const double log_norm_k = log_norm(key);
-    Eigen::RowVectorXd gradient(key.size());
-    for (Index i = 0; i < key.size(); ++i) {
-      const double entry = key(i);
-      gradient(i) = entry == 0.0
-                        ? 0.0
-                        : std::copysign(std::exp(std::log(std::abs(g * a)) + (a - p) * log_norm_k +
-                                                 (p - 1.0) * std::log(std::abs(entry))),
-                                        entry * g);
+    const Eigen::RowVectorXd zero = Eigen::RowVectorXd::Zero(key.size());
+    if (g == 0.0) return zero;
+    if (is_p(2) || is_p(1)) {
+      if (key.allFinite() && std::abs(log_magnitude(key)) >= max_log_magnitude) return zero;
+      if (is_p(2) && a == 2.0) return 2.0 * g * key;
     }
-    return gradient;
+    // The logarithms of the entries, once: they give the norm, the saturation and the gradient.
+    const double p = double(p_);
+    const Eigen::Array<double, 1, Eigen::Dynamic> magnitudes = key.array().abs();
+    const Eigen::Array<double, 1, Eigen::Dynamic> logs = magnitudes.log();
+    const double log_norm_k = log_sum_exp((p * logs).eval()) / p;
+    if (!is_p(2) && !is_p(1) && key.allFinite() &&
+        std::abs(clamped_log_magnitude(g, g * std::exp(a * log_norm_k), true,
+                                       [&] { return log_norm_k; })) >= max_log_magnitude)
+      return zero;
+    const Eigen::Array<double, 1, Eigen::Dynamic> sizes =
+        (std::log(std::abs(g * a)) + (a - p) * log_norm_k + (p - 1.0) * logs).exp();
+    const Eigen::Array<double, 1, Eigen::Dynamic> signed_sizes =
+        ((key.array() < 0.0) != (g < 0.0)).select(-sizes, sizes);
+    return (magnitudes == 0.0).select(0.0, signed_sizes).matrix();
   }
 
   /// The trainable parameters (include/kernattn/core/parameters.hpp): p (a runtime p only),
@@ -168,6 +171,22 @@ class Lp {
     default_gamma_ = !gamma.has_value();
     gamma_ = gamma.value_or(T(0));
     require_finite(gamma_, "Lp", "gamma");
+  }
+
+  /// \f$\log\mu\f$ from its plain value `direct` \f$= \gamma\lVert k\rVert_p^a\f$ (g =
+  /// \f$\gamma\f$): `direct` itself for a key with a non-finite entry (`finite` false); else, when
+  /// `direct` overflows, \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$ with
+  /// `log_norm()` giving \f$\log\lVert k\rVert_p\f$; clamped to \f$\pm\f$`max_log_magnitude`.
+  template <class LogNorm>
+  [[nodiscard]] double clamped_log_magnitude(double g, double direct, bool finite,
+                                             LogNorm&& log_norm) const {
+    if (!finite) return direct;
+    if (g == 0.0) return 0.0;
+    const double value =
+        std::isfinite(direct)
+            ? direct
+            : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm()), g);
+    return std::clamp(value, -max_log_magnitude, max_log_magnitude);
   }
 
   /// \f$\lVert k\rVert_p^a\f$: exact sums for p = 2 and p = 1, the log-domain form otherwise.
