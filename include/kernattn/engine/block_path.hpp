@@ -122,9 +122,11 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
                 running_max(i) == minus_infinity ? T(0) : T(std::exp(running_max(i) - reference));
             running_max(i) = new_max;
             if (has_minus_infinity) {
-              const RowArray log_weights = weights;
-              weights =
-                  (log_weights == minus_infinity).select(T(0), (log_weights - reference).exp());
+              // The exp first, vectorised (Eigen's select is not), then the zeros.
+              auto& minus_infinite = scratch.minus_infinite;
+              minus_infinite = (weights == minus_infinity).transpose();
+              weights = (weights - reference).exp();
+              weights = minus_infinite.transpose().select(T(0), weights);
             } else {
               weights = (weights - reference).exp();
             }

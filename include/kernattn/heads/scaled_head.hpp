@@ -625,12 +625,14 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
   template <class Tokens, class Bound, class Target>
   void write_partial_means(const Tokens& tokens, Index first, const Bound& bound,
                            Target&& means) const {
+    std::vector<mask::Range> spans(std::size_t(means.rows()));
+    for (Index i = 0; i < means.rows(); ++i) spans[std::size_t(i)] = bound.partial_tokens(i);
     for (Index c = 0; c < tokens.cols(); ++c) {
       Index window_begin = -1;
       Index summed_to = 0;
       double sum = 0.0;
       for (Index i = 0; i < means.rows(); ++i) {
-        const mask::Range span = bound.partial_tokens(i);
+        const mask::Range span = spans[std::size_t(i)];
         if (span.begin >= span.end) {
           means(i, c) = Scalar(0);
           continue;
