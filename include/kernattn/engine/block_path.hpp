@@ -33,11 +33,13 @@ namespace kernattn::detail {
 ///
 /// The keys and values come packed (`KeyTerms::packed`, once per call). Per key tile the range
 /// checks run as in `attend_query_tile`; then per block of R queries: the R x tile scores
-/// (`score_block`), finished by the form (`finish_block`), the key biases and the mask's score
-/// bias (`add_score_bias`); hidden pairs set
-/// to \f$-\infty\f$; per row the new running maximum \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$
-/// of the row's sum and accumulator, the weights \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where
-/// \f$x_{ij} = -\infty\f$) and their sum; then the block's weights times the values
+/// (`score_block`; in a tile the mask hides in part, only from the first to the last key panel
+/// that some query of the block sees: a panel hidden from all of them weighs 0 and is skipped),
+/// finished by the form (`finish_block`), the key biases and the mask's score bias
+/// (`add_score_bias`); hidden pairs set to \f$-\infty\f$; per row the new running maximum
+/// \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$ of the row's sum and accumulator, the weights
+/// \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where \f$x_{ij} = -\infty\f$) and their sum; then the block's
+/// weights times the values
 /// (`accumulate_block`). `statistics` receives the row statistics as in `attend_query_tile`.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
           class QueryTile, class Keys, class OutTile, class StatisticsTile>
@@ -97,25 +99,50 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
         for (Index block = 0; block < blocks; ++block) {
           const Index first_row = block * R;
           const Index block_rows = std::min(R, rows - first_row);
-          score_block(scratch.packed_queries.data() + block * d * R, d, key_panels, panels,
+          // Keys [skipped, skipped + count) of the tile: in a partial tile, the panels that every
+          // row of the block is denied at either end are left out (their weights are 0).
+          Index first_panel = 0;
+          Index end_panel = panels;
+          bool block_partial = partial;
+          const mask::Range block_range{first_query + first_row,
+                                        first_query + first_row + block_rows};
+          if (partial) {
+            const auto hidden = [&](Index panel) {
+              const Index begin = first_key + panel * Shape::key_panel;
+              const Index end = std::min(begin + Shape::key_panel, first_key + tile_keys);
+              return visibility.coverage(block_range, {begin, end}) == mask::Coverage::hidden;
+            };
+            while (first_panel < end_panel && hidden(first_panel)) ++first_panel;
+            while (end_panel > first_panel && hidden(end_panel - 1)) --end_panel;
+            if (first_panel == end_panel) continue;
+          }
+          const Index skipped = first_panel * Shape::key_panel;
+          const Index count = std::min(end_panel * Shape::key_panel, tile_keys) - skipped;
+          if (partial)
+            block_partial = visibility.coverage(
+                                block_range, {first_key + skipped, first_key + skipped + count}) !=
+                            mask::Coverage::full;
+          score_block(scratch.packed_queries.data() + block * d * R, d,
+                      key_panels + first_panel * d * Shape::key_panel, end_panel - first_panel,
                       block_scores, stride);
-          BlockScores scores(block_scores, block_rows, tile_keys, Eigen::OuterStride<>(stride));
-          Form::finish_block(kernel, queries, first_row, scratch, key_rows, terms, first_key,
+          BlockScores scores(block_scores, block_rows, count, Eigen::OuterStride<>(stride));
+          Form::finish_block(kernel, queries, first_row, scratch,
+                             key_rows.middleRows(skipped, count), terms, first_key + skipped,
                              scores);
 
           for (Index r = 0; r < block_rows; ++r) {
             const Index i = first_row + r;
             auto weights = scores.row(r).array();
             if constexpr (add_key_bias)
-              weights += terms.key_bias.segment(first_key, tile_keys).transpose().array();
-            add_score_bias(visibility, first_query + i, first_key, weights);
-            if (partial)
-              for (Index j = 0; j < tile_keys; ++j)
-                if (!visible(i, j)) weights(j) = minus_infinity;
+              weights += terms.key_bias.segment(first_key + skipped, count).transpose().array();
+            add_score_bias(visibility, first_query + i, first_key + skipped, weights);
+            if (block_partial)
+              for (Index j = 0; j < count; ++j)
+                if (!visible(i, skipped + j)) weights(j) = minus_infinity;
             // A log-weight of -inf (a hidden pair, or one that underflows) weighs exactly 0;
             // Eigen's vectorised exp(-inf) is a tiny positive number, so such rows are fixed after
             // the exp.
-            const bool has_minus_infinity = partial || !((weights * T(0)).sum() == T(0));
+            const bool has_minus_infinity = block_partial || !((weights * T(0)).sum() == T(0));
             const T new_max = std::max(running_max(i), weights.maxCoeff());
             const T reference = new_max == minus_infinity ? T(0) : new_max;
             const T rescale =
@@ -134,15 +161,15 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
             if (rescale != T(1))
               Eigen::Map<RowArray>(scratch.accumulated.data() + i * width, width) *= rescale;
           }
-          accumulate_block(block_scores, stride, tile_keys, value_rows, width,
+          accumulate_block(block_scores, stride, count, value_rows + skipped * width, width,
                            scratch.accumulated.data() + first_row * width);
           if (nonfinite_values)
-            for (Index j = 0; j < tile_keys; ++j)
+            for (Index j = 0; j < count; ++j)
               for (Index c = 0; c < width; ++c) {
-                const T value = packed_values[j * width + c];
+                const T value = packed_values[(skipped + j) * width + c];
                 if (std::isfinite(value)) continue;
                 for (Index r = 0; r < block_rows; ++r)
-                  if (visible(first_row + r, j))
+                  if (visible(first_row + r, skipped + j))
                     scratch.accumulated((first_row + r) * width + c) +=
                         block_scores[r * stride + j] * value;
               }
