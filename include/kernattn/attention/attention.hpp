@@ -61,8 +61,11 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   using Kernel = KernelT;
   using Magnitude = MagnitudeT;
   using Mask = MaskT;
-  /// What `compute(..., statistics)` writes: the log-normaliser for the exponential forms, the
-  /// signed denominator for the direct forms (`merge_partial_result` needs to know).
+  /// What `compute(Q, K, V, out, statistics, layout)` writes per query row and head
+  /// (docs/gradients.md; `merge_partial_result` needs to know): the log-normaliser \f$L_i =
+  /// \log\sum_{j\in M(i)} w_{ij}\f$ (\f$-\infty\f$ for a row that sees no key) for the
+  /// exponential forms, the signed denominator \f$\sum_{j\in M(i)} w_{ij}\f$ for the direct
+  /// forms.
   static constexpr RowStatistic row_statistic = detail::Scoring<KernelT>::exponential
                                                     ? RowStatistic::log_normaliser
                                                     : RowStatistic::denominator;
@@ -88,34 +91,6 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   [[nodiscard]] const ExecutionOptions& options() const { return options_; }
 
   using detail::AttentionCalls<Attention>::compute;
-
-  /// Writes the attention output into `out`, as `compute(Q, K, V, out, layout)`, and the row
-  /// statistics into `statistics`, resized to \f$(B N_q) \times H\f$ (docs/gradients.md):
-  /// per query row and head, the log-normaliser \f$L_i = \log\sum_{j\in M(i)} w_{ij}\f$
-  /// (\f$-\infty\f$ for a row that sees no key) for the exponential forms, the signed
-  /// denominator \f$\sum_{j\in M(i)} w_{ij}\f$ for the direct forms. They are what the backward
-  /// pass needs, and what merges outputs over disjoint key sets. Writing them costs one pass over
-  /// the output rows.
-  template <class DQ, class DK, class DV, detail::EigenDense Out>
-  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<Scalar>& statistics,
-               BatchLayout layout = {}) const {
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
-                  "Q, K, V and out must have the attention's scalar type");
-    detail::validate_attention_shapes(Q, K, V, out, layout);
-    detail::compute_with_statistics(
-        V, out, statistics, detail::may_share_memory_with_any(statistics, Q, K, V, out), Q.rows(),
-        K.rows(), layout.heads, [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
-          detail::with_input_views(
-              Q, K, values_in, out_in,
-              [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-                detail::attend_exact(
-                    kernel_, magnitude_, mask_, options_,
-                    detail::CallBlocks(queries, keys, values, destination, layout),
-                    detail::StatisticsOut<Scalar>{&target, Q.rows() / layout.sequences});
-              });
-        });
-  }
 
   /// The backward pass (docs/gradients.md): given the inputs of a forward call, its output `out`
   /// and `statistics` (from `compute(Q, K, V, out, statistics, layout)`) and \f$dOut =
@@ -293,9 +268,10 @@ class Attention : public detail::AttentionCalls<Attention<KernelT, MagnitudeT, M
   void check_head_dimension(Index, const DQ&, BatchLayout) const {}
 
   template <class Queries, class Keys, class Values, class Out>
-  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout) const {
+  void run(const Queries& Q, const Keys& K, const Values& V, Out& out, BatchLayout layout,
+           detail::StatisticsOut<Scalar> statistics = {}) const {
     detail::attend_exact(kernel_, magnitude_, mask_, options_,
-                         detail::CallBlocks(Q, K, V, out, layout));
+                         detail::CallBlocks(Q, K, V, out, layout), statistics);
   }
 
   Kernel kernel_;

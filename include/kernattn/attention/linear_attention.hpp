@@ -145,7 +145,12 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   using FeatureMap = MapT;
   using Magnitude = MagnitudeT;
   using Mask = MaskT;
-  /// What `compute(..., statistics)` writes: the signed denominator.
+  /// What `compute(Q, K, V, out, statistics, layout)` writes per query row and head
+  /// (docs/gradients.md): the signed denominator \f$\sum_{j\in M(i)} \tilde\varphi(q_i)\cdot
+  /// \varphi(k_j)\,\mu(k_j)\f$, that of `Attention<kernels::RandomFeature<Map>, ...>` on the same
+  /// weights (the query's own log-scale \f$s(q_i)\f$ of a `Positive` map left out, as it cancels):
+  /// before the guard of a signed map, 0 for a row that sees no key, NaN for one that sees
+  /// non-finite data. A denominator beyond the largest T throws `InvalidArgument`.
   static constexpr RowStatistic row_statistic = RowStatistic::denominator;
 
   explicit LinearAttention(FeatureMap map, Magnitude magnitude = {}, Mask mask = {},
@@ -163,34 +168,6 @@ class LinearAttention : public detail::AttentionCalls<LinearAttention<MapT, Magn
   [[nodiscard]] const LinearOptions& options() const { return options_; }
 
   using detail::AttentionCalls<LinearAttention>::compute;
-
-  /// Writes the attention output into `out`, as `compute(Q, K, V, out, layout)`, and the row
-  /// statistics into `statistics`, resized to \f$(B N_q) \times H\f$ (docs/gradients.md): per
-  /// query row and head, the signed denominator \f$\sum_{j\in M(i)} \tilde\varphi(q_i)\cdot
-  /// \varphi(k_j)\,\mu(k_j)\f$, that of `Attention<kernels::RandomFeature<Map>, ...>` on the same
-  /// weights (the query's own log-scale \f$s(q_i)\f$ of a `Positive` map left out, as it cancels):
-  /// before the guard of a signed map, 0 for a row that sees no key, NaN for one that sees
-  /// non-finite data. A denominator beyond the largest T throws `InvalidArgument`. The output's
-  /// bits are those of the call without statistics.
-  template <class DQ, class DK, class DV, detail::EigenDense Out>
-  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
-               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<Scalar>& statistics,
-               BatchLayout layout = {}) const {
-    static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, Out>,
-                  "Q, K, V and out must have the attention's scalar type");
-    detail::validate_attention_shapes(Q, K, V, out, layout);
-    check_head_dimension(Q.cols() / layout.heads, Q, layout);
-    detail::compute_with_statistics(
-        V, out, statistics, detail::may_share_memory_with_any(statistics, Q, K, V, out), Q.rows(),
-        K.rows(), layout.heads, [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
-          detail::with_input_views(
-              Q, K, values_in, out_in,
-              [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
-                run(queries, keys, values, destination, layout,
-                    detail::StatisticsOut<Scalar>{&target, Q.rows() / layout.sequences});
-              });
-        });
-  }
 
   /// The backward pass (docs/gradients.md, "Linear attention"): given the inputs of a forward
   /// call, its output `out` and \f$dOut = \partial\ell/\partial out\f$ of a scalar loss

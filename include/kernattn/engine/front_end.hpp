@@ -14,6 +14,7 @@
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/threading.hpp"
 #include "kernattn/engine/options.hpp"
+#include "kernattn/engine/statistics_out.hpp"
 #include "kernattn/mask/mask.hpp"
 
 namespace kernattn::detail {
@@ -286,18 +287,44 @@ class AttentionCalls {
                const Eigen::MatrixBase<DV>& V, Out&& out, BatchLayout layout = {}) const {
     static_assert(all_of_scalar<typename Derived::Scalar, DQ, DK, DV, Out>,
                   "Q, K, V and out must have the attention's scalar type");
-    const BatchLayout resolved = [&] {
-      if constexpr (requires { self().resolve_layout(layout); })
-        return self().resolve_layout(layout);
-      else
-        return layout;
-    }();
+    const BatchLayout resolved = resolve(layout);
     validate_attention_shapes(Q, K, V, out, resolved);
     self().check_head_dimension(Q.cols() / resolved.heads, Q, resolved);
     with_input_views(
         Q, K, V, out,
         [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
           self().run(queries, keys, values, destination, resolved);
+        });
+  }
+
+  /// Writes the attention output into `out`, as `compute(Q, K, V, out, layout)`, and the row
+  /// statistics into `statistics`, resized to \f$(B N_q) \times H\f$ (docs/gradients.md): per
+  /// query row and head, the statistic `Derived::row_statistic` names (see there). They are what
+  /// the backward pass needs, and what merges outputs over disjoint key sets; writing them costs
+  /// one pass over the output rows, and the output's bits are those of the call without them.
+  /// `Derived::run` takes a `StatisticsOut` after the layout.
+  template <class DQ, class DK, class DV, EigenDense Out, class Self = Derived>
+  void compute(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
+               const Eigen::MatrixBase<DV>& V, Out&& out, Matrix<typename DQ::Scalar>& statistics,
+               BatchLayout layout = {}) const requires requires {
+    Self::row_statistic;
+  }
+  {
+    using Scalar = typename Derived::Scalar;
+    static_assert(all_of_scalar<Scalar, DQ, DK, DV, Out>,
+                  "Q, K, V and out must have the attention's scalar type");
+    const BatchLayout resolved = resolve(layout);
+    validate_attention_shapes(Q, K, V, out, resolved);
+    self().check_head_dimension(Q.cols() / resolved.heads, Q, resolved);
+    compute_with_statistics(
+        V, out, statistics, may_share_memory_with_any(statistics, Q, K, V, out), Q.rows(), K.rows(),
+        resolved.heads, [&](const auto& values_in, auto& out_in, Matrix<Scalar>& target) {
+          with_input_views(
+              Q, K, values_in, out_in,
+              [&](const auto& queries, const auto& keys, const auto& values, auto& destination) {
+                self().run(queries, keys, values, destination, resolved,
+                           StatisticsOut<Scalar>{&target, Q.rows() / resolved.sequences});
+              });
         });
   }
 
@@ -314,12 +341,7 @@ class AttentionCalls {
                                                     const Eigen::MatrixBase<DK>& K,
                                                     BatchLayout layout = {}) const {
     using T = typename DQ::Scalar;
-    const BatchLayout resolved = [&] {
-      if constexpr (requires { self().resolve_layout(layout); })
-        return self().resolve_layout(layout);
-      else
-        return layout;
-    }();
+    const BatchLayout resolved = resolve(layout);
     require(resolved.sequences >= 1 && resolved.heads >= 1 && K.rows() % resolved.sequences == 0,
             "weights: K is ", shape_of(K), " but the layout has ", resolved.sequences,
             " sequence(s) and ", resolved.heads, " head(s)");
@@ -342,6 +364,13 @@ class AttentionCalls {
 
  private:
   [[nodiscard]] const Derived& self() const { return static_cast<const Derived&>(*this); }
+  /// The caller's layout, or the one `Derived::resolve_layout` makes of it.
+  [[nodiscard]] BatchLayout resolve(BatchLayout layout) const {
+    if constexpr (requires { self().resolve_layout(layout); })
+      return self().resolve_layout(layout);
+    else
+      return layout;
+  }
 };
 
 }  // namespace kernattn::detail
