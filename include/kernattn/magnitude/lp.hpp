@@ -176,16 +176,18 @@ class Lp {
   /// \f$\log\mu\f$ from its plain value `direct` \f$= \gamma\lVert k\rVert_p^a\f$ (g =
   /// \f$\gamma\f$): `direct` itself for a key with a non-finite entry (`finite` false); else, when
   /// `direct` overflows, \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$ with
-  /// `log_norm()` giving \f$\log\lVert k\rVert_p\f$; clamped to \f$\pm\f$`max_log_magnitude`.
-  template <class LogNorm>
+  /// `key_log_norm()` giving \f$\log\lVert k\rVert_p\f$; clamped to
+  /// \f$\pm\f$`max_log_magnitude`.
+  template <class KeyLogNorm>
   [[nodiscard]] double clamped_log_magnitude(double g, double direct, bool finite,
-                                             LogNorm&& log_norm) const {
+                                             KeyLogNorm&& key_log_norm) const {
     if (!finite) return direct;
     if (g == 0.0) return 0.0;
     const double value =
         std::isfinite(direct)
             ? direct
-            : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * log_norm()), g);
+            : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * key_log_norm()),
+                            g);
     return std::clamp(value, -max_log_magnitude, max_log_magnitude);
   }
 
