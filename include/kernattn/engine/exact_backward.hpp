@@ -75,9 +75,7 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Keys>
                                                                  const Magnitude& magnitude,
                                                                  const Keys& keys) {
   // Row-major: each key's gradient is one contiguous row.
-  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gradients =
-      Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(keys.rows(),
-                                                                                   keys.cols());
+  RowMajorMatrix<double> gradients = RowMajorMatrix<double>::Zero(keys.rows(), keys.cols());
   for (Index j = 0; j < keys.rows(); ++j) {
     if constexpr (Scoring<Kernel>::has_key_term)
       gradients.row(j) += kernel.log_key_term_gradient(keys.row(j));
