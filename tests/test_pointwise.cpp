@@ -219,6 +219,47 @@ TEST_CASE("Lp log magnitude never overflows in an intermediate power (p = 1 and 
   }
 }
 
+TEMPLATE_TEST_CASE("Lp over a block of keys equals Lp key by key, bit for bit",
+                   "[magnitude][pointwise]", float, double) {
+  // add_log_magnitudes and add_log_magnitude_gradients take the keys eight at a time; a key's
+  // value must not depend on its neighbours, its position in the block or the storage order.
+  using T = TestType;
+  constexpr Index d = 11;
+  ref::MatrixXd keys = ref::normal(21, d, 31);
+  keys.row(2).setZero();  // the key 0
+  keys(4, 3) = 0;         // an entry 0
+  keys.row(9) *= 1e-30;   // tiny, in the same group as ordinary keys
+  keys.row(10) *= std::is_same_v<T, float> ? 1e30 : 1e250;  // huge
+  keys.row(17) *= 1e3;
+  const kernattn::Matrix<T> column_major = keys.cast<T>();
+  const kernattn::RowMajorMatrix<T> row_major = column_major;
+  for (const double p : {3.0, 0.5, 1.5, 4.25, 17.0}) {
+    for (const double exponent : {2.0, 0.75}) {
+      CAPTURE(p, exponent);
+      const magnitude::Lp<T> lp(T(p), T(0.3), T(exponent));
+      Eigen::VectorXd from_column_major = Eigen::VectorXd::Zero(keys.rows());
+      Eigen::VectorXd from_row_major = Eigen::VectorXd::Constant(keys.rows(), 1.0);
+      lp.add_log_magnitudes(column_major, from_column_major);
+      lp.add_log_magnitudes(row_major, from_row_major);
+      // From row 1: the groups of eight fall elsewhere than in the value's pass.
+      kernattn::RowMajorMatrix<double> gradients =
+          kernattn::RowMajorMatrix<double>::Zero(keys.rows(), d);
+      auto shifted = gradients.bottomRows(keys.rows() - 1);
+      lp.add_log_magnitude_gradients(column_major.middleRows(1, keys.rows() - 1), shifted);
+      for (Index j = 0; j < keys.rows(); ++j) {
+        CAPTURE(j);
+        const double alone = lp.log_magnitude(column_major.row(j));
+        CHECK(std::isfinite(alone));
+        CHECK(from_column_major(j) == alone);
+        CHECK(from_row_major(j) == 1.0 + alone);
+        if (j > 0) CHECK(gradients.row(j) == lp.log_magnitude_gradient(column_major.row(j)));
+      }
+      CHECK(from_column_major(2) == 0.0);
+      CHECK((gradients.row(2).array() == 0.0).all());
+    }
+  }
+}
+
 namespace {
 
 /// log(sum exp(x)) the naive way, in double: fine for |x| < 700.

@@ -76,12 +76,11 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Keys>
                                                                  const Keys& keys) {
   // Row-major: each key's gradient is one contiguous row.
   RowMajorMatrix<double> gradients = RowMajorMatrix<double>::Zero(keys.rows(), keys.cols());
-  for (Index j = 0; j < keys.rows(); ++j) {
-    if constexpr (Scoring<Kernel>::has_key_term)
+  if constexpr (Scoring<Kernel>::has_key_term)
+    for (Index j = 0; j < keys.rows(); ++j)
       gradients.row(j) += kernel.log_key_term_gradient(keys.row(j));
-    if constexpr (!Magnitude::is_unit)
-      gradients.row(j) += magnitude.log_magnitude_gradient(keys.row(j));
-  }
+  if constexpr (!Magnitude::is_unit)
+    magnitude::add_log_magnitude_gradients(magnitude, keys, gradients);
   return gradients.cast<typename Kernel::Scalar>();
 }
 

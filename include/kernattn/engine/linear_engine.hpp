@@ -87,12 +87,12 @@ void key_tile_features(const Map& map, const Magnitude& magnitude, const Keys& k
   const Index count = keys.rows();
   scratch.log_scales.setZero(count);
   map.features(keys, scratch.features, scratch.log_scales);
+  if constexpr (!Magnitude::is_unit)
+    magnitude::add_log_magnitudes(magnitude, keys, scratch.log_scales);
   for (Index j = 0; j < count; ++j) {
     if (!key_valid(first_key + j)) {
       scratch.log_scales(j) = log_of_zero;
       scratch.features.row(j).setZero();
-    } else if constexpr (!Magnitude::is_unit) {
-      scratch.log_scales(j) += magnitude.log_magnitude(keys.row(j));
     }
   }
 }

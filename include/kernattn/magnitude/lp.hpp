@@ -23,10 +23,12 @@ inline constexpr int runtime_p = 0;
 ///
 /// `P` fixes p at compile time (`Lp<T, 1>`, `Lp<T, 2>`, or any positive integer);
 /// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed
-/// in double with \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$, so no intermediate
-/// power overflows, whatever p and the size of k. For a finite key it is finite: a value beyond
-/// \f$\pm\f$`max_log_magnitude` (a small p, a large exponent or \f$\gamma\f$: \f$\lVert
-/// k\rVert_p\f$ grows like \f$d^{1/p}\f$) saturates there, and keys that saturate weigh the same.
+/// in double: from exact sums at p = 2 and p = 1, otherwise from the key scaled by its largest
+/// entry m, \f$\log\lVert k\rVert_p = \log m + \frac1p\log\sum_i(|k_i|/m)^p\f$, so no
+/// intermediate power overflows, whatever p and the size of k. For a finite key it is finite: a
+/// value beyond \f$\pm\f$`max_log_magnitude` (a small p, a large exponent or \f$\gamma\f$:
+/// \f$\lVert k\rVert_p\f$ grows like \f$d^{1/p}\f$) saturates there, and keys that saturate weigh
+/// the same.
 template <Real T, int P = runtime_p>
 class Lp {
   static_assert(P >= 0, "Lp: a compile-time p must be a positive integer (0 = runtime p)");
@@ -65,17 +67,34 @@ class Lp {
   /// for a finite key. When a plain sum overflows although the result need not
   /// (\f$\lVert k\rVert_2^2\f$ beyond the largest double with a < 2, say), it is recomputed as
   /// \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
+  ///
+  /// For p other than 1 and 2 each key is scaled by its largest entry \f$m\f$ first: \f$\log\lVert
+  /// k\rVert_p = \log m + \frac1p\log\sum_i (|k_i|/m)^p\f$, each power at most 1 (formed by
+  /// multiplication for an integer p), which is `add_log_magnitudes` for one key, bit for bit.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
+    if (!is_p(2) && !is_p(1)) return scaled_group(k, 0, 1).log_magnitudes(0);
     // Held in double first: Eigen vectorises the logarithms of a double vector, not of a cast.
     const Eigen::RowVectorXd key = k.template cast<double>();
     const double g = gamma(key.size());
-    if (is_p(2) || is_p(1))
-      return clamped_log_magnitude(g, g * norm_power(key), key.allFinite(),
-                                   [&] { return log_norm(key); });
-    const double log_norm_k = log_norm(key);
-    return clamped_log_magnitude(g, g * std::exp(double(exponent_) * log_norm_k), key.allFinite(),
-                                 [&] { return log_norm_k; });
+    return clamped_log_magnitude(g, g * norm_power(key), key.allFinite(),
+                                 [&] { return log_norm(key); });
+  }
+
+  /// Adds \f$\log\mu(k_j)\f$ of every row j of `keys` to `log_terms(j)`, equal to
+  /// `log_magnitude` row by row; for p other than 1 and 2 the keys are taken `lanes` at a time,
+  /// column by column, so the powers are vectorised across keys whatever the storage.
+  template <class Keys, class LogTerms>
+  void add_log_magnitudes(const Keys& keys, LogTerms& log_terms) const {
+    if (is_p(2) || is_p(1)) {
+      for (Index j = 0; j < keys.rows(); ++j) log_terms(j) += log_magnitude(keys.row(j));
+      return;
+    }
+    for (Index first = 0; first < keys.rows(); first += lanes) {
+      const Index count = std::min(lanes, keys.rows() - first);
+      const ScaledGroup group = scaled_group(keys, first, count);
+      for (Index r = 0; r < count; ++r) log_terms(first + r) += group.log_magnitudes(r);
+    }
   }
 
   /// \f$\nabla\log\mu(k)\f$: \f$\partial_i = \gamma\,a\,\lVert k\rVert_p^{a-p}\,|k_i|^{p-1}
@@ -83,31 +102,23 @@ class Lp {
   /// 2 directly, \f$2\gamma k\f$ when a = 2). Where no derivative exists it is 0: an entry \f$k_i =
   /// 0\f$ when \f$p \le 1\f$, the key 0 when \f$a \le p\f$; and 0 where `log_magnitude` saturates
   /// at \f$\pm\f$`max_log_magnitude`, which is constant there.
+  ///
+  /// For p > 1 (other than 2) it is formed from the scaled key of `log_magnitude`, \f$\partial_i =
+  /// \gamma\,a\,\lVert k\rVert_p^{a-p} m^{p-1} (|k_i|/m)^{p-1}\operatorname{sign}(k_i)\f$, equal
+  /// to `add_log_magnitude_gradients` for one key, bit for bit.
   template <class Row>
   [[nodiscard]] Eigen::RowVectorXd log_magnitude_gradient(const Row& k) const {
-    const Eigen::RowVectorXd key = k.template cast<double>();
-    const double g = gamma(key.size());
-    const double a = double(exponent_);
-    const Eigen::RowVectorXd zero = Eigen::RowVectorXd::Zero(key.size());
-    if (g == 0.0) return zero;
-    if (is_p(2) || is_p(1)) {
-      if (key.allFinite() && std::abs(log_magnitude(key)) >= max_log_magnitude) return zero;
-      if (is_p(2) && a == 2.0) return 2.0 * g * key;
-    }
-    // The logarithms of the entries, once: they give the norm, the saturation and the gradient.
-    const double p = double(p_);
-    const Eigen::Array<double, 1, Eigen::Dynamic> magnitudes = key.array().abs();
-    const Eigen::Array<double, 1, Eigen::Dynamic> logs = magnitudes.log();
-    const double log_norm_k = log_sum_exp((p * logs).eval()) / p;
-    if (!is_p(2) && !is_p(1) && key.allFinite() &&
-        std::abs(clamped_log_magnitude(g, g * std::exp(a * log_norm_k), true,
-                                       [&] { return log_norm_k; })) >= max_log_magnitude)
-      return zero;
-    const Eigen::Array<double, 1, Eigen::Dynamic> sizes =
-        (std::log(std::abs(g * a)) + (a - p) * log_norm_k + (p - 1.0) * logs).exp();
-    const Eigen::Array<double, 1, Eigen::Dynamic> signed_sizes =
-        ((key.array() < 0.0) != (g < 0.0)).select(-sizes, sizes);
-    return (magnitudes == 0.0).select(0.0, signed_sizes).matrix();
+    Eigen::RowVectorXd gradient = Eigen::RowVectorXd::Zero(k.size());
+    add_group_gradients(k, 0, 1, gradient);
+    return gradient;
+  }
+
+  /// Adds \f$\nabla\log\mu(k_j)\f$ of every row j of `keys` to row j of `gradients`, equal to
+  /// `log_magnitude_gradient` row by row (taken `lanes` keys at a time for p > 1 other than 2).
+  template <class Keys, class Gradients>
+  void add_log_magnitude_gradients(const Keys& keys, Gradients& gradients) const {
+    for (Index first = 0; first < keys.rows(); first += lanes)
+      add_group_gradients(keys, first, std::min(lanes, keys.rows() - first), gradients);
   }
 
   /// The trainable parameters (include/kernattn/core/parameters.hpp): p (a runtime p only),
@@ -165,6 +176,154 @@ class Lp {
   }
 
  private:
+  /// Keys are scaled `lanes` at a time: one vector of doubles per column.
+  static constexpr Index lanes = 8;
+  using Lanes = Eigen::Array<double, lanes, 1>;
+
+  /// Rows [first, first + count) of a call (at most `lanes`; the other lanes hold the key 0): the
+  /// largest entries \f$m\f$, \f$\log\lVert k\rVert_p = \log m + \frac1p\log\sum_i
+  /// (|k_i|/m)^p\f$, \f$\log\mu\f$ as `log_magnitude` returns it, and which keys are finite.
+  struct ScaledGroup {
+    Lanes largest;
+    Lanes scales;  ///< m, or 1 for the key 0: what the entries are divided by
+    Lanes log_norms;
+    Lanes log_magnitudes;
+    Eigen::Array<bool, lanes, 1> finite;
+  };
+
+  /// \f$|k_{ic}|\f$ of rows [first, first + count) of `keys`, the other lanes 0.
+  template <class Keys>
+  [[nodiscard]] static Lanes column_magnitudes(const Keys& keys, Index first, Index count,
+                                               Index column) {
+    Lanes magnitudes = Lanes::Zero();
+    for (Index r = 0; r < count; ++r) magnitudes(r) = std::abs(double(keys(first + r, column)));
+    return magnitudes;
+  }
+
+  /// \f$x^e\f$ for x in [0, 1] and e > 0: by multiplication for an integer e up to 16, else
+  /// \f$\exp(e\log x)\f$ (0 at x = 0).
+  [[nodiscard]] static Lanes power(const Lanes& x, double e) {
+    if (e == std::floor(e) && e <= 16.0) {
+      Lanes result = x;
+      for (int i = 1; i < int(e); ++i) result *= x;
+      return result;
+    }
+    return (x > 0.0).select((e * x.log()).exp(), Lanes::Zero());
+  }
+
+  template <class Keys>
+  [[nodiscard]] ScaledGroup scaled_group(const Keys& keys, Index first, Index count) const {
+    const Index d = keys.cols();
+    const double p = double(p_);
+    ScaledGroup group;
+    group.largest.setZero();
+    Lanes marks = Lanes::Zero();  // NaN where a key has an infinite or NaN entry
+    for (Index c = 0; c < d; ++c) {
+      const Lanes magnitudes = column_magnitudes(keys, first, count, c);
+      group.largest = group.largest.max(magnitudes);
+      marks += magnitudes - magnitudes;
+    }
+    group.finite = marks == 0.0;
+    group.scales = (group.largest > 0.0).select(group.largest, Lanes::Ones());
+    Lanes sums = Lanes::Zero();
+    for (Index c = 0; c < d; ++c)
+      sums += power(column_magnitudes(keys, first, count, c) / group.scales, p);
+    group.log_norms = group.scales.log() + sums.log() / p;
+    const double g = gamma(d);
+    const Lanes sizes = (std::log(std::abs(g)) + double(exponent_) * group.log_norms).exp();
+    for (Index r = 0; r < count; ++r) {
+      if (!group.finite(r)) {
+        // As the plain formula gives it (infinite or NaN); the engines reject such keys.
+        const Eigen::RowVectorXd key = row_of(keys, first + r);
+        group.log_magnitudes(r) = g * std::exp(double(exponent_) * log_norm(key));
+      } else if (g == 0.0 || group.largest(r) == 0.0) {
+        group.log_magnitudes(r) = 0.0;
+      } else {
+        group.log_magnitudes(r) =
+            std::clamp(std::copysign(sizes(r), g), -max_log_magnitude, max_log_magnitude);
+      }
+    }
+    return group;
+  }
+
+  /// Row `row` of `keys` in double.
+  template <class Keys>
+  [[nodiscard]] static Eigen::RowVectorXd row_of(const Keys& keys, Index row) {
+    Eigen::RowVectorXd key(keys.cols());
+    for (Index c = 0; c < keys.cols(); ++c) key(c) = double(keys(row, c));
+    return key;
+  }
+
+  /// Adds the gradients of rows [first, first + count) of `keys` (at most `lanes`) to those rows of
+  /// `gradients`: from the scaled group for a finite key when p > 1 and its factor
+  /// \f$\gamma a\lVert k\rVert_p^{a-p}m^{p-1}\f$ is within range, else `log_domain_gradient`.
+  /// A key 0 or one whose \f$\log\mu\f$ saturates has none.
+  template <class Keys, class Gradients>
+  void add_group_gradients(const Keys& keys, Index first, Index count, Gradients& gradients) const {
+    const double g = gamma(keys.cols());
+    if (g == 0.0) return;
+    const double p = double(p_);
+    if (is_p(2) || is_p(1) || p < 1.0) {
+      for (Index r = 0; r < count; ++r)
+        gradients.row(first + r) += log_domain_gradient(row_of(keys, first + r));
+      return;
+    }
+    const double a = double(exponent_);
+    const ScaledGroup group = scaled_group(keys, first, count);
+    const Lanes log_factors =
+        std::log(std::abs(g * a)) + (a - p) * group.log_norms + (p - 1.0) * group.scales.log();
+    const Lanes factors = log_factors.exp();
+    Eigen::Array<bool, lanes, 1> scaled = Eigen::Array<bool, lanes, 1>::Constant(false);
+    for (Index r = 0; r < count; ++r) {
+      if (group.finite(r) &&
+          (group.largest(r) == 0.0 || std::abs(group.log_magnitudes(r)) >= max_log_magnitude))
+        continue;  // no gradient
+      scaled(r) = group.finite(r) && log_factors(r) < max_log_factor;
+      if (!scaled(r)) gradients.row(first + r) += log_domain_gradient(row_of(keys, first + r));
+    }
+    if (!scaled.any()) return;
+    for (Index c = 0; c < keys.cols(); ++c) {
+      const Lanes sizes =
+          factors * power(column_magnitudes(keys, first, count, c) / group.scales, p - 1.0);
+      for (Index r = 0; r < count; ++r)
+        if (scaled(r))
+          gradients(first + r, c) +=
+              (double(keys(first + r, c)) < 0.0) != (g < 0.0) ? -sizes(r) : sizes(r);
+    }
+  }
+
+  /// Beyond this log-factor the gradient is formed entry by entry in the log domain.
+  static constexpr double max_log_factor = 700.0;
+
+  /// `log_magnitude_gradient` of one key in the log domain, entry by entry: \f$|\partial_i| =
+  /// \exp(\log|\gamma a| + (a - p)\log\lVert k\rVert_p + (p - 1)\log|k_i|)\f$.
+  template <class Row>
+  [[nodiscard]] Eigen::RowVectorXd log_domain_gradient(const Row& k) const {
+    const Eigen::RowVectorXd key = k.template cast<double>();
+    const double g = gamma(key.size());
+    const double a = double(exponent_);
+    const Eigen::RowVectorXd zero = Eigen::RowVectorXd::Zero(key.size());
+    if (g == 0.0) return zero;
+    if (is_p(2) || is_p(1)) {
+      if (key.allFinite() && std::abs(log_magnitude(key)) >= max_log_magnitude) return zero;
+      if (is_p(2) && a == 2.0) return 2.0 * g * key;
+    }
+    // The logarithms of the entries, once: they give the norm, the saturation and the gradient.
+    const double p = double(p_);
+    const Eigen::Array<double, 1, Eigen::Dynamic> magnitudes = key.array().abs();
+    const Eigen::Array<double, 1, Eigen::Dynamic> logs = magnitudes.log();
+    const double log_norm_k = log_sum_exp((p * logs).eval()) / p;
+    if (!is_p(2) && !is_p(1) && key.allFinite() &&
+        std::abs(clamped_log_magnitude(g, g * std::exp(a * log_norm_k), true,
+                                       [&] { return log_norm_k; })) >= max_log_magnitude)
+      return zero;
+    const Eigen::Array<double, 1, Eigen::Dynamic> sizes =
+        (std::log(std::abs(g * a)) + (a - p) * log_norm_k + (p - 1.0) * logs).exp();
+    const Eigen::Array<double, 1, Eigen::Dynamic> signed_sizes =
+        ((key.array() < 0.0) != (g < 0.0)).select(-sizes, sizes);
+    return (magnitudes == 0.0).select(0.0, signed_sizes).matrix();
+  }
+
   /// Stores \f$\gamma\f$, or marks the default \f$1/(2\sqrt d)\f$ (a flag rather than a
   /// `std::optional` member, which GCC 14 wrongly reports as maybe uninitialized).
   void set_gamma(const std::optional<T>& gamma) {
@@ -191,7 +350,7 @@ class Lp {
     return std::clamp(value, -max_log_magnitude, max_log_magnitude);
   }
 
-  /// \f$\lVert k\rVert_p^a\f$: exact sums for p = 2 and p = 1, the log-domain form otherwise.
+  /// \f$\lVert k\rVert_p^a\f$ for p = 2 or p = 1, from exact sums.
   template <class Key>
   [[nodiscard]] double norm_power(const Eigen::MatrixBase<Key>& k) const {
     const double a = double(exponent_);
@@ -199,8 +358,7 @@ class Lp {
       const double squared = k.squaredNorm();
       return a == 2.0 ? squared : std::pow(squared, a / 2.0);
     }
-    if (is_p(1)) return std::pow(k.template lpNorm<1>(), a);
-    return std::exp(a * log_norm(k));
+    return std::pow(k.template lpNorm<1>(), a);
   }
 
   /// \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$: no power of an entry is formed.

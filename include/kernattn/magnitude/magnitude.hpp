@@ -52,4 +52,27 @@ concept ParametricMagnitude = DifferentiableMagnitude<M> &&
       { magnitude.log_magnitude_parameter_gradient(row) } -> std::convertible_to<Eigen::VectorXd>;
     });
 
+/// Adds \f$\log\mu(k_j)\f$ of every row j of `keys` to `log_terms(j)`: the magnitude's own
+/// `add_log_magnitudes(keys, log_terms)` where it has one (a pass over all the keys, equal to
+/// `log_magnitude` row by row), else `log_magnitude` row by row.
+template <Magnitude M, class Keys, class LogTerms>
+void add_log_magnitudes(const M& magnitude, const Keys& keys, LogTerms& log_terms) {
+  if constexpr (requires { magnitude.add_log_magnitudes(keys, log_terms); })
+    magnitude.add_log_magnitudes(keys, log_terms);
+  else
+    for (Index j = 0; j < keys.rows(); ++j) log_terms(j) += magnitude.log_magnitude(keys.row(j));
+}
+
+/// Adds \f$\nabla\log\mu(k_j)\f$ of every row j of `keys` to row j of `gradients`: the
+/// magnitude's own `add_log_magnitude_gradients(keys, gradients)` where it has one, else
+/// `log_magnitude_gradient` row by row.
+template <DifferentiableMagnitude M, class Keys, class Gradients>
+void add_log_magnitude_gradients(const M& magnitude, const Keys& keys, Gradients& gradients) {
+  if constexpr (requires { magnitude.add_log_magnitude_gradients(keys, gradients); })
+    magnitude.add_log_magnitude_gradients(keys, gradients);
+  else
+    for (Index j = 0; j < keys.rows(); ++j)
+      gradients.row(j) += magnitude.log_magnitude_gradient(keys.row(j));
+}
+
 }  // namespace kernattn::magnitude
