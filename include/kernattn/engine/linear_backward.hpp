@@ -249,15 +249,83 @@ void state_key_gradients(const Map& map, const Magnitude& magnitude, const Keys&
   }
 }
 
+/// Sums keys into a state chunk by chunk (`ChunkKeys`), keeping in `states[c]` the state before
+/// chunk c's own keys: one D x d_v state per chunk.
+template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Keys, class Values,
+          class KeyValid>
+void keep_states_before_chunks(const Map& map, const Magnitude& magnitude, const Keys& keys,
+                               const Values& values, const std::vector<ChunkKeys>& chunks,
+                               const KeyValid& key_valid, Index tile,
+                               LinearScratch<typename Map::Scalar>& scratch,
+                               std::vector<LinearState<typename Map::Scalar>>& states) {
+  using T = typename Map::Scalar;
+  LinearState<T> state(map.feature_dimension(), values.cols());
+  states.resize(chunks.size(), state);
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    const ChunkKeys& range = chunks[c];
+    consume_keys(map, magnitude, keys, values, range.consumed, range.key_begin, key_valid, tile,
+                 scratch, state);
+    states[c] = state;
+    consume_keys(map, magnitude, keys, values, range.key_begin, range.key_end, key_valid, tile,
+                 scratch, state);
+  }
+}
+
+/// The adjoints of a chunk's query features through the state before it, into
+/// `feature_adjoints`: \f$da_i = e^{m - r_i}(S\,dn_i + z\,dden_i)\f$.
+template <Real T>
+void state_feature_adjoints(const LinearState<T>& before, const Eigen::VectorXd& references,
+                            const RowAdjoints<T>& rows, Matrix<T>& feature_adjoints) {
+  const Index count = references.size();
+  Vector<T> state_factors(count);
+  for (Index r = 0; r < count; ++r)
+    state_factors(r) = T(exp_difference(before.log_reference, references(r)));
+  feature_adjoints.noalias() = rows.outputs * before.weighted_values.transpose();
+  feature_adjoints.noalias() += rows.denominators * before.feature_sum.transpose();
+  feature_adjoints = state_factors.asDiagonal() * feature_adjoints;
+}
+
+/// The pairs of a chunk's queries and its keys (features and log-scales in `scratch`, values
+/// `chunk_values`): with \f$dp_{ic} = dn_i\cdot v_c + dden_i\f$, the adjoint of
+/// \f$a_i\cdot\tilde\varphi_c\f$ is \f$e^{\ell_c - r_i}\,dp_{ic}\f$ for the keys i sees. Adds
+/// their share to the queries' `feature_adjoints`; writes the keys' adjoints (features and
+/// \f$Z\f$ terms) into `keys` and \f$dv_c = \sum_i p_{ic}\,dn_i\f$ into `value_gradient`.
+template <Real T, class Values, class ValueGradient>
+void chunk_pair_adjoints(const CausalChunk<T>& chunk, const LinearScratch<T>& scratch,
+                         const RowAdjoints<T>& rows, const Values& chunk_values,
+                         Matrix<T>& pair_adjoints, Matrix<T>& feature_adjoints,
+                         KeyAdjoints<T>& keys, ValueGradient&& value_gradient) {
+  const Index count = chunk.query_features.rows();
+  const Index chunk_keys = chunk_values.rows();
+  keys.features.setZero(chunk_keys, chunk.query_features.cols());
+  keys.scale_terms.setZero(chunk_keys);
+  if (chunk_keys == 0) return;
+  pair_adjoints.noalias() = rows.outputs * chunk_values.transpose();
+  for (Index r = 0; r < count; ++r) {
+    const Index visible = chunk.visible_keys[std::size_t(r)];
+    for (Index k = 0; k < chunk_keys; ++k) {
+      const double factor =
+          k < visible ? exp_difference(scratch.log_scales(k), chunk.references(r)) : 0.0;
+      pair_adjoints(r, k) =
+          factor == 0.0 ? T(0) : T(factor) * (pair_adjoints(r, k) + rows.denominators(r));
+      keys.scale_terms(k) += factor * rows.scale_sums(r);
+    }
+  }
+  feature_adjoints.noalias() += pair_adjoints * scratch.features;
+  keys.features.noalias() += pair_adjoints.transpose() * chunk.query_features;
+  value_gradient.noalias() = chunk.weights.transpose() * rows.outputs;
+}
+
 /// Requires the data of a backward call of sequence `b`, head `h` to be finite where it counts:
-/// every query, output and output gradient, and the keys and values that are not padding.
+/// every query, output and output gradient, and the keys and values that are not padding
+/// (`key_valid`). The message begins with `caller`.
 template <class Queries, class Keys, class Values, class Out, class OutGradient, class KeyValid>
 void require_finite_backward_inputs(const Queries& queries, const Keys& keys, const Values& values,
                                     const Out& out, const OutGradient& out_gradient,
-                                    const KeyValid& key_valid, Index b, Index h) {
+                                    const KeyValid& key_valid, Index b, Index h,
+                                    std::string_view caller = "LinearAttention::backward") {
   const auto fail = [&](std::string_view what) {
-    throw InvalidArgument(concat("LinearAttention::backward: sequence ", b, ", head ", h, ": ",
-                                 what,
+    throw InvalidArgument(concat(caller, ": sequence ", b, ", head ", h, ": ", what,
                                  " must be finite (the linear engine's gradients are defined for "
                                  "finite data; padded keys and values may be anything)"));
   };
@@ -342,16 +410,8 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
       causal_chunks(queries.rows(), options.causal_chunk, visible_count);
   LinearBackwardScratch<T>& work = LinearBackwardScratch<T>::of_this_thread();
   std::vector<LinearState<T>>& states = work.states;
-  states.resize(chunks.size(), LinearState<T>(features, dv));
-  LinearState<T> state(features, dv);
-  for (std::size_t c = 0; c < chunks.size(); ++c) {
-    const ChunkKeys& range = chunks[c];
-    consume_keys(map, magnitude, keys, values, range.consumed, range.key_begin, key_valid,
-                 options.key_tile, scratch, state);
-    states[c] = state;
-    consume_keys(map, magnitude, keys, values, range.key_begin, range.key_end, key_valid,
-                 options.key_tile, scratch, state);
-  }
+  keep_states_before_chunks(map, magnitude, keys, values, chunks, key_valid, options.key_tile,
+                            scratch, states);
   const Index last_seen = chunks.empty() ? 0 : chunks.back().key_end;
   key_gradient.middleRows(last_seen, keys.rows() - last_seen).setZero();
   value_gradient.middleRows(last_seen, keys.rows() - last_seen).setZero();
@@ -361,7 +421,6 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
   CausalChunk<T>& chunk = work.chunk;
   KeyAdjoints<T>& key_adjoints = work.keys;
   Matrix<T>& feature_adjoints = work.feature_adjoints;
-  Matrix<T>& pair_adjoints = work.pair_adjoints;
   for (std::size_t c = chunks.size(); c-- > 0;) {
     const ChunkKeys& range = chunks[c];
     const LinearState<T>& before = states[c];
@@ -373,37 +432,11 @@ void attend_backward_causal(const Map& map, const Magnitude& magnitude, const Qu
         out_gradient.middleRows(range.first_query, rows), out.middleRows(range.first_query, rows),
         chunk.denominators, chunk.scale_sums, options.denominator_floor);
 
-    // The queries through the state before the chunk: da_i = e^{m - r_i} (S dn_i + z dden_i).
-    Vector<T> state_factors(rows);
-    for (Index r = 0; r < rows; ++r)
-      state_factors(r) = T(exp_difference(before.log_reference, chunk.references(r)));
-    feature_adjoints.noalias() = rows_adjoints.outputs * before.weighted_values.transpose();
-    feature_adjoints.noalias() += rows_adjoints.denominators * before.feature_sum.transpose();
-    feature_adjoints = state_factors.asDiagonal() * feature_adjoints;
-
-    // The pairs within the chunk: dp_ic = dn_i . v_c + dden_i, and the adjoint of
-    // a_i . phi~_c is e^{l_c - r_i} dp_ic for the keys i sees.
+    state_feature_adjoints(before, chunk.references, rows_adjoints, feature_adjoints);
     const auto chunk_values = values.middleRows(range.key_begin, chunk_keys);
     auto chunk_value_gradient = value_gradient.middleRows(range.key_begin, chunk_keys);
-    key_adjoints.features.setZero(chunk_keys, features);
-    key_adjoints.scale_terms.setZero(chunk_keys);
-    if (chunk_keys > 0) {
-      pair_adjoints.noalias() = rows_adjoints.outputs * chunk_values.transpose();
-      for (Index r = 0; r < rows; ++r) {
-        const Index visible = chunk.visible_keys[std::size_t(r)];
-        for (Index k = 0; k < chunk_keys; ++k) {
-          const double factor =
-              k < visible ? exp_difference(scratch.log_scales(k), chunk.references(r)) : 0.0;
-          pair_adjoints(r, k) =
-              factor == 0.0 ? T(0)
-                            : T(factor) * (pair_adjoints(r, k) + rows_adjoints.denominators(r));
-          key_adjoints.scale_terms(k) += factor * rows_adjoints.scale_sums(r);
-        }
-      }
-      feature_adjoints.noalias() += pair_adjoints * scratch.features;
-      key_adjoints.features.noalias() += pair_adjoints.transpose() * chunk.query_features;
-      chunk_value_gradient.noalias() = chunk.weights.transpose() * rows_adjoints.outputs;
-    }
+    chunk_pair_adjoints(chunk, scratch, rows_adjoints, chunk_values, work.pair_adjoints,
+                        feature_adjoints, key_adjoints, chunk_value_gradient);
     features::feature_gradient_of(map, queries.middleRows(range.first_query, rows),
                                   chunk.query_features, feature_adjoints,
                                   Eigen::VectorXd::Zero(rows), work.inputs, d_frequencies);

@@ -5,7 +5,6 @@
 /// masks are in docs/primal_dual.md.
 
 #include <algorithm>
-#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -15,10 +14,9 @@
 #include "kernattn/core/threading.hpp"
 #include "kernattn/engine/backward_front_end.hpp"
 #include "kernattn/engine/front_end.hpp"
-#include "kernattn/engine/linear_engine.hpp"
-#include "kernattn/engine/masked_product.hpp"
 #include "kernattn/engine/score_bias.hpp"
 #include "kernattn/heads/multi_head.hpp"
+#include "kernattn/heads/pooled_causal_linear.hpp"
 #include "kernattn/mask/none.hpp"
 #include "kernattn/mask/pooled.hpp"
 
@@ -106,124 +104,6 @@ struct PooledCausalGroup {
     return {full, visible, first, windows};
   }
 };
-
-/// Whether key j of a tile (features and log-scales in `scratch`) poisons: the rule of
-/// `first_poisoned_key`, for one key.
-template <Real T>
-[[nodiscard]] bool poisons(const LinearScratch<T>& scratch, Index j) {
-  return !(scratch.log_scales(j) < std::numeric_limits<double>::infinity()) ||
-         !scratch.features.row(j).allFinite();
-}
-
-/// One sequence and head of a `ScaledHead` over `LinearAttention` under a causal filter: query i
-/// sees the first \f$f_i\f$ = `bound.whole_windows(i)` windows (f non-decreasing; a window that
-/// `bound` hides from the last query, which sees every token but the padded ones, weighs nothing)
-/// and its own partial window, row i of `partial_keys` and `partial_values`, when `bound`
-/// (`mask::PooledCausal`) lets it.
-///
-/// The chunks of `attend_causal` with one more key per query: before chunk \f$[i_0, i_1)\f$ the
-/// state takes in the windows every query of the chunk sees, \f$f_{i_0}\f$; the chunk's windows
-/// \f$[f_{i_0}, f_{i_1 - 1})\f$ and each query's partial window are weighted directly, relative to
-/// the query's own reference \f$r_i = \max(m, \ell \text{ of its visible chunk windows and partial
-/// window})\f$. A query's sums read only the windows, partial window and values it sees, one row at
-/// a time, so data it does not see, finite or not, never changes a bit of its output; a query
-/// that sees a window or partial window that poisons (see `first_poisoned_key`) outputs NaN.
-template <features::FeatureMap Map, magnitude::Magnitude Magnitude, class Queries, class Windows,
-          class WindowValues, class Partials, class PartialValues, class Bound, class Out>
-void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Queries& queries,
-                          const Windows& windows, const WindowValues& window_values,
-                          const Partials& partial_keys, const PartialValues& partial_values,
-                          const Bound& bound, const LinearOptions& options, Out&& out) {
-  using T = typename Map::Scalar;
-  const Index nq = queries.rows();
-  const Index count = windows.rows();
-  const Index dv = window_values.cols();
-  if (dv == 0) return;  // nothing to write (and no row of an empty matrix to form)
-  const auto window_valid = [&](Index w) { return bound.visible(nq - 1, w); };
-  const auto partial_valid = [&](Index i) { return bound.visible(i, count + i); };
-  LinearState<T> state(map.feature_dimension(), dv);
-  LinearScratch<T>& scratch = LinearScratch<T>::of_this_thread();
-  LinearScratch<T> own;
-
-  const auto consume = [&](Index begin, Index end) {
-    for (Index first = begin; first < end && !state.poisoned; first += options.key_tile) {
-      const Index tile = std::min(options.key_tile, end - first);
-      key_tile_features(map, magnitude, windows.middleRows(first, tile), first, window_valid,
-                        scratch);
-      add_keys_to_state(scratch, window_values.middleRows(first, tile), state);
-    }
-  };
-
-  Matrix<T> query_features;
-  Eigen::VectorXd query_log_scales;
-  Index in_state = 0;
-  for (Index first_query = 0; first_query < nq; first_query += options.causal_chunk) {
-    const Index rows = std::min(options.causal_chunk, nq - first_query);
-    const Index key_begin = std::max(bound.whole_windows(first_query), in_state);
-    consume(in_state, key_begin);
-    const Index key_end = std::max(bound.whole_windows(first_query + rows - 1), key_begin);
-    const Index chunk_keys = key_end - key_begin;
-
-    query_log_scales.setZero(rows);
-    map.features(queries.middleRows(first_query, rows), query_features, query_log_scales);
-    key_tile_features(map, magnitude, windows.middleRows(key_begin, chunk_keys), key_begin,
-                      window_valid, scratch);
-    key_tile_features(map, magnitude, partial_keys.middleRows(first_query, rows), first_query,
-                      partial_valid, own);
-    const Index first_poisoned = state.poisoned ? 0 : first_poisoned_key(scratch);
-
-    Matrix<T> weights = query_features * scratch.features.transpose();
-    Matrix<T> numerators = query_features * state.weighted_values;
-    const Vector<T> state_denominators = query_features * state.feature_sum;
-    const Vector<T> own_products = (query_features.array() * own.features.array()).rowwise().sum();
-    Vector<T> denominators(rows);
-    Eigen::VectorXd scale_sums(rows);
-    double prefix_max = -std::numeric_limits<double>::infinity();
-    Index seen = 0;
-    for (Index r = 0; r < rows; ++r) {
-      const Index visible =
-          std::clamp<Index>(bound.whole_windows(first_query + r) - key_begin, 0, chunk_keys);
-      if (state.poisoned || visible > first_poisoned || poisons(own, r)) {
-        // It sees a window or a partial window that poisons: NaN, as in `attend_causal`.
-        denominators(r) = std::numeric_limits<T>::quiet_NaN();
-        scale_sums(r) = std::numeric_limits<double>::quiet_NaN();
-        continue;
-      }
-      for (; seen < visible; ++seen) prefix_max = std::max(prefix_max, scratch.log_scales(seen));
-      const double reference = std::max({state.log_reference, prefix_max, own.log_scales(r)});
-      const double state_factor = exp_difference(state.log_reference, reference);
-      double scale_sum = state.scale_sum * state_factor;
-      for (Index c = 0; c < chunk_keys; ++c) {
-        const double factor = c < visible ? exp_difference(scratch.log_scales(c), reference) : 0.0;
-        weights(r, c) = factor == 0.0 ? T(0) : weights(r, c) * T(factor);
-        scale_sum += factor;
-      }
-      const double own_factor = exp_difference(own.log_scales(r), reference);
-      const T own_weight = own_factor == 0.0 ? T(0) : own_products(r) * T(own_factor);
-      scale_sums(r) = scale_sum + own_factor;
-      const T chunk_sum = visible > 0 ? weights.row(r).head(visible).sum() : T(0);
-      denominators(r) = state_denominators(r) * T(state_factor) + chunk_sum + own_weight;
-
-      auto numerator = numerators.row(r);
-      numerator *= T(state_factor);
-      if (visible > 0) {
-        const auto seen_values = window_values.middleRows(key_begin, visible);
-        if (seen_values.allFinite())
-          numerator.noalias() += weights.row(r).head(visible) * seen_values;
-        else
-          accumulate_nonfinite_values(
-              weights.row(r).head(visible), seen_values,
-              [&](Index, Index c) { return window_valid(key_begin + c); }, numerator);
-      }
-      if (own_factor != 0.0) numerator += own_weight * partial_values.row(first_query + r);
-    }
-    write_guarded_rows<Map::non_negative>(numerators, denominators, scale_sums,
-                                          options.denominator_floor,
-                                          out.middleRows(first_query, rows));
-    add_keys_to_state(scratch, window_values.middleRows(key_begin, chunk_keys), state);
-    in_state = key_end;
-  }
-}
 }  // namespace detail
 
 /// Runs `Head` with the keys and values mean-pooled over windows of r = `factor` tokens, the
@@ -242,7 +122,8 @@ void attend_pooled_causal(const Map& map, const Magnitude& magnitude, const Quer
 /// zeros. An exact head runs once per group of 64 queries, over the windows the group's last query
 /// sees followed by the group's own partial windows (`detail::PooledCausalGroup`: at most 64 keys
 /// per query more than the windows), the groups in parallel; `LinearAttention` keeps its prefix
-/// state over the windows and adds each query's partial window directly, in linear time.
+/// state over the windows and adds each query's partial window directly, in linear time, forward
+/// and backward (`detail::attend_pooled_causal`, `detail::attend_backward_pooled_causal`).
 ///
 /// The pooled means are summed in double in token order and rounded once (a partial window's
 /// mean at the end of its window is the window's mean, bit for bit); with r = 1 the head runs on
@@ -283,10 +164,13 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
   /// limit: the head's backward (`DifferentiableHead`) on the window means, then the adjoint of
   /// the pooling, \f$dk_j = d\bar k_w / |W_w|\f$ and \f$dv_j = d\bar v_w / |W_w|\f$ for the tokens
   /// j of window w. A window the pooled filter hides gives its tokens zero gradients. Under a
-  /// causal filter, a head that runs per group of queries (`Attention`) also carries each query's
-  /// partial window back to its tokens, \f$dk_j \mathrel{+}= d\bar k_{P_i} / |P_i|\f$ for
-  /// \f$j \in P_i\f$; a `LinearAttention` head has no causal backward yet (a compile-time
-  /// error).
+  /// causal filter each query's partial window also goes back to its tokens,
+  /// \f$dk_j \mathrel{+}= d\bar k_{P_i} / |P_i|\f$ for \f$j \in P_i\f$: a head that runs per group
+  /// of queries (`Attention`) runs its backward per group, and a `LinearAttention` head runs
+  /// `detail::attend_backward_pooled_causal` per sequence and head, in time \f$O(N M d)\f$ and
+  /// memory one state (D x d_v) per chunk of `LinearOptions::causal_chunk` queries. There Q, out,
+  /// dOut and every token that a query sees must be finite (`InvalidArgument` otherwise); tokens
+  /// that no query sees may hold anything and get zero gradients.
   template <class DQ, class DK, class DV, class DO, class DG, detail::EigenDense GQ,
             detail::EigenDense GK, detail::EigenDense GV>
   void backward(const Eigen::MatrixBase<DQ>& Q, const Eigen::MatrixBase<DK>& K,
@@ -295,9 +179,6 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
                 BatchLayout layout = {}) const {
     static_assert(DifferentiableHead<Head>,
                   "ScaledHead::backward: the head needs a backward pass (DifferentiableHead)");
-    static_assert(!(mask::has_causal_limit<MaskOf<Head>> && detail::is_linear_attention<Head>),
-                  "ScaledHead::backward: a LinearAttention head under a causal filter (its "
-                  "partial windows) has no backward pass yet");
     static_assert(detail::all_of_scalar<Scalar, DQ, DK, DV, DO, DG, GQ, GK, GV>,
                   "every argument must have the attention's scalar type");
     detail::validate_backward_shapes(Q, K, V, out, dOut, dQ, dK, dV, layout);
@@ -321,7 +202,11 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
       Matrix<Scalar> query_gradient(Q.rows(), Q.cols());
       Matrix<Scalar> key_gradient(K.rows(), K.cols());
       Matrix<Scalar> value_gradient(V.rows(), V.cols());
-      backward_causal(Q, K, V, out, dOut, query_gradient, key_gradient, value_gradient, layout);
+      if constexpr (detail::is_linear_attention<Head>)
+        backward_causal_linear(Q, K, V, out, dOut, query_gradient, key_gradient, value_gradient,
+                               layout);
+      else
+        backward_causal(Q, K, V, out, dOut, query_gradient, key_gradient, value_gradient, layout);
       // Written last, so that a gradient may overlap any input.
       dQ = query_gradient;
       dK = key_gradient;
@@ -482,12 +367,8 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
     with_causal_pooling(K, V, nq, layout, [&](const auto& pooling) {
       const Index W = pooling.windows;
       if constexpr (detail::is_linear_attention<Head>) {
-        const Index d = Q.cols() / H;
+        const Index d = linear_head_dimension(Q, H);
         const Index dv = V.cols() / H;
-        require(d == head_.feature_map().input_dimension(), "ScaledHead: the head dimension is ", d,
-                " (Q is ", detail::shape_of(Q), " for ", H,
-                " head(s)) but the LinearAttention's feature map takes d = ",
-                head_.feature_map().input_dimension());
         const LinearOptions& options = head_.options();
         parallel_for(B * H, resolve_thread_count(options.threads), [&](Index item) {
           const Index b = item / H;
@@ -564,16 +445,132 @@ class ScaledHead : public detail::AttentionCalls<ScaledHead<Head>>,
         }
       spread_over_windows(window_key_gradient, B, nk, dK);
       spread_over_windows(window_value_gradient, B, nk, dV);
-      for (Index b = 0; b < B; ++b)
-        for (Index i = 0; i < nq; ++i) {
-          const mask::Range span = pooling.bounds[std::size_t(b)].partial_tokens(i);
-          const auto size = Scalar(span.end - span.begin);
-          for (Index j = span.begin; j < span.end; ++j) {
-            dK.row(b * nk + j) += partial_key_gradients.row(b * nq + i) / size;
-            dV.row(b * nk + j) += partial_value_gradients.row(b * nq + i) / size;
-          }
-        }
+      spread_over_partial_windows(pooling, partial_key_gradients, partial_value_gradients, dK, dV);
     });
+  }
+
+  /// The backward pass under a causal filter for a `LinearAttention` head:
+  /// `detail::attend_backward_pooled_causal` per sequence and head (in parallel) on the window
+  /// means and partial window means, then the windows' gradients spread over their tokens and
+  /// each partial window's over its tokens \f$P_i\f$ (over \f$|P_i|\f$), in query order.
+  template <class Queries, class Keys, class Values, class Out, class OutGradient>
+  void backward_causal_linear(const Queries& Q, const Keys& K, const Values& V, const Out& out,
+                              const OutGradient& dOut, Matrix<Scalar>& dQ, Matrix<Scalar>& dK,
+                              Matrix<Scalar>& dV, BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = linear_head_dimension(Q, H);
+    const Index dv = V.cols() / H;
+    with_causal_pooling(K, V, nq, layout, [&](const auto& pooling) {
+      require_finite_seen_inputs(Q, K, V, out, dOut, pooling, layout);
+      const Index W = pooling.windows;
+      Matrix<Scalar> window_key_gradient(B * W, K.cols());
+      Matrix<Scalar> window_value_gradient(B * W, V.cols());
+      Matrix<Scalar> partial_key_gradients(B * nq, K.cols());
+      Matrix<Scalar> partial_value_gradients(B * nq, V.cols());
+      const LinearOptions& options = head_.options();
+      parallel_for(B * H, resolve_thread_count(options.threads), [&](Index item) {
+        const Index b = item / H;
+        const Index h = item % H;
+        detail::attend_backward_pooled_causal(
+            head_.feature_map(), head_.magnitude(), Q.block(b * nq, h * d, nq, d),
+            pooling.window_keys.block(b * W, h * d, W, d),
+            pooling.window_values.block(b * W, h * dv, W, dv),
+            pooling.partial_keys.block(b * nq, h * d, nq, d),
+            pooling.partial_values.block(b * nq, h * dv, nq, dv), pooling.bounds[std::size_t(b)],
+            options, out.block(b * nq, h * dv, nq, dv), dOut.block(b * nq, h * dv, nq, dv),
+            dQ.block(b * nq, h * d, nq, d), window_key_gradient.block(b * W, h * d, W, d),
+            window_value_gradient.block(b * W, h * dv, W, dv),
+            partial_key_gradients.block(b * nq, h * d, nq, d),
+            partial_value_gradients.block(b * nq, h * dv, nq, dv));
+      });
+      spread_over_windows(window_key_gradient, B, nk, dK);
+      spread_over_windows(window_value_gradient, B, nk, dV);
+      spread_over_partial_windows(pooling, partial_key_gradients, partial_value_gradients, dK, dV);
+    });
+  }
+
+  /// The head dimension d of Q's H heads, which a `LinearAttention`'s feature map must take.
+  template <class Queries>
+  [[nodiscard]] Index linear_head_dimension(const Queries& Q, Index H) const {
+    const Index d = Q.cols() / H;
+    require(d == head_.feature_map().input_dimension(), "ScaledHead: the head dimension is ", d,
+            " (Q is ", detail::shape_of(Q), " for ", H,
+            " head(s)) but the LinearAttention's feature map takes d = ",
+            head_.feature_map().input_dimension());
+    return d;
+  }
+
+  /// Requires, sequence by sequence and head by head, Q, out, dOut and the tokens that a query
+  /// sees (`seen_tokens`) to be finite, as `LinearAttention::backward` does, naming the first
+  /// that is not.
+  template <class Queries, class Keys, class Values, class Out, class OutGradient, class Bound>
+  void require_finite_seen_inputs(const Queries& Q, const Keys& K, const Values& V, const Out& out,
+                                  const OutGradient& dOut, const CausalPooling<Bound>& pooling,
+                                  BatchLayout layout) const {
+    const Index B = layout.sequences;
+    const Index H = layout.heads;
+    const Index nq = Q.rows() / B;
+    const Index nk = K.rows() / B;
+    const Index d = Q.cols() / H;
+    const Index dv = V.cols() / H;
+    for (Index b = 0; b < B; ++b) {
+      const std::vector<bool> seen =
+          seen_tokens(pooling.bounds[std::size_t(b)], nq, nk, pooling.windows);
+      for (Index h = 0; h < H; ++h)
+        detail::require_finite_backward_inputs(
+            Q.block(b * nq, h * d, nq, d), K.block(b * nk, h * d, nk, d),
+            V.block(b * nk, h * dv, nk, dv), out.block(b * nq, h * dv, nq, dv),
+            dOut.block(b * nq, h * dv, nq, dv), [&](Index j) { return bool(seen[std::size_t(j)]); },
+            b, h, "ScaledHead::backward");
+    }
+  }
+
+  /// Whether a query sees each of a sequence's `count` tokens: it lies in a window that `bound`
+  /// shows the last query (who sees every window any query sees) or in a partial window that
+  /// `bound` shows its query. The partial windows grow with the query, so each token is marked
+  /// once.
+  template <class Bound>
+  [[nodiscard]] std::vector<bool> seen_tokens(const Bound& bound, Index nq, Index count,
+                                              Index windows) const {
+    std::vector<bool> seen(std::size_t(count), false);
+    for (Index w = 0; w < windows; ++w) {
+      if (!bound.visible(nq - 1, w)) continue;
+      const Index begin = w * factor_;  // < count: no overflow
+      const Index end = begin + std::min(factor_, count - begin);
+      for (Index j = begin; j < end; ++j) seen[std::size_t(j)] = true;
+    }
+    Index marked = 0;
+    for (Index i = 0; i < nq; ++i) {
+      if (!bound.visible(i, windows + i)) continue;
+      const mask::Range span = bound.partial_tokens(i);
+      for (Index j = std::max(span.begin, marked); j < span.end; ++j) seen[std::size_t(j)] = true;
+      marked = std::max(marked, span.end);
+    }
+    return seen;
+  }
+
+  /// Adds each query's partial window gradient (row \f$b N_q + i\f$ of `key_gradients` and
+  /// `value_gradients`) to its tokens \f$P_i\f$ over \f$|P_i|\f$, in query order.
+  template <class Bound>
+  void spread_over_partial_windows(const CausalPooling<Bound>& pooling,
+                                   const Matrix<Scalar>& key_gradients,
+                                   const Matrix<Scalar>& value_gradients, Matrix<Scalar>& dK,
+                                   Matrix<Scalar>& dV) const {
+    const auto B = Index(pooling.bounds.size());
+    const Index nq = key_gradients.rows() / B;
+    const Index nk = dK.rows() / B;
+    for (Index b = 0; b < B; ++b)
+      for (Index i = 0; i < nq; ++i) {
+        const mask::Range span = pooling.bounds[std::size_t(b)].partial_tokens(i);
+        const auto size = Scalar(span.end - span.begin);
+        for (Index j = span.begin; j < span.end; ++j) {
+          dK.row(b * nk + j) += key_gradients.row(b * nq + i) / size;
+          dV.row(b * nk + j) += value_gradients.row(b * nq + i) / size;
+        }
+      }
   }
 
   /// The window means of every sequence of `tokens` (\f$B N_k\f$ rows), sequence after sequence.
