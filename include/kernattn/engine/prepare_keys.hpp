@@ -40,8 +40,8 @@ template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class KeysBloc
     terms.range_key_terms.resize(count);
     const Eigen::Array<bool, Eigen::Dynamic, 1> finite = finite_rows(keys);
     if constexpr (!Magnitude::is_unit) magnitude::add_log_magnitudes(magnitude, keys, log_terms);
+    Scoring<Kernel>::add_key_terms(kernel, keys, log_terms);
     for (Index j = 0; j < count; ++j) {
-      Scoring<Kernel>::add_key_term(kernel, keys.row(j), log_terms(j));
       // A NaN from finite data must fail the range check: it counts as infinitely large.
       terms.range_key_terms(j) = !finite(j) ? 0.0
                                  : std::isnan(log_terms(j))

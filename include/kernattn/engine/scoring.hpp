@@ -13,7 +13,8 @@
 ///    dot-product kernel's \f$g(k)\f$, a feature map's log-scale \f$s_k\f$);
 ///  - `key_terms(kernel, keys, terms, log_terms)`: the per-key work (squared norms, key features;
 ///    a feature kernel's log-scales added to `log_terms`), done once per key;
-///    `add_key_term(kernel, key, log_term)` adds \f$g(k)\f$ where the form has one;
+///    `add_key_terms(kernel, keys, log_terms)` adds \f$g(k_j)\f$ to `log_terms(j)` where the form
+///    has one;
 ///  - `log_factors(kernel, columns, add)`: calls `add(first, columns, distance, scale)` for each
 ///    log-domain factor on inputs of `columns` columns (the range checks' view of the kernel);
 ///  - streaming: `prepare_tile(kernel, queries, scratch)` once per query tile, then

@@ -6,6 +6,7 @@
 
 #include "kernattn/core/parameter.hpp"
 #include "kernattn/core/parameters.hpp"
+#include "kernattn/core/row_groups.hpp"
 #include "kernattn/kernels/kernel.hpp"
 
 namespace kernattn::kernels {
@@ -56,10 +57,24 @@ class Rbf {
   }
 
   /// \f$g(k) = -\lVert k\rVert^2 / (2\sigma^2)\f$, in double.
+  /// \f$\lVert k\rVert^2\f$ sums its columns in order (`kernattn::detail::row_squared_norm`), as
+  /// `magnitude::Lp` at p = 2 does, so that the two cancel exactly.
   template <class Row>
   [[nodiscard]] double log_key_term(const Row& k) const {
-    return -k.template cast<double>().squaredNorm() *
+    return -kernattn::detail::row_squared_norm(k) *
            (0.5 / variance_.template resolve<double>(k.size()));
+  }
+
+  /// Adds \f$g(k_j)\f$ of every row j of `keys` to `log_terms(j)`, equal to `log_key_term` row
+  /// by row, `kernattn::detail::row_group` keys at a time.
+  template <class Keys, class LogTerms>
+  void add_log_key_terms(const Keys& keys, LogTerms& log_terms) const {
+    const double scale = 0.5 / variance_.template resolve<double>(keys.cols());
+    kernattn::detail::for_each_row_group(keys.rows(), [&](Index first, Index count) {
+      const kernattn::detail::GroupLanes norms =
+          kernattn::detail::group_squared_norms(keys, first, count);
+      for (Index r = 0; r < count; ++r) log_terms(first + r) += -norms(r) * scale;
+    });
   }
 
   /// \f$\nabla g(k) = -k / \sigma^2\f$, in double.

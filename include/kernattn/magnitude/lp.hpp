@@ -10,6 +10,7 @@
 #include "kernattn/core/errors.hpp"
 #include "kernattn/core/log_sum_exp.hpp"
 #include "kernattn/core/parameters.hpp"
+#include "kernattn/core/row_groups.hpp"
 #include "kernattn/magnitude/magnitude.hpp"
 
 namespace kernattn::magnitude {
@@ -23,12 +24,12 @@ inline constexpr int runtime_p = 0;
 ///
 /// `P` fixes p at compile time (`Lp<T, 1>`, `Lp<T, 2>`, or any positive integer);
 /// `Lp<T>` takes any real p > 0 at run time. \f$\log\mu = \gamma\lVert k\rVert_p^a\f$ is computed
-/// in double: from exact sums at p = 2 and p = 1, otherwise from the key scaled by its largest
-/// entry m, \f$\log\lVert k\rVert_p = \log m + \frac1p\log\sum_i(|k_i|/m)^p\f$, so no
-/// intermediate power overflows, whatever p and the size of k. For a finite key it is finite: a
-/// value beyond \f$\pm\f$`max_log_magnitude` (a small p, a large exponent or \f$\gamma\f$:
-/// \f$\lVert k\rVert_p\f$ grows like \f$d^{1/p}\f$) saturates there, and keys that saturate weigh
-/// the same.
+/// in double: from the sums of the entries' squares or sizes at p = 2 and p = 1, otherwise from the
+/// key scaled by its largest entry m, \f$\log\lVert k\rVert_p = \log m +
+/// \frac1p\log\sum_i(|k_i|/m)^p\f$, so no intermediate power overflows, whatever p and the size of
+/// k. For a finite key it is finite: a value beyond \f$\pm\f$`max_log_magnitude` (a small p, a
+/// large exponent or \f$\gamma\f$: \f$\lVert k\rVert_p\f$ grows like \f$d^{1/p}\f$) saturates
+/// there, and keys that saturate weigh the same.
 template <Real T, int P = runtime_p>
 class Lp {
   static_assert(P >= 0, "Lp: a compile-time p must be a positive integer (0 = runtime p)");
@@ -68,33 +69,35 @@ class Lp {
   /// (\f$\lVert k\rVert_2^2\f$ beyond the largest double with a < 2, say), it is recomputed as
   /// \f$\mathrm{sign}(\gamma)\exp(\log|\gamma| + a\log\lVert k\rVert_p)\f$.
   ///
-  /// For p other than 1 and 2 each key is scaled by its largest entry \f$m\f$ first: \f$\log\lVert
-  /// k\rVert_p = \log m + \frac1p\log\sum_i (|k_i|/m)^p\f$, each power at most 1 (formed by
-  /// multiplication for an integer p), which is `add_log_magnitudes` for one key, bit for bit.
+  /// At p = 2, \f$\lVert k\rVert_2^2\f$ sums its columns in order (`detail::row_squared_norm`,
+  /// as `kernels::Rbf` does, so that their key terms cancel exactly); for p other than 1 and 2
+  /// each key is scaled by its largest entry \f$m\f$ first: \f$\log\lVert k\rVert_p = \log m +
+  /// \frac1p\log\sum_i (|k_i|/m)^p\f$, each power at most 1 (formed by multiplication for an
+  /// integer p). Either is `add_log_magnitudes` for one key, bit for bit.
   template <class Row>
   [[nodiscard]] double log_magnitude(const Row& k) const {
-    if (!is_p(2) && !is_p(1)) return scaled_group(k, 0, 1).log_magnitudes(0);
+    if (!is_p(1)) return group_log_magnitudes(k, 0, 1)(0);
     // Held in double first: Eigen vectorises the logarithms of a double vector, not of a cast.
     const Eigen::RowVectorXd key = k.template cast<double>();
     const double g = gamma(key.size());
-    return clamped_log_magnitude(g, g * norm_power(key), key.allFinite(),
-                                 [&] { return log_norm(key); });
+    return clamped_log_magnitude(g, g * std::pow(key.template lpNorm<1>(), double(exponent_)),
+                                 key.allFinite(), [&] { return log_norm(key); });
   }
 
   /// Adds \f$\log\mu(k_j)\f$ of every row j of `keys` to `log_terms(j)`, equal to
-  /// `log_magnitude` row by row; for p other than 1 and 2 the keys are taken `lanes` at a time,
-  /// column by column, so the powers are vectorised across keys whatever the storage.
+  /// `log_magnitude` row by row; for p other than 1 the keys are taken `detail::row_group` at a
+  /// time, column by column, so the sums and powers are vectorised across keys whatever the
+  /// storage.
   template <class Keys, class LogTerms>
   void add_log_magnitudes(const Keys& keys, LogTerms& log_terms) const {
-    if (is_p(2) || is_p(1)) {
+    if (is_p(1)) {
       for (Index j = 0; j < keys.rows(); ++j) log_terms(j) += log_magnitude(keys.row(j));
       return;
     }
-    for (Index first = 0; first < keys.rows(); first += lanes) {
-      const Index count = std::min(lanes, keys.rows() - first);
-      const ScaledGroup group = scaled_group(keys, first, count);
-      for (Index r = 0; r < count; ++r) log_terms(first + r) += group.log_magnitudes(r);
-    }
+    detail::for_each_row_group(keys.rows(), [&](Index first, Index count) {
+      const Lanes values = group_log_magnitudes(keys, first, count);
+      for (Index r = 0; r < count; ++r) log_terms(first + r) += values(r);
+    });
   }
 
   /// \f$\nabla\log\mu(k)\f$: \f$\partial_i = \gamma\,a\,\lVert k\rVert_p^{a-p}\,|k_i|^{p-1}
@@ -114,11 +117,13 @@ class Lp {
   }
 
   /// Adds \f$\nabla\log\mu(k_j)\f$ of every row j of `keys` to row j of `gradients`, equal to
-  /// `log_magnitude_gradient` row by row (taken `lanes` keys at a time for p > 1 other than 2).
+  /// `log_magnitude_gradient` row by row (taken `detail::row_group` keys at a time for p > 1 other
+  /// than 2).
   template <class Keys, class Gradients>
   void add_log_magnitude_gradients(const Keys& keys, Gradients& gradients) const {
-    for (Index first = 0; first < keys.rows(); first += lanes)
-      add_group_gradients(keys, first, std::min(lanes, keys.rows() - first), gradients);
+    detail::for_each_row_group(keys.rows(), [&](Index first, Index count) {
+      add_group_gradients(keys, first, count, gradients);
+    });
   }
 
   /// The trainable parameters (include/kernattn/core/parameters.hpp): p (a runtime p only),
@@ -176,28 +181,42 @@ class Lp {
   }
 
  private:
-  /// Keys are scaled `lanes` at a time: one vector of doubles per column.
-  static constexpr Index lanes = 8;
-  using Lanes = Eigen::Array<double, lanes, 1>;
+  using Lanes = detail::GroupLanes;
 
-  /// Rows [first, first + count) of a call (at most `lanes`; the other lanes hold the key 0): the
-  /// largest entries \f$m\f$, \f$\log\lVert k\rVert_p = \log m + \frac1p\log\sum_i
+  /// Rows [first, first + count) of a call (at most `detail::row_group`; the other lanes hold the
+  /// key 0): the largest entries \f$m\f$, \f$\log\lVert k\rVert_p = \log m + \frac1p\log\sum_i
   /// (|k_i|/m)^p\f$, \f$\log\mu\f$ as `log_magnitude` returns it, and which keys are finite.
   struct ScaledGroup {
     Lanes largest;
     Lanes scales;  ///< m, or 1 for the key 0: what the entries are divided by
     Lanes log_norms;
     Lanes log_magnitudes;
-    Eigen::Array<bool, lanes, 1> finite;
+    Eigen::Array<bool, detail::row_group, 1> finite;
   };
 
   /// \f$|k_{ic}|\f$ of rows [first, first + count) of `keys`, the other lanes 0.
   template <class Keys>
   [[nodiscard]] static Lanes column_magnitudes(const Keys& keys, Index first, Index count,
                                                Index column) {
-    Lanes magnitudes = Lanes::Zero();
-    for (Index r = 0; r < count; ++r) magnitudes(r) = std::abs(double(keys(first + r, column)));
-    return magnitudes;
+    return detail::group_column(keys, first, count, column).abs();
+  }
+
+  /// \f$\log\mu\f$ of rows [first, first + count) of `keys`: at p = 2 from
+  /// `detail::group_squared_norms`, otherwise from the `scaled_group`.
+  template <class Keys>
+  [[nodiscard]] Lanes group_log_magnitudes(const Keys& keys, Index first, Index count) const {
+    if (!is_p(2)) return scaled_group(keys, first, count).log_magnitudes;
+    const Lanes squared = detail::group_squared_norms(keys, first, count);
+    const Eigen::Array<bool, detail::row_group, 1> finite =
+        detail::group_finite(keys, first, count);
+    const double g = gamma(keys.cols());
+    const double a = double(exponent_);
+    Lanes values = Lanes::Zero();
+    for (Index r = 0; r < count; ++r)
+      values(r) =
+          clamped_log_magnitude(g, g * (a == 2.0 ? squared(r) : std::pow(squared(r), a / 2.0)),
+                                finite(r), [&] { return log_norm(row_of(keys, first + r)); });
+    return values;
   }
 
   /// \f$x^e\f$ for x in [0, 1] and e > 0: by multiplication for an integer e up to 16, else
@@ -217,13 +236,9 @@ class Lp {
     const double p = double(p_);
     ScaledGroup group;
     group.largest.setZero();
-    Lanes marks = Lanes::Zero();  // NaN where a key has an infinite or NaN entry
-    for (Index c = 0; c < d; ++c) {
-      const Lanes magnitudes = column_magnitudes(keys, first, count, c);
-      group.largest = group.largest.max(magnitudes);
-      marks += magnitudes - magnitudes;
-    }
-    group.finite = marks == 0.0;
+    for (Index c = 0; c < d; ++c)
+      group.largest = group.largest.max(column_magnitudes(keys, first, count, c));
+    group.finite = detail::group_finite(keys, first, count);
     group.scales = (group.largest > 0.0).select(group.largest, Lanes::Ones());
     Lanes sums = Lanes::Zero();
     for (Index c = 0; c < d; ++c)
@@ -254,8 +269,8 @@ class Lp {
     return key;
   }
 
-  /// Adds the gradients of rows [first, first + count) of `keys` (at most `lanes`) to those rows of
-  /// `gradients`: from the scaled group for a finite key when p > 1 and its factor
+  /// Adds the gradients of rows [first, first + count) of `keys` (at most `detail::row_group`) to
+  /// those rows of `gradients`: from the scaled group for a finite key when p > 1 and its factor
   /// \f$\gamma a\lVert k\rVert_p^{a-p}m^{p-1}\f$ is within range, else `log_domain_gradient`.
   /// A key 0 or one whose \f$\log\mu\f$ saturates has none.
   template <class Keys, class Gradients>
@@ -273,7 +288,8 @@ class Lp {
     const Lanes log_factors =
         std::log(std::abs(g * a)) + (a - p) * group.log_norms + (p - 1.0) * group.scales.log();
     const Lanes factors = log_factors.exp();
-    Eigen::Array<bool, lanes, 1> scaled = Eigen::Array<bool, lanes, 1>::Constant(false);
+    Eigen::Array<bool, detail::row_group, 1> scaled =
+        Eigen::Array<bool, detail::row_group, 1>::Constant(false);
     for (Index r = 0; r < count; ++r) {
       if (group.finite(r) &&
           (group.largest(r) == 0.0 || std::abs(group.log_magnitudes(r)) >= max_log_magnitude))
@@ -348,17 +364,6 @@ class Lp {
             : std::copysign(std::exp(std::log(std::abs(g)) + double(exponent_) * key_log_norm()),
                             g);
     return std::clamp(value, -max_log_magnitude, max_log_magnitude);
-  }
-
-  /// \f$\lVert k\rVert_p^a\f$ for p = 2 or p = 1, from exact sums.
-  template <class Key>
-  [[nodiscard]] double norm_power(const Eigen::MatrixBase<Key>& k) const {
-    const double a = double(exponent_);
-    if (is_p(2)) {
-      const double squared = k.squaredNorm();
-      return a == 2.0 ? squared : std::pow(squared, a / 2.0);
-    }
-    return std::pow(k.template lpNorm<1>(), a);
   }
 
   /// \f$\log\lVert k\rVert_p = \mathrm{LSE}_i(p\log|k_i|)/p\f$: no power of an entry is formed.
