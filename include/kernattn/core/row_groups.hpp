@@ -3,7 +3,7 @@
 /// Reductions of the rows of a matrix in double, `row_group` rows at a time: one lane per row and
 /// the columns in order, so a row's result is the same bit for bit in every group, call and
 /// storage order, and the lanes are vectorised across rows whatever the storage (docs/numerics.md,
-/// per-key terms).
+/// section 2, on L^p and the key terms).
 
 #include <algorithm>
 
