@@ -3,6 +3,7 @@
 // their padding (head dimensions, value widths, query blocks, key panels and key tiles that are
 // not multiples of the packets). Hidden non-finite data: test_causality.cpp, test_nonfinite.cpp.
 #include <cmath>
+#include <type_traits>
 
 #include "catch.hpp"
 #include "reference.hpp"
@@ -91,6 +92,27 @@ TEMPLATE_TEST_CASE("The block path matches the reference at every padding edge",
                                 ref::unit_magnitude(), ref::window(p.Q.rows(), p.K.rows(), 4, 2),
                                 u);
         });
+  }
+  SECTION("Matern 3/2 and 5/2, causal, with a third of the queries far from every key") {
+    // In double r ~ 8000 there and x = sqrt(2 nu) r / l ~ 7000-9000: Matern 3/2 weighs P e^{e - m}
+    // with log max P ~ 9, Matern 5/2's P = 1 + x + x^2/3 exceeds 2^24 and its rows take the
+    // log-weights themselves. In float (whose reference bound at that distance is not
+    // informative) r ~ 240: both weigh P e^{e - m}, with log max P ~ 5 and 10. The near queries
+    // share every block with them.
+    const double offset = std::is_same_v<T, float> ? 60.0 : 2000.0;
+    ref::Problem p = ref::random_problem<T>(13, 70, 16, 5, 9401);
+    for (Index i = 0; i < p.Q.rows(); i += 3) p.Q.row(i).array() += offset;
+    p = ref::rounded<T>(p);
+    const double l = std::pow(16.0, 0.25);
+    for (const ExecutionOptions& options : block_tilings) {
+      CAPTURE(options.query_tile, options.key_tile, options.threads);
+      check::require_matches<T>(
+          check::run<T>(p, kernels::Matern32<T>(), magnitude::None{}, mask::Causal{}, options),
+          ref::attention(p, ref::matern(3, l), ref::unit_magnitude(), ref::causal(13, 70), u));
+      check::require_matches<T>(
+          check::run<T>(p, kernels::Matern52<T>(), magnitude::None{}, mask::Causal{}, options),
+          ref::attention(p, ref::matern(5, l), ref::unit_magnitude(), ref::causal(13, 70), u));
+    }
   }
 }
 

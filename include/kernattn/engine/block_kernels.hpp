@@ -201,4 +201,36 @@ void accumulate_block(const T* weights, Index stride, Index keys, const T* value
   }
 }
 
+/// Splits the `count` squared distances at `scores` by `split` (see
+/// `kernels::PrefactoredDistanceKernel`), in one pass: each is replaced by its exponent e, its
+/// prefactor P is written at the same place of `prefactors`. Returns the largest P (a NaN P may
+/// be left out of it).
+template <class Split, Real T>
+[[nodiscard]] T split_exponents_and_prefactors(const Split& split, T* scores, T* prefactors,
+                                               Index count) {
+  using Packet = typename BlockShape<T>::Packet;
+  using namespace Eigen::internal;
+  constexpr Index lanes = BlockShape<T>::lanes;
+  Packet largest = pset1<Packet>(T(1));
+  Index j = 0;
+  for (; j + lanes <= count; j += lanes) {
+    Packet exponent;
+    Packet prefactor;
+    split(ploadu<Packet>(scores + j), exponent, prefactor);
+    pstoreu(scores + j, exponent);
+    pstoreu(prefactors + j, prefactor);
+    largest = pmax(largest, prefactor);
+  }
+  T result = predux_max(largest);
+  for (; j < count; ++j) {
+    T exponent;
+    T prefactor;
+    split(scores[j], exponent, prefactor);
+    scores[j] = exponent;
+    prefactors[j] = prefactor;
+    result = std::max(result, prefactor);
+  }
+  return result;
+}
+
 }  // namespace kernattn::detail

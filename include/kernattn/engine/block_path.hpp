@@ -39,8 +39,12 @@ namespace kernattn::detail {
 /// (`add_score_bias`); hidden pairs set to \f$-\infty\f$; per row the new running maximum
 /// \f$m_i'\f$, the rescale \f$e^{m_i - m_i'}\f$ of the row's sum and accumulator, the weights
 /// \f$e^{x_{ij} - m_i'}\f$ (exactly 0 where \f$x_{ij} = -\infty\f$) and their sum; then the block's
-/// weights times the values
-/// (`accumulate_block`). `statistics` receives the row statistics as in `attend_query_tile`.
+/// weights times the values (`accumulate_block`). For a `BlockPrefactors` kernel the scores are
+/// the exponents \f$x_{ij}\f$ of log-weights \f$x_{ij} + \log P_{ij}\f$: the reference takes
+/// \f$\max_j x_{ij} + \log\max_j P_{ij}\f$ of the block's row and the weights are
+/// \f$P_{ij}\,e^{x_{ij} - m_i'}\f$, one logarithm per row instead of one per score (a row whose
+/// largest \f$P_{ij}\f$ exceeds \f$2^{24}\f$ takes \f$x_{ij} + \log P_{ij}\f$ instead).
+/// `statistics` receives the row statistics as in `attend_query_tile`.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, mask::BoundMask BoundMask,
           class QueryTile, class Keys, class OutTile, class StatisticsTile>
 void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries, Index first_query,
@@ -54,6 +58,7 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
   using BlockScores = Eigen::Map<RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
   constexpr T minus_infinity = ScalarTraits<T>::negative_infinity;
   constexpr bool add_key_bias = has_key_bias<Kernel, Magnitude>();
+  constexpr bool prefactored = BlockPrefactors<Kernel>;
   constexpr Index R = Shape::rows;
 
   const Index rows = queries.rows();
@@ -69,6 +74,11 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
   scratch.accumulated.setZero(blocks * R * width);
   if (scratch.block_scores.size() < R * stride) scratch.block_scores.resize(R * stride);
   T* const block_scores = scratch.block_scores.data();
+  if (prefactored && scratch.block_prefactors.size() < R * stride) {
+    scratch.block_prefactors.resize(R * stride);
+    scratch.largest_prefactors.resize(R);
+  }
+  T* const block_prefactors = scratch.block_prefactors.data();
 
   const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
   range.norms(queries, scratch.query_norms);
@@ -143,20 +153,41 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
             // Eigen's vectorised exp(-inf) is a tiny positive number, so such rows are fixed after
             // the exp.
             const bool has_minus_infinity = block_partial || !((weights * T(0)).sum() == T(0));
-            const T new_max = std::max(running_max(i), weights.maxCoeff());
+            auto& minus_infinite = scratch.minus_infinite;
+            if (has_minus_infinity) minus_infinite = (weights == minus_infinity).transpose();
+            Eigen::Map<RowArray> prefactors(prefactored ? block_prefactors + r * stride : nullptr,
+                                            prefactored ? count : 0);
+            bool weigh_prefactors = false;
+            T tile_max = 0;
+            if constexpr (prefactored) {
+              constexpr T largest_weighed_prefactor = T(1 << 24);
+              // The log-weights are e + log P (P of a hidden pair counts as 1): max e + log max P
+              // bounds them, so that no weight P e^{e - m} exceeds 1; it exceeds the largest by
+              // at most log max P, and where that could be more than log 2^24 the row takes the
+              // log-weights themselves, so the largest weight stays above 2^-24.
+              T largest_prefactor = scratch.largest_prefactors(r);
+              if (has_minus_infinity) {
+                prefactors = minus_infinite.transpose().select(T(1), prefactors);
+                largest_prefactor = prefactors.maxCoeff();
+              }
+              weigh_prefactors = largest_prefactor <= largest_weighed_prefactor;
+              if (weigh_prefactors)
+                tile_max = T(std::log(largest_prefactor));
+              else
+                weights += prefactors.log();
+            }
+            tile_max += weights.maxCoeff();
+            const T new_max = std::max(running_max(i), tile_max);
             const T reference = new_max == minus_infinity ? T(0) : new_max;
             const T rescale =
                 running_max(i) == minus_infinity ? T(0) : T(std::exp(running_max(i) - reference));
             running_max(i) = new_max;
-            if (has_minus_infinity) {
-              // The exp first, vectorised (Eigen's select is not), then the zeros.
-              auto& minus_infinite = scratch.minus_infinite;
-              minus_infinite = (weights == minus_infinity).transpose();
+            // The exp first, vectorised (Eigen's select is not), then the zeros.
+            if (weigh_prefactors)
+              weights = prefactors * (weights - reference).exp();
+            else
               weights = (weights - reference).exp();
-              weights = minus_infinite.transpose().select(T(0), weights);
-            } else {
-              weights = (weights - reference).exp();
-            }
+            if (has_minus_infinity) weights = minus_infinite.transpose().select(T(0), weights);
             running_sum(i) = running_sum(i) * rescale + weights.sum();
             if (rescale != T(1))
               Eigen::Map<RowArray>(scratch.accumulated.data() + i * width, width) *= rescale;

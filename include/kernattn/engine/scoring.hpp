@@ -47,6 +47,15 @@ concept BlockScoring = Scoring<Kernel>::exponential && requires {
   requires Scoring<Kernel>::block_scoring;
 };
 
+/// The block-scoring kernels whose log-weights are \f$e + \log P\f$: `finish_block` leaves the
+/// exponents \f$e\f$ in the scores and writes the prefactors \f$P \ge 1\f$ at the same places
+/// of `TileScratch::block_prefactors`, so that the weights are formed as \f$P\,e^{e - m}\f$
+/// (`kernels::PrefactoredDistanceKernel`).
+template <class Kernel>
+concept BlockPrefactors = BlockScoring<Kernel> && requires {
+  requires Scoring<Kernel>::block_prefactors;
+};
+
 /// The kernels whose form scores single pairs (every form but the product form).
 template <class Kernel>
 concept PairScoring = requires(const Kernel& kernel, const Matrix<typename Kernel::Scalar>& x) {

@@ -41,9 +41,12 @@ struct TileScratch {
   Vector<T> position_scores;
   Vector<T> accumulated;
   /// The block path (`attend_query_tile_in_blocks`): the packed query blocks
-  /// (`pack_query_blocks`) and one block of scores.
+  /// (`pack_query_blocks`), one block of scores and, for `BlockPrefactors` kernels, their
+  /// prefactors and each row's largest prefactor.
   Vector<T> packed_queries;
   Vector<T> block_scores;
+  Vector<T> block_prefactors;
+  Vector<T> largest_prefactors;
   Vector<T> finite_values;
 
   /// The prepared queries of a tile of `rows` x `cols` (see `Scoring::prepare_tile`), over

@@ -95,6 +95,17 @@ concept DistanceKernel = KernelBase<K> && std::same_as<typename K::Form, Distanc
   kernel.log_from_squared_distance(block, d);
 };
 
+/// A distance kernel with \f$\log\kappa = e(r^2) + \log P(r^2)\f$ for a factor \f$1 \le P <
+/// \infty\f$: `exponent_and_prefactor(d)` returns a function object `split` such that
+/// `split(r2, e, P)` writes \f$e\f$ and \f$P\f$ of the squared distance `r2`, for a scalar and an
+/// Eigen packet alike. The exact engine's block path then forms weights as \f$P\,e^{e - m}\f$,
+/// with no logarithm per score (the Matérn kernels at \f$\nu = 3/2, 5/2\f$).
+template <class K>
+concept PrefactoredDistanceKernel = DistanceKernel<K> &&
+    requires(const K kernel, Index d, typename K::Scalar value) {
+  kernel.exponent_and_prefactor(d)(value, value, value);
+};
+
 /// A kernel with \f$\kappa(q,k) = h(a\,(q\cdot k))\f$: `dot_scale(d)` is \f$a\f$ and
 /// `from_scaled_dot(block)` replaces every \f$a\,(q\cdot k)\f$ in the block by \f$h\f$ of it.
 template <class K>

@@ -63,18 +63,30 @@ class Matern {
     // x = sqrt(2 nu) r / l. Eigen's vectorised float sqrt of infinity is NaN, so an infinite
     // squared distance is clamped to the largest finite one: its weight still underflows to
     // exactly 0 next to any key at a finite distance.
-    block = block.max(T(0)).min(std::numeric_limits<T>::max()).sqrt() * rate;
     if constexpr (TwiceNu == 1) {
-      block = -block;
-    } else if constexpr (TwiceNu == 3) {
-      block = block.log1p() - block;
+      block = block.max(T(0)).min(std::numeric_limits<T>::max()).sqrt() * -rate;
     } else {
-      // Only inside the logarithm is x capped at c = sqrt(max)/2, so that x^2 stays finite: for
-      // x > c that changes log(1 + x + x^2/3) by at most 2 log(x/c), far below the rounding of
-      // the term -x (> c) it is added to, so distant keys keep their order.
-      const T cap = std::sqrt(std::numeric_limits<T>::max()) / T(2);
-      block = (T(1) + block.min(cap) + block.min(cap).square() / T(3)).log() - block;
+      block = block.max(T(0)).min(std::numeric_limits<T>::max()).sqrt() * rate;
+      if constexpr (TwiceNu == 3) {
+        block = block.log1p() - block;
+      } else {
+        // Only inside the logarithm is x capped at c = sqrt(max)/2, so that x^2 stays finite:
+        // for x > c that changes log(1 + x + x^2/3) by at most 2 log(x/c), far below the
+        // rounding of the term -x (> c) it is added to, so distant keys keep their order.
+        const T cap = std::sqrt(std::numeric_limits<T>::max()) / T(2);
+        block = (T(1) + block.min(cap) + block.min(cap).square() / T(3)).log() - block;
+      }
     }
+  }
+
+  /// For \f$\nu = 3/2, 5/2\f$, \f$\log\kappa = -x + \log P(x)\f$ with \f$x = \sqrt{2\nu}\,r/\ell\f$
+  /// and the polynomial \f$P(x) = 1 + x\f$ or \f$1 + x + x^2/3\f$: a function object that maps a
+  /// squared distance \f$r^2\f$ (a scalar or an Eigen packet) to the exponent \f$-x\f$ and the
+  /// prefactor \f$P(\min(x, c))\f$, with \f$c = \sqrt{\max}/2\f$ as in
+  /// `log_from_squared_distance` (so \f$1 \le P < \infty\f$). The exact engine's block path forms
+  /// the weights as \f$P\,e^{-x - m}\f$ with one logarithm per row (docs/performance.md).
+  [[nodiscard]] auto exponent_and_prefactor(Index d) const requires(TwiceNu != 1) {
+    return ExponentAndPrefactor{root_of_2nu() / lengthscale(d)};
   }
 
   /// Replaces each squared distance \f$r^2\f$ by \f$d\log\kappa/d(r^2)\f$; with \f$c =
@@ -107,6 +119,26 @@ class Matern {
   }
 
  private:
+  /// \f$(-x, P(\min(x, c)))\f$ of \f$r^2\f$, \f$x = \text{rate}\cdot r\f$, clamped like
+  /// `log_from_squared_distance`.
+  struct ExponentAndPrefactor {
+    T rate;
+    template <class V>
+    void operator()(const V& squared_distance, V& exponent, V& prefactor) const {
+      using namespace Eigen::internal;
+      const V clamped =
+          pmin(pmax(squared_distance, pset1<V>(T(0))), pset1<V>(std::numeric_limits<T>::max()));
+      const V x = pmul(psqrt(clamped), pset1<V>(rate));
+      const V capped = pmin(x, pset1<V>(std::sqrt(std::numeric_limits<T>::max()) / T(2)));
+      exponent = pnegate(x);
+      if constexpr (TwiceNu == 3) {
+        prefactor = padd(pset1<V>(T(1)), capped);
+      } else {
+        prefactor = padd(padd(pset1<V>(T(1)), capped), pdiv(pmul(capped, capped), pset1<V>(T(3))));
+      }
+    }
+  };
+
   static constexpr T root_of_2nu() {
     if constexpr (TwiceNu == 1) return T(1);
     if constexpr (TwiceNu == 3) return std::numbers::sqrt3_v<T>;

@@ -5,6 +5,7 @@
 /// (`complete_squared_distances`) and mapped by \f$h\f$; single pairs directly, \f$\sum_l (q_l -
 /// k_l)^2\f$.
 
+#include "kernattn/engine/block_kernels.hpp"
 #include "kernattn/engine/forms/common.hpp"
 #include "kernattn/engine/forms/scoring.hpp"
 #include "kernattn/engine/forms/single_factor.hpp"
@@ -58,8 +59,12 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, WithoutKe
   }
 
   /// The block path: the dot products of \f$-2q\f$ with the keys, completed to squared
-  /// distances (`complete_block_squared_distances`) and mapped by \f$h\f$.
+  /// distances (`complete_block_squared_distances`) and mapped by \f$h\f$; for a
+  /// `PrefactoredDistanceKernel`, split into the exponents \f$e\f$ instead, with the prefactors
+  /// \f$P\f$ written at the same places of `scratch.block_prefactors` and each row's largest in
+  /// `scratch.largest_prefactors` (`BlockPrefactors`).
   static constexpr bool block_scoring = true;
+  static constexpr bool block_prefactors = kernels::PrefactoredDistanceKernel<Kernel>;
   template <class Queries, class Keys, class Scores>
   static void finish_block(const Kernel& kernel, const Queries& queries, Index first_row,
                            TileScratch<T>& scratch, const Keys& keys, const KeyTerms<T>& terms,
@@ -68,7 +73,15 @@ struct Scoring<Kernel> : SingleFactorScoring<Kernel, Scoring<Kernel>>, WithoutKe
         queries.middleRows(first_row, scores.rows()),
         scratch.query_squared_norms[0].segment(first_row, scores.rows()), keys,
         terms.squared_norms.segment(first_key, keys.rows()), scores);
-    kernel.log_from_squared_distance(scores.array(), queries.cols());
+    if constexpr (block_prefactors) {
+      const auto split = kernel.exponent_and_prefactor(queries.cols());
+      for (Index r = 0; r < scores.rows(); ++r)
+        scratch.largest_prefactors(r) = split_exponents_and_prefactors(
+            split, scores.row(r).data(), scratch.block_prefactors.data() + r * scores.outerStride(),
+            scores.cols());
+    } else {
+      kernel.log_from_squared_distance(scores.array(), queries.cols());
+    }
   }
 
   template <class QueryRows>
