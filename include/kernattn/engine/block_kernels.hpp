@@ -62,6 +62,42 @@ void pack_query_blocks(const Queries& queries, Vector<typename Queries::Scalar>&
   }
 }
 
+/// Packs the rows of `rows` (count x c) in panels of P = `BlockShape::key_panel` rows from `out`
+/// on: panel p coordinate-major, `out[(p c + l) P + j]` = row \f$pP + j\f$, coordinate l; rows
+/// past the last are 0.
+template <class Rows>
+void pack_panels(const Rows& rows, typename Rows::Scalar* out) {
+  using T = typename Rows::Scalar;
+  constexpr Index P = BlockShape<T>::key_panel;
+  const Index count = rows.rows();
+  const Index c = rows.cols();
+  for (Index p = 0; p * P < count; ++p) {
+    const Index panel_rows = std::min(P, count - p * P);
+    for (Index l = 0; l < c; ++l) {
+      T* panel_row = out + (p * c + l) * P;
+      for (Index j = 0; j < panel_rows; ++j) panel_row[j] = rows(p * P + j, l);
+      std::fill(panel_row + panel_rows, panel_row + P, T(0));
+    }
+  }
+}
+
+/// Copies the rows of `rows` (count x c) row-major to `out`, `width` >= c entries per row, the
+/// last width - c of them 0. Blocks of 16 rows: each column of the block is read contiguously,
+/// and the block's rows stay in cache while they are written.
+template <class Rows>
+void pack_padded_rows(const Rows& rows, Index width, typename Rows::Scalar* out) {
+  using T = typename Rows::Scalar;
+  constexpr Index block = 16;
+  const Index count = rows.rows();
+  for (Index first_row = 0; first_row < count; first_row += block) {
+    const Index block_rows = std::min(block, count - first_row);
+    for (Index c = 0; c < rows.cols(); ++c)
+      for (Index j = first_row; j < first_row + block_rows; ++j) out[j * width + c] = rows(j, c);
+    for (Index j = first_row; j < first_row + block_rows; ++j)
+      std::fill(out + j * width + rows.cols(), out + (j + 1) * width, T(0));
+  }
+}
+
 /// The keys (N_k x d) and values (N_k x d_v) of one sequence and head, packed once per call for
 /// the block path: key tile t (keys \f$[t\,K, (t+1)\,K)\f$ for the engine's key tile K) in
 /// panels of P keys from `panels_of_tile(t)` on, panel p coordinate-major (`[(p d + l) P + j]`,
@@ -78,7 +114,6 @@ struct PackedKeys {
   template <class Keys, class Values>
   void pack(const Keys& keys, const Values& values_in, Index tile) {
     using Shape = BlockShape<T>;
-    constexpr Index P = Shape::key_panel;
     // A tile longer than the keys is one tile of all of them (and padded_keys cannot overflow).
     key_tile = std::min(tile, std::max<Index>(keys.rows(), 1));
     d = keys.cols();
@@ -88,30 +123,10 @@ struct PackedKeys {
     grow(panels, tiles * Shape::padded_keys(key_tile) * d);
     for (Index t = 0; t < tiles; ++t) {
       const Index first = t * key_tile;
-      const Index tile_keys = std::min(key_tile, count - first);
-      T* tile_panels = panels_of_tile(t);
-      for (Index p = 0; p * P < tile_keys; ++p) {
-        const Index panel_keys = std::min(P, tile_keys - p * P);
-        for (Index l = 0; l < d; ++l) {
-          T* panel_row = tile_panels + (p * d + l) * P;
-          for (Index j = 0; j < panel_keys; ++j) panel_row[j] = keys(first + p * P + j, l);
-          std::fill(panel_row + panel_keys, panel_row + P, T(0));
-        }
-      }
+      pack_panels(keys.middleRows(first, std::min(key_tile, count - first)), panels_of_tile(t));
     }
-    // Blocks of 16 keys: each column of the block is read contiguously, and the block's rows
-    // stay in cache while they are written.
     grow(values, count * width);
-    constexpr Index block = 16;
-    for (Index first_row = 0; first_row < count; first_row += block) {
-      const Index rows = std::min(block, count - first_row);
-      for (Index c = 0; c < values_in.cols(); ++c)
-        for (Index j = first_row; j < first_row + rows; ++j)
-          values(j * width + c) = values_in(j, c);
-      for (Index j = first_row; j < first_row + rows; ++j)
-        std::fill(values.data() + j * width + values_in.cols(), values.data() + (j + 1) * width,
-                  T(0));
-    }
+    pack_padded_rows(values_in, width, values.data());
   }
 
   static void grow(Vector<T>& storage, Index size) {
@@ -170,10 +185,11 @@ void score_block(const T* queries, Index d, const T* keys, Index panels, T* scor
 }
 
 /// \f$A_{rc} \mathrel{+}= \sum_{j < \text{keys}} W_{rj}\,v_{jc}\f$ for the R rows of weights at
-/// `weights + r * stride` and the packed value rows `values` (`width` columns each, a multiple
-/// of `BlockShape::value_chunk`): row r of the accumulator at `accumulated + r * width`. The keys
-/// are summed in order.
-template <Real T>
+/// `weights + r * stride` (with `Transposed`, the R columns: \f$W_{rj}\f$ at
+/// `weights + j * stride + r`) and the packed value rows `values` (`width` columns each, a
+/// multiple of `BlockShape::value_chunk`): row r of the accumulator at `accumulated + r * width`.
+/// The keys are summed in order.
+template <Real T, bool Transposed = false>
 void accumulate_block(const T* weights, Index stride, Index keys, const T* values, Index width,
                       T* accumulated) {
   using Shape = BlockShape<T>;
@@ -191,7 +207,8 @@ void accumulate_block(const T* weights, Index stride, Index keys, const T* value
       for (Index c = 0; c < C; ++c)
         value[c] = ploadu<Packet>(values + j * width + first + c * Shape::lanes);
       for (Index r = 0; r < R; ++r) {
-        const Packet weight = pset1<Packet>(weights[r * stride + j]);
+        const Packet weight =
+            pset1<Packet>(Transposed ? weights[j * stride + r] : weights[r * stride + j]);
         for (Index c = 0; c < C; ++c) sum[r][c] = pmadd(weight, value[c], sum[r][c]);
       }
     }

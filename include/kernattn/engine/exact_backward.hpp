@@ -12,6 +12,7 @@
 
 #include "kernattn/core/scalar_traits.hpp"
 #include "kernattn/core/threading.hpp"
+#include "kernattn/engine/block_backward.hpp"
 #include "kernattn/engine/front_end.hpp"
 #include "kernattn/engine/key_terms.hpp"
 #include "kernattn/engine/log_weight_range.hpp"
@@ -289,6 +290,12 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
   const bool keys_finite = finite_keys.all();
   const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
   Eigen::ArrayXXd query_norms;
+  constexpr bool block_path = kernels::DotProductKernel<Kernel>;
+  BlockBackwardScratch<T>& block_scratch = BlockBackwardScratch<T>::of_this_thread();
+  if constexpr (block_path) {
+    block_scratch.keys.pack(keys, values);
+    block_scratch.sums.reset(key_count, d, values.cols());
+  }
 
   for (Index first = 0; first < query_count; first += query_tile) {
     const Index rows = std::min(query_tile, query_count - first);
@@ -307,9 +314,12 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
     range.require_tile("Attention", query_norms, first, terms.range_norms, terms.range_key_terms,
                        first_key, key_count,
                        [&](Index i, Index j) { return !partial || visible(i, j); });
-    const Eigen::Array<bool, Eigen::Dynamic, 1> finite_queries =
-        finite_rows(query_rows) && finite_rows(out_gradient_rows) && row_products.isFinite() &&
-        !row_references.isNaN() && row_references < std::numeric_limits<T>::infinity();
+    // Only a partial tile is sanitised: the others need not check their queries.
+    Eigen::Array<bool, Eigen::Dynamic, 1> finite_queries;
+    if (partial)
+      finite_queries = finite_rows(query_rows) && finite_rows(out_gradient_rows) &&
+                       row_products.isFinite() && !row_references.isNaN() &&
+                       row_references < std::numeric_limits<T>::infinity();
     const bool sanitise = partial && !(keys_finite && finite_queries.all());
 
     auto& weights = tiles.weights;
@@ -340,13 +350,31 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
         Gradients::add_gradients(kernel, q, k, tiles.scoring, gradient, dq.middleRows(first, rows),
                                  dk);
     };
+    // Dot-product kernels run their tiles on the block path unless the score bias's parameters
+    // are differentiated.
+    const auto run_tile = [&](const auto& q, const auto& k, const auto& v, const auto& dout,
+                              const KeyTerms<T>& scoring_terms, Index scoring_first_key,
+                              const PackedKeyTile<T>& packed_keys) {
+      if constexpr (block_path) {
+        if (parameters.score_bias_sums == nullptr) {
+          backward_tile_in_blocks(
+              kernel, q, dout, packed_keys, block_scratch,
+              has_key_bias<Kernel, Magnitude>() ? terms.key_bias.data() + first_key : nullptr,
+              row_references, row_products, visibility, first, first_key, partial, visible,
+              dq.middleRows(first, rows), bias_sums);
+          return;
+        }
+      }
+      attend(q, k, v, dout, scoring_terms, scoring_first_key);
+    };
     if (!sanitise) {
-      attend(query_rows, keys, values, out_gradient_rows, terms, first_key);
+      run_tile(query_rows, keys, values, out_gradient_rows, terms, first_key, block_scratch.keys);
       continue;
     }
     // The form's own key terms (squared norms) of the finite part, so that no NaN enters the
     // scores of pairs that the finite part leaves finite; a finite key keeps its own bits.
     const Matrix<T> finite_keys_part = finite_part(keys);
+    const Matrix<T> finite_values_part = finite_part(values);
     KeyTerms<T> finite_terms;
     Eigen::VectorXd unused_log_terms = Eigen::VectorXd::Zero(key_count);
     Scoring<Kernel>::key_terms(kernel, finite_keys_part, finite_terms, unused_log_terms);
@@ -356,8 +384,9 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
       for (Index j = 0; j < norms->size(); ++j)
         if (finite_keys(j)) (*norms)(j) = own(first_key + j);
     }
-    attend(finite_part(query_rows), finite_keys_part, finite_part(values),
-           finite_part(out_gradient_rows), finite_terms, 0);
+    if constexpr (block_path) block_scratch.finite_keys.pack(finite_keys_part, finite_values_part);
+    run_tile(finite_part(query_rows), finite_keys_part, finite_values_part,
+             finite_part(out_gradient_rows), finite_terms, 0, block_scratch.finite_keys);
     constexpr T nan = std::numeric_limits<T>::quiet_NaN();
     for (Index j = 0; j < key_count; ++j)
       for (Index i = 0; i < rows; ++i) {
@@ -373,6 +402,7 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
           parameters.frequency_gradients->setConstant(nan);
       }
   }
+  if constexpr (block_path) block_scratch.sums.add_to(dk, dv);
   if (parameters.key_bias_gradients != nullptr)
     parameters.key_bias_gradients->segment(first_key, key_count) = bias_sums.matrix();
   // Only the keys whose bias moves the loss: a key that no row sees (padding, which may hold
