@@ -1,8 +1,8 @@
 #pragma once
 /// \file
-/// The exact backward's block path (docs/gradients.md, "Cost"): one query tile against one key
-/// tile of a dot-product kernel, with the forward's register-blocked kernels
-/// (`block_kernels.hpp`) on packed operands instead of five general matrix products.
+/// The exact backward's block path (docs/gradients.md, "How the backward pass runs"): one query
+/// tile against one key tile of a dot-product kernel, with the forward's register-blocked
+/// kernels (`block_kernels.hpp`) on packed operands instead of five general matrix products.
 
 #include <algorithm>
 #include <cmath>
@@ -91,10 +91,10 @@ struct BlockBackwardScratch {
 /// \f$x_{ij} = a\,q_i\cdot k_j\f$, in blocks of R queries:
 ///  - \f$S = (aQ)K^\top\f$ and \f$dP = dO\,V^\top\f$ by `score_block`;
 ///  - per row, the log-weights \f$x_{ij} + b_j\f$ (`key_bias`, when not null) plus the mask's score
-///    bias, \f$P_{ij} = e^{x_{ij} + b_j - L_i}\f$ (`references`: \f$L_i\f$; a row whose reference
-///    is \f$-\infty\f$ weighs nothing), \f$G_{ij} = P_{ij}(dP_{ij} - D_i)\f$ (`products`:
-///    \f$D_i\f$), both 0 where `visible(i, j)` is false when `partial`; \f$\sum_i G_{ij}\f$ is
-///    added to `bias_sums(j)`;
+///    bias, \f$P_{ij} = e^{x_{ij} + b_j - L_i}\f$ (`references`: the rows' \f$L_i\f$ less their
+///    query terms; a row whose reference is \f$-\infty\f$ weighs nothing), \f$G_{ij} =
+///    P_{ij}(dP_{ij} - D_i)\f$ (`products`: \f$D_i\f$), both 0 where `visible(i, j)` is false when
+///    `partial`; \f$\sum_i G_{ij}\f$ is added to `bias_sums(j)`;
 ///  - \f$dq_i \mathrel{+}= \sum_j aG_{ij}\,k_j\f$ by `accumulate_block`, the keys in order;
 /// then, R keys at a time, \f$dv_j \mathrel{+}= \sum_i P_{ij}\,dO_i\f$ and \f$dk_j \mathrel{+}=
 /// \sum_i aG_{ij}\,q_i\f$ into `scratch.sums` (`accumulate_block` over the
