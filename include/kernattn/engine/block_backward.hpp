@@ -64,7 +64,8 @@ struct KeyTileSums {
   }
 };
 
-/// The query side and the tiles of one thread's block backward, kept from call to call.
+/// The key tiles, the query side and the tiles of a thread's block backward (kept with its other
+/// backward tiles, `BackwardTiles`).
 template <Real T>
 struct BlockBackwardScratch {
   PackedKeyTile<T> keys;
@@ -79,11 +80,6 @@ struct BlockBackwardScratch {
   Vector<T> weights;
   Vector<T> score_gradients;
   Vector<T> query_gradients;
-
-  [[nodiscard]] static BlockBackwardScratch& of_this_thread() {
-    thread_local BlockBackwardScratch scratch;
-    return scratch;
-  }
 };
 
 /// One query tile (rows \f$[q_0, q_0 + n)\f$ of the call, `queries` and `out_gradients`) against
@@ -119,8 +115,8 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
   const Index d = queries.cols();
   const Index dv_columns = out_gradients.cols();
   const Index key_count = keys.count;
-  const Index panels = Shape::padded_keys(key_count) / Shape::key_panel;
   const Index stride = Shape::padded_keys(key_count);
+  const Index panels = stride / Shape::key_panel;
   const Index query_width = Shape::padded_columns(d);
   const Index value_width = Shape::padded_columns(dv_columns);
   const Index blocks = (rows + R - 1) / R;

@@ -128,6 +128,7 @@ struct BackwardTiles {
   Matrix<T> weights;
   Matrix<T> weight_gradients;
   GradientScratch<T> scoring;
+  BlockBackwardScratch<T> block;
 
   [[nodiscard]] static BackwardTiles& of_this_thread() {
     thread_local BackwardTiles tiles;
@@ -291,7 +292,7 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
   const LogWeightRange<T> range = LogWeightRange<T>::of(kernel, d);
   Eigen::ArrayXXd query_norms;
   constexpr bool block_path = kernels::DotProductKernel<Kernel>;
-  BlockBackwardScratch<T>& block_scratch = BlockBackwardScratch<T>::of_this_thread();
+  BlockBackwardScratch<T>& block_scratch = tiles.block;
   if constexpr (block_path) {
     block_scratch.keys.pack(keys, values);
     block_scratch.sums.reset(key_count, d, values.cols());
