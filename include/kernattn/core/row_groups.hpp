@@ -22,22 +22,22 @@ void for_each_row_group(Index rows, Body&& body) {
     body(first, std::min(row_group, rows - first));
 }
 
-/// Column `column` of rows [first, first + count) of `rows`, in double; the other lanes 0.
+/// Rows [first, first + count) of `rows` in double, one lane per row, `rows.cols()` columns; the
+/// other lanes 0.
+using GroupRows = Eigen::Array<double, row_group, Eigen::Dynamic>;
 template <class Rows>
-[[nodiscard]] GroupLanes group_column(const Rows& rows, Index first, Index count, Index column) {
-  GroupLanes lanes = GroupLanes::Zero();
-  for (Index r = 0; r < count; ++r) lanes(r) = double(rows(first + r, column));
-  return lanes;
+[[nodiscard]] GroupRows group_rows(const Rows& rows, Index first, Index count) {
+  GroupRows block = GroupRows::Zero(row_group, rows.cols());
+  block.topRows(count) = rows.middleRows(first, count).template cast<double>().array();
+  return block;
 }
 
 /// \f$\sum_c x_{rc}^2\f$ of rows [first, first + count) of `rows`, the columns summed in order.
 template <class Rows>
 [[nodiscard]] GroupLanes group_squared_norms(const Rows& rows, Index first, Index count) {
+  const GroupRows block = group_rows(rows, first, count);
   GroupLanes sums = GroupLanes::Zero();
-  for (Index c = 0; c < rows.cols(); ++c) {
-    const GroupLanes column = group_column(rows, first, count, c);
-    sums += column * column;
-  }
+  for (Index c = 0; c < rows.cols(); ++c) sums += block.col(c) * block.col(c);
   return sums;
 }
 
@@ -45,11 +45,9 @@ template <class Rows>
 template <class Rows>
 [[nodiscard]] Eigen::Array<bool, row_group, 1> group_finite(const Rows& rows, Index first,
                                                             Index count) {
+  const GroupRows block = group_rows(rows, first, count);
   GroupLanes marks = GroupLanes::Zero();  // NaN where a row has an infinite or NaN entry
-  for (Index c = 0; c < rows.cols(); ++c) {
-    const GroupLanes column = group_column(rows, first, count, c);
-    marks += column - column;
-  }
+  for (Index c = 0; c < rows.cols(); ++c) marks += block.col(c) - block.col(c);
   return marks == 0.0;
 }
 

@@ -71,8 +71,6 @@ struct BlockBackwardScratch {
   PackedKeyTile<T> keys;
   PackedKeyTile<T> finite_keys;
   KeyTileSums<T> sums;
-  Vector<T> query_blocks;
-  Vector<T> gradient_blocks;
   Vector<T> query_rows;
   Vector<T> gradient_rows;
   Vector<T> scores;
@@ -85,15 +83,16 @@ struct BlockBackwardScratch {
 /// One query tile (rows \f$[q_0, q_0 + n)\f$ of the call, `queries` and `out_gradients`) against
 /// a packed key tile (keys \f$[k_0, k_0 + m)\f$, `keys`) of a dot-product kernel
 /// \f$x_{ij} = a\,q_i\cdot k_j\f$, in blocks of R queries:
-///  - \f$S = (aQ)K^\top\f$ and \f$dP = dO\,V^\top\f$ by `score_block`;
+///  - \f$S = (aQ)K^\top\f$ and \f$dP = dO\,V^\top\f$ by `score_block`, from the rows of
+///    \f$aQ\f$ and dO padded once per tile (`pack_padded_rows`), which the key side reads too;
 ///  - per row, the log-weights \f$x_{ij} + b_j\f$ (`key_bias`, when not null) plus the mask's score
 ///    bias, \f$P_{ij} = e^{x_{ij} + b_j - L_i}\f$ (`references`: the rows' \f$L_i\f$ less their
 ///    query terms; a row whose reference is \f$-\infty\f$ weighs nothing), \f$G_{ij} =
 ///    P_{ij}(dP_{ij} - D_i)\f$ (`products`: \f$D_i\f$), both 0 where `visible(i, j)` is false when
 ///    `partial`; \f$\sum_i G_{ij}\f$ is added to `bias_sums(j)`;
-///  - \f$dq_i \mathrel{+}= \sum_j aG_{ij}\,k_j\f$ by `accumulate_block`, the keys in order;
+///  - \f$dq_i \mathrel{+}= a\sum_j G_{ij}\,k_j\f$ by `accumulate_block`, the keys in order;
 /// then, R keys at a time, \f$dv_j \mathrel{+}= \sum_i P_{ij}\,dO_i\f$ and \f$dk_j \mathrel{+}=
-/// \sum_i aG_{ij}\,q_i\f$ into `scratch.sums` (`accumulate_block` over the
+/// \sum_i G_{ij}\,(aq_i)\f$ into `scratch.sums` (`accumulate_block` over the
 /// transposed tiles, the queries in order). The same sums as the general path's products, in
 /// another order; every gradient is summed row-major and added to dQ, dK and dV once, as strided
 /// rows of a column-major matrix would miss the cache at every entry.
@@ -122,11 +121,10 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
   const Index blocks = (rows + R - 1) / R;
   const T scale = kernel.dot_scale(d);
 
-  pack_query_blocks(scale * queries, scratch.query_blocks);
-  pack_query_blocks(out_gradients, scratch.gradient_blocks);
-  scratch.query_rows.resize(rows * query_width);
-  scratch.gradient_rows.resize(rows * value_width);
-  pack_padded_rows(queries, query_width, scratch.query_rows.data());
+  // Whole blocks of rows (`score_block` reads R), the rows past the tile 0.
+  scratch.query_rows.setZero(blocks * R * query_width);
+  scratch.gradient_rows.setZero(blocks * R * value_width);
+  pack_padded_rows(scale * queries, query_width, scratch.query_rows.data());
   pack_padded_rows(out_gradients, value_width, scratch.gradient_rows.data());
   scratch.scores.resize(R * stride);
   scratch.products.resize(R * stride);
@@ -144,9 +142,9 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
   for (Index block = 0; block < blocks; ++block) {
     const Index first_row = block * R;
     const Index block_rows = std::min(R, rows - first_row);
-    score_block(scratch.query_blocks.data() + block * d * R, d, keys.key_panels.data(), panels,
-                scratch.scores.data(), stride);
-    score_block(scratch.gradient_blocks.data() + block * dv_columns * R, dv_columns,
+    score_block(scratch.query_rows.data() + first_row * query_width, query_width, 1, d,
+                keys.key_panels.data(), panels, scratch.scores.data(), stride);
+    score_block(scratch.gradient_rows.data() + first_row * value_width, value_width, 1, dv_columns,
                 keys.value_panels.data(), panels, scratch.products.data(), stride);
     for (Index r = 0; r < block_rows; ++r) {
       const Index i = first_row + r;
@@ -169,13 +167,13 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
             gradient(j) = T(0);
           }
       bias_sums += gradient.transpose();
-      gradient *= scale;
     }
     accumulate_block(score_gradients + first_row * stride, stride, key_count, keys.key_rows.data(),
                      query_width, scratch.query_gradients.data() + first_row * query_width);
   }
-  dq += Eigen::Map<const RowMajorMatrix<T>>(scratch.query_gradients.data(), rows, query_width)
-            .leftCols(d);
+  dq +=
+      scale * Eigen::Map<const RowMajorMatrix<T>>(scratch.query_gradients.data(), rows, query_width)
+                  .leftCols(d);
 
   for (Index first = 0; first < key_count; first += R) {
     accumulate_block<T, true>(weights + first, stride, rows, scratch.gradient_rows.data(),

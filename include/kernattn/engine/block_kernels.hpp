@@ -153,12 +153,14 @@ template <Real T>
   return packed;
 }
 
-/// \f$S_{rj} = \sum_l \hat q_{rl}\,k_{jl}\f$ for the R queries of one packed block (`queries`,
-/// coordinate-major, R per coordinate) and the `panels` packed key panels at `keys`: row r of the
-/// scores at `scores + r * stride`, panels x P of them (columns past the tile's keys hold 0 · q).
-/// The d products of each score are summed in coordinate order.
+/// \f$S_{rj} = \sum_l \hat q_{rl}\,k_{jl}\f$ for the R queries of one block and the `panels`
+/// packed key panels at `keys`: query r's coordinate l at `queries[r * row_step + l *
+/// coordinate_step]` (a packed block, `pack_query_blocks`: steps 1 and R; padded rows: steps
+/// `width` and 1); row r of the scores at `scores + r * stride`, panels x P of them (columns past
+/// the tile's keys hold 0 · q). The d products of each score are summed in coordinate order.
 template <Real T>
-void score_block(const T* queries, Index d, const T* keys, Index panels, T* scores, Index stride) {
+void score_block(const T* queries, Index row_step, Index coordinate_step, Index d, const T* keys,
+                 Index panels, T* scores, Index stride) {
   using Shape = BlockShape<T>;
   using Packet = typename Shape::Packet;
   using namespace Eigen::internal;
@@ -173,8 +175,9 @@ void score_block(const T* queries, Index d, const T* keys, Index panels, T* scor
       Packet key[N];
       for (Index n = 0; n < N; ++n)
         key[n] = ploadu<Packet>(panel + l * Shape::key_panel + n * Shape::lanes);
+      const T* coordinate = queries + l * coordinate_step;
       for (Index r = 0; r < R; ++r) {
-        const Packet query = pset1<Packet>(queries[l * R + r]);
+        const Packet query = pset1<Packet>(coordinate[r * row_step]);
         for (Index n = 0; n < N; ++n) sum[r][n] = pmadd(query, key[n], sum[r][n]);
       }
     }

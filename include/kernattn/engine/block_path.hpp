@@ -132,7 +132,7 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
             block_partial = visibility.coverage(
                                 block_range, {first_key + skipped, first_key + skipped + count}) !=
                             mask::Coverage::full;
-          score_block(scratch.packed_queries.data() + block * d * R, d,
+          score_block(scratch.packed_queries.data() + block * d * R, 1, R, d,
                       key_panels + first_panel * d * Shape::key_panel, end_panel - first_panel,
                       block_scores, stride);
           BlockScores scores(block_scores, block_rows, count, Eigen::OuterStride<>(stride));

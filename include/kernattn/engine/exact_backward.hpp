@@ -70,16 +70,21 @@ template <class Queries, class Keys, class Values, class Out, class Statistics, 
 }
 
 /// \f$\nabla_k\big(g(k) + \log\mu(k)\big)\f$ for every key: the gradient of the key bias of
-/// `compute_key_terms`, once per key, in double and then rounded to T.
+/// `compute_key_terms`, once per key (all keys at once where the kernel and the magnitude have a
+/// batch form), in double and then rounded to T.
 template <kernels::Kernel Kernel, magnitude::Magnitude Magnitude, class Keys>
 [[nodiscard]] Matrix<typename Kernel::Scalar> key_bias_gradients(const Kernel& kernel,
                                                                  const Magnitude& magnitude,
                                                                  const Keys& keys) {
-  // Row-major: each key's gradient is one contiguous row.
-  RowMajorMatrix<double> gradients = RowMajorMatrix<double>::Zero(keys.rows(), keys.cols());
-  if constexpr (Scoring<Kernel>::has_key_term)
-    for (Index j = 0; j < keys.rows(); ++j)
-      gradients.row(j) += kernel.log_key_term_gradient(keys.row(j));
+  // In the keys' storage order, so that the batch forms and the rounding run down columns.
+  Eigen::MatrixXd gradients = Eigen::MatrixXd::Zero(keys.rows(), keys.cols());
+  if constexpr (Scoring<Kernel>::has_key_term) {
+    if constexpr (requires { kernel.add_log_key_term_gradients(keys, gradients); })
+      kernel.add_log_key_term_gradients(keys, gradients);
+    else
+      for (Index j = 0; j < keys.rows(); ++j)
+        gradients.row(j) += kernel.log_key_term_gradient(keys.row(j));
+  }
   if constexpr (!Magnitude::is_unit)
     magnitude::add_log_magnitude_gradients(magnitude, keys, gradients);
   return gradients.cast<typename Kernel::Scalar>();
@@ -415,6 +420,11 @@ void backward_key_tile(const Kernel& kernel, const Queries& queries, const OutGr
   value_gradients = dv;
 }
 
+/// The key tiles that a backward task takes at once: the query side of a step is packed once for
+/// all of them, which halves its cost against one tile at a time for a scratch of
+/// query_tile x 2 key_tile scalars per thread.
+inline constexpr Index tiles_per_step = 2;
+
 /// The most (sequence, head, key stripe) tasks a backward call makes when it has fewer
 /// sequence-head pairs: each pair's keys are split into up to this many stripes of key tiles,
 /// each stripe with its own partial dQ (see `attend_exact_backward`).
@@ -425,10 +435,11 @@ inline constexpr Index backward_tasks = 8;
 /// row (\f$L_i - f(q_i)\f$ for the exponential forms, the denominator for the direct forms) once
 /// per query; then the keys' tiles in S stripes, \f$S = \min(\text{key tiles},
 /// \lceil 8 / (BH)\rceil)\f$: each (sequence, head, stripe) is one task that owns its key tiles'
-/// rows of dK and dV and adds its share of dQ to a partial of its own (stripe 0 to dQ itself);
-/// the partials are then added to dQ in stripe order. Every split depends on the shapes alone,
-/// so the gradients are bit-identical for every thread count; the extra memory is the partials,
-/// \f$(S - 1)\,N_q\,d\f$ scalars per sequence and head, and one tile per thread.
+/// rows of dK and dV, takes them `tiles_per_step` at a time, and adds its share of dQ to a
+/// partial of its own (stripe 0 to dQ itself); the partials are then added to dQ in stripe order.
+/// Every split depends on the shapes alone, so the gradients are bit-identical for every thread
+/// count; the extra memory is the partials, \f$(S - 1)\,N_q\,d\f$ scalars per sequence and head,
+/// and one tile per thread.
 template <kernels::DifferentiableKernel Kernel, magnitude::DifferentiableMagnitude Magnitude,
           mask::Mask Mask, class Call>
 void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, const Mask& mask,
@@ -510,9 +521,11 @@ void attend_exact_backward(const Kernel& kernel, const Magnitude& magnitude, con
         }
     }
     const auto run_stripe = [&](auto&& dq) {
-      for (Index tile = stripe * tiles / stripes; tile < (stripe + 1) * tiles / stripes; ++tile) {
+      const Index end_tile = (stripe + 1) * tiles / stripes;
+      for (Index tile = stripe * tiles / stripes; tile < end_tile; tile += tiles_per_step) {
         const Index first_key = tile * key_tile;
-        const Index count = std::min(key_tile, keys - first_key);
+        const Index count =
+            std::min(std::min(tile + tiles_per_step, end_tile) * key_tile, keys) - first_key;
         backward_key_tile<Kernel, Magnitude>(
             kernel, queries_of(b, h), out_gradient_of(b, h), head_terms[p],
             keys_of(b, h).middleRows(first_key, count),

@@ -83,6 +83,13 @@ class Rbf {
     return -k.template cast<double>() / variance_.template resolve<double>(k.size());
   }
 
+  /// Adds \f$\nabla g(k_j)\f$ of every row j of `keys` to row j of `gradients`, equal to
+  /// `log_key_term_gradient` row by row.
+  template <class Keys, class Gradients>
+  void add_log_key_term_gradients(const Keys& keys, Gradients& gradients) const {
+    gradients -= keys.template cast<double>() / variance_.template resolve<double>(keys.cols());
+  }
+
   template <class Q, class K>
   [[nodiscard]] T operator()(const Eigen::MatrixBase<Q>& q, const Eigen::MatrixBase<K>& k) const {
     return std::exp(-(q - k).squaredNorm() / (T(2) * variance(q.size())));

@@ -194,18 +194,13 @@ class Lp {
     Eigen::Array<bool, detail::row_group, 1> finite;
   };
 
-  /// \f$|k_{ic}|\f$ of rows [first, first + count) of `keys`, the other lanes 0.
-  template <class Keys>
-  [[nodiscard]] static Lanes column_magnitudes(const Keys& keys, Index first, Index count,
-                                               Index column) {
-    return detail::group_column(keys, first, count, column).abs();
-  }
-
   /// \f$\log\mu\f$ of rows [first, first + count) of `keys`: at p = 2 from
   /// `detail::group_squared_norms`, otherwise from the `scaled_group`.
   template <class Keys>
   [[nodiscard]] Lanes group_log_magnitudes(const Keys& keys, Index first, Index count) const {
-    if (!is_p(2)) return scaled_group(keys, first, count).log_magnitudes;
+    if (!is_p(2))
+      return scaled_group(keys, first, count, detail::group_rows(keys, first, count))
+          .log_magnitudes;
     const Lanes squared = detail::group_squared_norms(keys, first, count);
     const Eigen::Array<bool, detail::row_group, 1> finite =
         detail::group_finite(keys, first, count);
@@ -230,19 +225,22 @@ class Lp {
     return (x > 0.0).select((e * x.log()).exp(), Lanes::Zero());
   }
 
+  /// The `ScaledGroup` of rows [first, first + count) of `keys`, held in double in `rows`
+  /// (`detail::group_rows`).
   template <class Keys>
-  [[nodiscard]] ScaledGroup scaled_group(const Keys& keys, Index first, Index count) const {
+  [[nodiscard]] ScaledGroup scaled_group(const Keys& keys, Index first, Index count,
+                                         const detail::GroupRows& rows) const {
     const Index d = keys.cols();
     const double p = double(p_);
     ScaledGroup group;
     group.largest.setZero();
-    for (Index c = 0; c < d; ++c)
-      group.largest = group.largest.max(column_magnitudes(keys, first, count, c));
-    group.finite = detail::group_finite(keys, first, count);
+    for (Index c = 0; c < d; ++c) group.largest = group.largest.max(rows.col(c).abs());
+    Lanes marks = Lanes::Zero();  // NaN where a row has an infinite or NaN entry
+    for (Index c = 0; c < d; ++c) marks += rows.col(c) - rows.col(c);
+    group.finite = marks == 0.0;
     group.scales = (group.largest > 0.0).select(group.largest, Lanes::Ones());
     Lanes sums = Lanes::Zero();
-    for (Index c = 0; c < d; ++c)
-      sums += power(column_magnitudes(keys, first, count, c) / group.scales, p);
+    for (Index c = 0; c < d; ++c) sums += power(rows.col(c).abs() / group.scales, p);
     group.log_norms = group.scales.log() + sums.log() / p;
     const double g = gamma(d);
     const Lanes sizes = (std::log(std::abs(g)) + double(exponent_) * group.log_norms).exp();
@@ -284,7 +282,8 @@ class Lp {
       return;
     }
     const double a = double(exponent_);
-    const ScaledGroup group = scaled_group(keys, first, count);
+    const detail::GroupRows rows = detail::group_rows(keys, first, count);
+    const ScaledGroup group = scaled_group(keys, first, count, rows);
     const Lanes log_factors =
         std::log(std::abs(g * a)) + (a - p) * group.log_norms + (p - 1.0) * group.scales.log();
     const Lanes factors = log_factors.exp();
@@ -298,14 +297,16 @@ class Lp {
       if (!scaled(r)) gradients.row(first + r) += log_domain_gradient(row_of(keys, first + r));
     }
     if (!scaled.any()) return;
+    // Whole columns of the group, 0 in the rows that are not scaled.
+    detail::GroupRows signed_sizes(detail::row_group, keys.cols());
     for (Index c = 0; c < keys.cols(); ++c) {
       const Lanes sizes =
-          factors * power(column_magnitudes(keys, first, count, c) / group.scales, p - 1.0);
-      for (Index r = 0; r < count; ++r)
-        if (scaled(r))
-          gradients(first + r, c) +=
-              (double(keys(first + r, c)) < 0.0) != (g < 0.0) ? -sizes(r) : sizes(r);
+          scaled.select(factors * power(rows.col(c).abs() / group.scales, p - 1.0), 0.0);
+      // -sizes where the entry's sign and gamma's differ.
+      signed_sizes.col(c) = (rows.col(c) < 0.0).select(-sizes, sizes);
+      if (g < 0.0) signed_sizes.col(c) = -signed_sizes.col(c);
     }
+    gradients.middleRows(first, count) += signed_sizes.topRows(count).matrix();
   }
 
   /// Beyond this log-factor the gradient is formed entry by entry in the log domain.
