@@ -281,6 +281,41 @@ double naive_log_sum_exp(const Eigen::ArrayXd& x) { return std::log(x.exp().sum(
 
 }  // namespace
 
+TEST_CASE("Lp's log-magnitude gradient follows its formula and its central differences",
+          "[magnitude][pointwise]") {
+  // d/dk_i (gamma |k|_p^a) = gamma a |k|_p^(a - p) |k_i|^(p - 1) sign(k_i), for either sign of
+  // gamma; one group of eight keys and two more, so the batch and the single-key forms both run.
+  constexpr Index d = 7;
+  const ref::MatrixXd keys = ref::normal(10, d, 47);
+  for (const double p : {3.0, 1.5, 4.25, 7.25}) {
+    for (const double gamma : {0.3, -0.375}) {
+      for (const double exponent : {2.0, 0.75}) {
+        CAPTURE(p, gamma, exponent);
+        const magnitude::Lp<double> lp(p, gamma, exponent);
+        Eigen::MatrixXd gradients = Eigen::MatrixXd::Zero(keys.rows(), d);
+        lp.add_log_magnitude_gradients(keys, gradients);
+        for (Index j = 0; j < keys.rows(); ++j) {
+          const ref::Row k = keys.row(j);
+          const double norm = std::pow(k.array().abs().pow(p).sum(), 1.0 / p);
+          for (Index i = 0; i < d; ++i) {
+            CAPTURE(j, i);
+            const double expected = gamma * exponent * std::pow(norm, exponent - p) *
+                                    std::pow(std::abs(k(i)), p - 1.0) * (k(i) < 0 ? -1.0 : 1.0);
+            const double h = 1e-5;
+            ref::Row plus = k;
+            ref::Row minus = k;
+            plus(i) += h;
+            minus(i) -= h;
+            const double central = (lp.log_magnitude(plus) - lp.log_magnitude(minus)) / (2 * h);
+            CHECK(std::abs(gradients(j, i) - expected) <= 1e-13 * (1.0 + std::abs(expected)));
+            CHECK(std::abs(central - expected) <= 1e-7 * (1.0 + std::abs(expected)));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("log_sum_exp", "[log_sum_exp]", float, double) {
   using T = TestType;
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;

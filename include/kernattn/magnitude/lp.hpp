@@ -297,15 +297,16 @@ class Lp {
       if (!scaled(r)) gradients.row(first + r) += log_domain_gradient(row_of(keys, first + r));
     }
     if (!scaled.any()) return;
-    // Whole columns of the group, 0 in the rows that are not scaled.
+    // Whole columns of the group, sign(k_i) |factor| (|k_i| / m)^(p - 1) times sign(gamma); the
+    // rows that are not scaled are then set to 0 (arithmetic on whole lanes, which Eigen
+    // vectorises, where a select per entry would not be).
     detail::GroupRows signed_sizes(detail::row_group, keys.cols());
-    for (Index c = 0; c < keys.cols(); ++c) {
-      const Lanes sizes =
-          scaled.select(factors * power(rows.col(c).abs() / group.scales, p - 1.0), 0.0);
-      // -sizes where the entry's sign and gamma's differ.
-      signed_sizes.col(c) = (rows.col(c) < 0.0).select(-sizes, sizes);
-      if (g < 0.0) signed_sizes.col(c) = -signed_sizes.col(c);
-    }
+    const Lanes signed_factors = g < 0.0 ? Lanes(-factors) : factors;
+    for (Index c = 0; c < keys.cols(); ++c)
+      signed_sizes.col(c) =
+          signed_factors * power(rows.col(c).abs() / group.scales, p - 1.0) * rows.col(c).sign();
+    for (Index r = 0; r < detail::row_group; ++r)
+      if (!scaled(r)) signed_sizes.row(r).setZero();
     gradients.middleRows(first, count) += signed_sizes.topRows(count).matrix();
   }
 
