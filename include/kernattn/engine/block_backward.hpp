@@ -85,11 +85,12 @@ struct BlockBackwardScratch {
 /// \f$x_{ij} = a\,q_i\cdot k_j\f$, in blocks of R queries:
 ///  - \f$S = (aQ)K^\top\f$ and \f$dP = dO\,V^\top\f$ by `score_block`, from the rows of
 ///    \f$aQ\f$ and dO padded once per tile (`pack_padded_rows`), which the key side reads too;
-///  - per row, the log-weights \f$x_{ij} + b_j\f$ (`key_bias`, when not null) plus the mask's score
-///    bias, \f$P_{ij} = e^{x_{ij} + b_j - L_i}\f$ (`references`: the rows' \f$L_i\f$ less their
-///    query terms; a row whose reference is \f$-\infty\f$ weighs nothing), \f$G_{ij} =
-///    P_{ij}(dP_{ij} - D_i)\f$ (`products`: \f$D_i\f$), both 0 where `visible(i, j)` is false when
-///    `partial`; \f$\sum_i G_{ij}\f$ is added to `bias_sums(j)`;
+///  - per row, the log-weights: \f$x_{ij}\f$ plus the mask's score bias, plus \f$b_j\f$
+///    (`key_bias`, when not null) in the exponential's pass; \f$P_{ij} = e^{x_{ij} + b_j - L_i}\f$
+///    (`references`: the rows' \f$L_i\f$ less their query terms; a row whose reference is
+///    \f$-\infty\f$ weighs nothing), \f$G_{ij} = P_{ij}(dP_{ij} - D_i)\f$ (`products`: \f$D_i\f$),
+///    both 0 where `visible(i, j)` is false when `partial`; \f$\sum_i G_{ij}\f$ is added to
+///    `bias_sums(j)`;
 ///  - \f$dq_i \mathrel{+}= a\sum_j G_{ij}\,k_j\f$ by `accumulate_block`, the keys in order;
 /// then, R keys at a time, \f$dv_j \mathrel{+}= \sum_i P_{ij}\,dO_i\f$ and \f$dk_j \mathrel{+}=
 /// \sum_i G_{ij}\,(aq_i)\f$ into `scratch.sums` (`accumulate_block` over the
@@ -151,10 +152,12 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
       Eigen::Map<RowArray> log_weights(scratch.scores.data() + r * stride, key_count);
       Eigen::Map<RowArray> weight(weights + i * stride, key_count);
       Eigen::Map<RowArray> gradient(score_gradients + i * stride, key_count);
-      if (key_bias != nullptr) log_weights += Eigen::Map<const RowArray>(key_bias, key_count);
       add_score_bias(visibility, first_query + i, first_key, log_weights);
       if (references(i) == ScalarTraits<T>::negative_infinity)
         weight.setZero();
+      else if (key_bias != nullptr)
+        weight =
+            (log_weights + Eigen::Map<const RowArray>(key_bias, key_count) - references(i)).exp();
       else
         weight = (log_weights - references(i)).exp();
       gradient =

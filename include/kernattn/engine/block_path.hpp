@@ -179,8 +179,11 @@ void attend_query_tile_in_blocks(const Kernel& kernel, const QueryTile& queries,
             tile_max += weights.maxCoeff();
             const T new_max = std::max(running_max(i), tile_max);
             const T reference = new_max == minus_infinity ? T(0) : new_max;
-            const T rescale =
-                running_max(i) == minus_infinity ? T(0) : T(std::exp(running_max(i) - reference));
+            // exp(0) = 1 needs no call: once a row's maximum settles, most tiles leave it.
+            const T rescale = running_max(i) == minus_infinity ? T(0)
+                              : running_max(i) == reference
+                                  ? T(1)
+                                  : T(std::exp(running_max(i) - reference));
             running_max(i) = new_max;
             // The exp first, vectorised (Eigen's select is not), then the zeros.
             if (weigh_prefactors)
