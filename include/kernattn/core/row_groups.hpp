@@ -41,14 +41,18 @@ template <class Rows>
   return sums;
 }
 
+/// Whether each row of a group (`group_rows`) is finite.
+[[nodiscard]] inline Eigen::Array<bool, row_group, 1> finite_lanes(const GroupRows& block) {
+  GroupLanes marks = GroupLanes::Zero();  // NaN where a row has an infinite or NaN entry
+  for (Index c = 0; c < block.cols(); ++c) marks += block.col(c) - block.col(c);
+  return marks == 0.0;
+}
+
 /// Whether each of rows [first, first + count) of `rows` is finite (the other lanes true).
 template <class Rows>
 [[nodiscard]] Eigen::Array<bool, row_group, 1> group_finite(const Rows& rows, Index first,
                                                             Index count) {
-  const GroupRows block = group_rows(rows, first, count);
-  GroupLanes marks = GroupLanes::Zero();  // NaN where a row has an infinite or NaN entry
-  for (Index c = 0; c < rows.cols(); ++c) marks += block.col(c) - block.col(c);
-  return marks == 0.0;
+  return finite_lanes(group_rows(rows, first, count));
 }
 
 /// \f$\lVert x\rVert^2\f$ of one row in double, as `group_squared_norms` gives it.

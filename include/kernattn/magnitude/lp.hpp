@@ -235,9 +235,7 @@ class Lp {
     ScaledGroup group;
     group.largest.setZero();
     for (Index c = 0; c < d; ++c) group.largest = group.largest.max(rows.col(c).abs());
-    Lanes marks = Lanes::Zero();  // NaN where a row has an infinite or NaN entry
-    for (Index c = 0; c < d; ++c) marks += rows.col(c) - rows.col(c);
-    group.finite = marks == 0.0;
+    group.finite = detail::finite_lanes(rows);
     group.scales = (group.largest > 0.0).select(group.largest, Lanes::Ones());
     Lanes sums = Lanes::Zero();
     for (Index c = 0; c < d; ++c) sums += power(rows.col(c).abs() / group.scales, p);
