@@ -123,10 +123,12 @@ void backward_tile_in_blocks(const Kernel& kernel, const Queries& queries,
   const T scale = kernel.dot_scale(d);
 
   // Whole blocks of rows (`score_block` reads R), the rows past the tile 0.
-  scratch.query_rows.setZero(blocks * R * query_width);
-  scratch.gradient_rows.setZero(blocks * R * value_width);
+  scratch.query_rows.resize(blocks * R * query_width);
+  scratch.gradient_rows.resize(blocks * R * value_width);
   pack_padded_rows(scale * queries, query_width, scratch.query_rows.data());
   pack_padded_rows(out_gradients, value_width, scratch.gradient_rows.data());
+  scratch.query_rows.tail((blocks * R - rows) * query_width).setZero();
+  scratch.gradient_rows.tail((blocks * R - rows) * value_width).setZero();
   scratch.scores.resize(R * stride);
   scratch.products.resize(R * stride);
   // Whole blocks of rows, and R more entries that the transposed products of the last keys read

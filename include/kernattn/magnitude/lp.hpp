@@ -198,9 +198,7 @@ class Lp {
   /// `detail::group_squared_norms`, otherwise from the `scaled_group`.
   template <class Keys>
   [[nodiscard]] Lanes group_log_magnitudes(const Keys& keys, Index first, Index count) const {
-    if (!is_p(2))
-      return scaled_group(keys, first, count, detail::group_rows(keys, first, count))
-          .log_magnitudes;
+    if (!is_p(2)) return scaled_group(detail::group_rows(keys, first, count), count).log_magnitudes;
     const Lanes squared = detail::group_squared_norms(keys, first, count);
     const Eigen::Array<bool, detail::row_group, 1> finite =
         detail::group_finite(keys, first, count);
@@ -225,12 +223,10 @@ class Lp {
     return (x > 0.0).select((e * x.log()).exp(), Lanes::Zero());
   }
 
-  /// The `ScaledGroup` of rows [first, first + count) of `keys`, held in double in `rows`
+  /// The `ScaledGroup` of a group's `count` keys, held in double in `rows`
   /// (`detail::group_rows`).
-  template <class Keys>
-  [[nodiscard]] ScaledGroup scaled_group(const Keys& keys, Index first, Index count,
-                                         const detail::GroupRows& rows) const {
-    const Index d = keys.cols();
+  [[nodiscard]] ScaledGroup scaled_group(const detail::GroupRows& rows, Index count) const {
+    const Index d = rows.cols();
     const double p = double(p_);
     ScaledGroup group;
     group.largest.setZero();
@@ -245,7 +241,7 @@ class Lp {
     for (Index r = 0; r < count; ++r) {
       if (!group.finite(r)) {
         // As the plain formula gives it (infinite or NaN); the engines reject such keys.
-        const Eigen::RowVectorXd key = row_of(keys, first + r);
+        const Eigen::RowVectorXd key = rows.row(r).matrix();
         group.log_magnitudes(r) = g * std::exp(double(exponent_) * log_norm(key));
       } else if (g == 0.0 || group.largest(r) == 0.0) {
         group.log_magnitudes(r) = 0.0;
@@ -281,7 +277,7 @@ class Lp {
     }
     const double a = double(exponent_);
     const detail::GroupRows rows = detail::group_rows(keys, first, count);
-    const ScaledGroup group = scaled_group(keys, first, count, rows);
+    const ScaledGroup group = scaled_group(rows, count);
     const Lanes log_factors =
         std::log(std::abs(g * a)) + (a - p) * group.log_norms + (p - 1.0) * group.scales.log();
     const Lanes factors = log_factors.exp();
@@ -292,7 +288,7 @@ class Lp {
           (group.largest(r) == 0.0 || std::abs(group.log_magnitudes(r)) >= max_log_magnitude))
         continue;  // no gradient
       scaled(r) = group.finite(r) && log_factors(r) < max_log_factor;
-      if (!scaled(r)) gradients.row(first + r) += log_domain_gradient(row_of(keys, first + r));
+      if (!scaled(r)) gradients.row(first + r) += log_domain_gradient(rows.row(r).matrix());
     }
     if (!scaled.any()) return;
     // Whole columns of the group, sign(k_i) |factor| (|k_i| / m)^(p - 1) times sign(gamma); the
